@@ -1,0 +1,20 @@
+"""Loads the compiled extension and checks that it matches the installed torch."""
+import torch
+
+try:
+    from . import _C  # registers torch.ops.compnet_ext.*
+except ImportError as e:  # pragma: no cover - exercised only on broken installs
+    raise ImportError(
+        "compnet_ext: the compiled extension compnet_ext._C could not be loaded "
+        f"({e}). Build it against the installed torch with "
+        "`pip install --no-build-isolation .` (or `-e .`) from the source tree."
+    ) from e
+
+if _C.torch_version != torch.__version__:  # pragma: no cover
+    raise ImportError(
+        f"compnet_ext: the compiled extension was built against torch {_C.torch_version} but "
+        f"torch {torch.__version__} is installed; rebuild with "
+        "`pip install --no-build-isolation --force-reinstall --no-deps .`"
+    )
+
+WITH_CUDA = bool(_C.with_cuda)

@@ -1,0 +1,166 @@
+"""Public ops: fake (meta) kernels, autograd, and argument checking around torch.ops.compnet_ext.
+
+Shapes, dtypes and devices are checked here (clear messages naming the argument, also under
+torch.compile); value checks (range, NaN/Inf) run inside the C++ op when ``validate=True``.
+"""
+import torch
+
+from . import reference
+from ._extension import WITH_CUDA
+
+_ops = torch.ops.compnet_ext
+
+# ---------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _check_tensor(name, t, ref=None):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"`{name}` must be float32 or float64, got {t.dtype}")
+    if ref is not None:
+        if t.dtype != ref.dtype:
+            raise TypeError(f"`{name}` has dtype {t.dtype} but `peaks` has {ref.dtype}")
+        if t.device != ref.device:
+            raise ValueError(f"`{name}` is on {t.device} but `peaks` is on {ref.device}")
+    elif t.device.type == "cuda" and not WITH_CUDA:
+        raise RuntimeError(
+            f"`{name}` is a CUDA tensor but compnet_ext was built without CUDA; rebuild with a "
+            "CUDA build of torch and nvcc available (see README, 'Building for CUDA')"
+        )
+    elif t.device.type not in ("cpu", "cuda", "meta"):
+        raise ValueError(f"`{name}` is on {t.device}; only CPU and CUDA are supported")
+
+
+def _check_points(name, t, S, N=None):
+    """[N] (shared by all seeds) or [S, N]."""
+    if t.dim() == 2 and t.shape[0] == S and (N is None or t.shape[1] == N):
+        return
+    if t.dim() == 1 and (N is None or t.shape[0] == N):
+        return
+    want = f"[N] or [S, N] with S = {S}" + ("" if N is None else f", N = {N}")
+    raise ValueError(f"`{name}` has shape {list(t.shape)}, expected {want}")
+
+
+def _check_sign(sign):
+    if isinstance(sign, bool) or sign not in (-1, 1):
+        raise ValueError(f"`sign` must be -1 or +1, got {sign!r}")
+
+
+def _check_args(x, peaks, scales, sign, target=None):
+    _check_tensor("peaks", peaks)
+    if peaks.dim() != 2 or peaks.shape[1] < 2:
+        raise ValueError(f"`peaks` must be [S, D+1] with D >= 1, got shape {list(peaks.shape)}")
+    S, D = peaks.shape[0], peaks.shape[1] - 1
+    _check_tensor("x", x, peaks)
+    _check_points("x", x, S)
+    if scales is not None:
+        _check_tensor("scales", scales, peaks)
+        if scales.dim() != 2 or tuple(scales.shape) != (S, D):
+            raise ValueError(f"`scales` must be [S, D] = [{S}, {D}], got {list(scales.shape)}")
+    if target is not None:
+        _check_tensor("target", target, peaks)
+        _check_points("target", target, S, x.shape[-1])
+    _check_sign(sign)
+    return S, D
+
+
+# ---------------------------------------------------------------------------------------------
+# fake kernels (shapes only) for torch.compile / meta tensors
+
+
+@torch.library.register_fake("compnet_ext::forward")
+def _forward_fake(x, peaks, scales, sign, validate):
+    S, _ = _check_args(x, peaks, scales, sign)
+    return peaks.new_empty(S, x.shape[-1])
+
+
+@torch.library.register_fake("compnet_ext::backward")
+def _backward_fake(grad_y, x, peaks, scales, sign, need_x, need_peaks, need_scales):
+    S, D = _check_args(x, peaks, scales, sign)
+    gx = x.new_empty(x.shape) if need_x else x.new_empty(0)
+    gp = peaks.new_empty(S, D + 1) if need_peaks else peaks.new_empty(0)
+    gs = peaks.new_empty(S, D) if (need_scales and scales is not None) else peaks.new_empty(0)
+    return gx, gp, gs
+
+
+@torch.library.register_fake("compnet_ext::loss_and_grad")
+def _loss_and_grad_fake(x, target, peaks, scales, sign, validate):
+    S, D = _check_args(x, peaks, scales, sign, target)
+    gs = peaks.new_empty(S, D) if scales is not None else peaks.new_empty(0)
+    return peaks.new_empty(S), peaks.new_empty(S, D + 1), gs
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd: one fused backward launch computes only the requested gradients
+
+
+def _setup_context(ctx, inputs, output):
+    x, peaks, scales, sign, _validate = inputs
+    ctx.save_for_backward(x, peaks, scales)
+    ctx.sign = sign
+
+
+def _backward(ctx, grad_y):
+    x, peaks, scales = ctx.saved_tensors
+    need_x, need_peaks, need_scales = ctx.needs_input_grad[:3]
+    gx, gp, gs = _ops.backward(grad_y, x, peaks, scales, ctx.sign, need_x, need_peaks,
+                               need_scales and scales is not None)
+    return (gx if need_x else None, gp if need_peaks else None,
+            gs if need_scales and scales is not None else None, None, None)
+
+
+torch.library.register_autograd("compnet_ext::forward", _backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+
+
+def forward(x, peaks, scales=None, sign=-1, *, validate=True):
+    """Output of S compositional networks at N points, in one fused kernel.
+
+    Args:
+        x: points in [0, 1], ``[N]`` (shared by all seeds) or ``[S, N]``.
+        peaks: triangle peaks in the open interval (0, 1), ``[S, D+1]`` for depth D.
+        scales: ``None`` for smooth scales derived from the peaks (MATH.md section 3), or free
+            scales ``[S, D]`` (the last peak column is then unused and gets a zero gradient).
+        sign: -1 subtracts the waves (convex targets), +1 adds them (concave targets).
+        validate: check values (peaks in (0, 1), x in [0, 1], no NaN/Inf). Costs one device
+            sync on CUDA; pass False in hot loops once inputs are known to be valid.
+
+    Returns:
+        ``y`` of shape ``[S, N]``, differentiable w.r.t. x, peaks and scales (first order).
+    """
+    _check_args(x, peaks, scales, sign)
+    return _ops.forward(x, peaks, scales, int(sign), bool(validate))
+
+
+def loss_and_grad(x, target, peaks, scales=None, sign=-1, *, validate=True):
+    """Per-seed MSE and its gradients, forward and backward in one launch (the training hot path).
+
+    Args:
+        x: ``[N]`` or ``[S, N]`` points in [0, 1].
+        target: ``[N]`` or ``[S, N]`` values to fit.
+        peaks, scales, sign, validate: as in :func:`forward`.
+
+    Returns:
+        ``(loss [S], g_peaks [S, D+1], g_scales [S, D] or None)``: ``loss[s]`` is the mean
+        squared error over the N points (0 when N = 0); the gradients are of ``loss.sum()``.
+        ``g_scales`` is None in smooth mode (the scales' gradient flows into ``g_peaks``).
+    """
+    _check_args(x, peaks, scales, sign, target)
+    loss, gp, gs = _ops.loss_and_grad(x, target, peaks, scales, int(sign), bool(validate))
+    return loss, gp, (gs if scales is not None else None)
+
+
+def smooth_scales(peaks, sign=-1, *, validate=True):
+    """Smooth scales ``[S, D]`` derived from ``peaks [S, D+1]`` (MATH.md section 3); differentiable."""
+    _check_tensor("peaks", peaks)
+    if peaks.dim() != 2 or peaks.shape[1] < 2:
+        raise ValueError(f"`peaks` must be [S, D+1] with D >= 1, got shape {list(peaks.shape)}")
+    _check_sign(sign)
+    if validate and peaks.numel() and not bool(((peaks > 0) & (peaks < 1)).all()):
+        raise ValueError("`peaks` must lie in the open interval (0, 1) (and not be NaN)")
+    return reference.smooth_scales(peaks, sign)

@@ -1,0 +1,45 @@
+"""Pure-PyTorch reference of the compositional network (MATH.md sections 1-4).
+
+Plain autograd, written to be read: the ground truth for the tests and the baseline for the
+benchmarks. Same signatures as the fused ops in :mod:`compnet_ext`, without input validation.
+"""
+import torch
+
+
+def smooth_scales(peaks, sign=-1):
+    """Scales [S, D] derived from peaks [S, D+1] so that the output is smooth (MATH.md section 3)."""
+    a = peaks
+    s0 = (a[:, 0] if sign < 0 else 1 - a[:, 0]) * a[:, 1]
+    ratios = (1 - a[:, 1:-1]) * a[:, 2:]  # s_{i+1} / s_i for i = 0 .. D-2
+    return torch.cat([s0[:, None], s0[:, None] * torch.cumprod(ratios, dim=1)], dim=1)
+
+
+def triangle(u, a):
+    """T_a(u): rises from 0 at u=0 to 1 at u=a, falls back to 0 at u=1."""
+    return torch.where(u <= a, u / a, (1 - u) / (1 - a))
+
+
+def forward(x, peaks, scales=None, sign=-1):
+    """y [S, N] = x + sign * sum_i s_i W_i(x), x [N] or [S, N], peaks [S, D+1], scales [S, D]."""
+    if scales is None:
+        scales = smooth_scales(peaks, sign)
+    S, D = scales.shape
+    u = x.expand(S, x.shape[-1])
+    y = u
+    for i in range(D):
+        u = triangle(u, peaks[:, i : i + 1])  # the wave W_i
+        y = y + sign * scales[:, i : i + 1] * u
+    return y
+
+
+def loss_and_grad(x, target, peaks, scales=None, sign=-1):
+    """Per-seed MSE [S] and gradients of its sum w.r.t. peaks (and scales; None when smooth)."""
+    peaks = peaks.detach().requires_grad_(True)
+    params = [peaks]
+    if scales is not None:
+        scales = scales.detach().requires_grad_(True)
+        params.append(scales)
+    with torch.enable_grad():
+        loss = ((forward(x, peaks, scales, sign) - target) ** 2).mean(dim=1)
+        grads = torch.autograd.grad(loss.sum(), params)
+    return loss.detach(), grads[0], grads[1] if scales is not None else None

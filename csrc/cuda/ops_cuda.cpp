@@ -1,0 +1,103 @@
+// Torch glue for the CUDA kernels: checks, allocation, stream, dispatch.
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../ops_common.h"
+#include "kernels.h"
+
+namespace cn {
+namespace {
+
+cuda::Dims dims(const Problem& p) {
+  return {p.S, p.N, p.D, p.sign, p.x_shared, p.target_shared};
+}
+
+template <typename T>
+const T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() && t.numel() > 0 ? t.data_ptr<T>() : nullptr;
+}
+
+template <typename T>
+T* mut_or_null(at::Tensor& t) {
+  return t.defined() && t.numel() > 0 ? t.data_ptr<T>() : nullptr;
+}
+
+void check_launch(const char* op, const char* err) {
+  TORCH_CHECK(err == nullptr, op, ": CUDA kernel launch failed: ", err);
+}
+
+at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& peaks,
+                        const std::optional<at::Tensor>& scales, int64_t sign, bool validate) {
+  const c10::cuda::CUDAGuard guard(peaks.device());
+  const Problem p = make_problem("compnet_ext.forward", x, peaks, scales, sign, {}, validate);
+  at::Tensor y = at::empty({p.S, p.N}, p.peaks.options());
+  AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_forward_cuda", [&] {
+    check_launch("compnet_ext.forward",
+                 cuda::forward<scalar_t>(dims(p), p.x.data_ptr<scalar_t>(),
+                                         p.peaks.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(p.scales),
+                                         y.data_ptr<scalar_t>(), at::cuda::getCurrentCUDAStream()));
+  });
+  return y;
+}
+
+// Shared by backward and loss_and_grad (one kernel, two heads).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(const char* op, const Problem& p,
+                                                            bool loss_mode, bool need_x,
+                                                            bool need_peaks, bool need_scales,
+                                                            at::Tensor* loss) {
+  const auto opts = p.peaks.options();
+  need_scales = need_scales && !p.smooth();
+  at::Tensor gx = need_x ? at::empty({p.S, p.N}, opts) : at::empty({0}, opts);
+  at::Tensor gp = need_peaks ? at::empty({p.S, p.D + 1}, opts) : at::empty({0}, opts);
+  at::Tensor gs = need_scales ? at::empty({p.S, p.D}, opts) : at::empty({0}, opts);
+  at::Tensor scratch = p.smooth() ? at::empty({p.S, 2 * p.D}, opts) : at::empty({0}, opts);
+  if (p.N == 0) {  // kernels skip; gradients of an empty sum are zero
+    gx.zero_();
+    gp.zero_();
+    gs.zero_();
+  }
+  AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_backward_cuda", [&] {
+    using T = scalar_t;
+    check_launch(op, cuda::backward<T>(dims(p), p.x.data_ptr<T>(), p.peaks.data_ptr<T>(),
+                                       ptr_or_null<T>(p.scales), p.target.data_ptr<T>(),
+                                       loss_mode ? loss->data_ptr<T>() : nullptr,
+                                       mut_or_null<T>(gx), mut_or_null<T>(gp),
+                                       mut_or_null<T>(gs), mut_or_null<T>(scratch),
+                                       at::cuda::getCurrentCUDAStream()));
+  });
+  if (need_x && p.x_shared) gx = gx.sum(0);
+  return {gx, gp, gs};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& peaks,
+    const std::optional<at::Tensor>& scales, int64_t sign, bool need_x, bool need_peaks,
+    bool need_scales) {
+  const c10::cuda::CUDAGuard guard(peaks.device());
+  const Problem p = make_problem("compnet_ext.backward", x, peaks, scales, sign, grad_y, false);
+  TORCH_CHECK(!p.target_shared, "compnet_ext.backward: `grad_y` must be [S, N]");
+  return run_backward("compnet_ext.backward", p, false, need_x, need_peaks, need_scales, nullptr);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_and_grad_cuda(
+    const at::Tensor& x, const at::Tensor& target, const at::Tensor& peaks,
+    const std::optional<at::Tensor>& scales, int64_t sign, bool validate) {
+  const c10::cuda::CUDAGuard guard(peaks.device());
+  const Problem p =
+      make_problem("compnet_ext.loss_and_grad", x, peaks, scales, sign, target, validate);
+  at::Tensor loss = at::zeros({p.S}, p.peaks.options());
+  auto [gx, gp, gs] =
+      run_backward("compnet_ext.loss_and_grad", p, true, false, true, true, &loss);
+  return {loss, gp, gs};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(compnet_ext, CUDA, m) {
+  m.impl("forward", &forward_cuda);
+  m.impl("backward", &backward_cuda);
+  m.impl("loss_and_grad", &loss_and_grad_cuda);
+}
+
+}  // namespace cn

@@ -1,0 +1,84 @@
+#include "ops_common.h"
+
+#include <c10/util/Exception.h>
+
+namespace cn {
+
+namespace {
+
+void check_tensor(const char* op, const char* name, const at::Tensor& t, const at::Tensor& ref) {
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": `", name, "` has dtype ",
+              t.scalar_type(), " but `peaks` has ", ref.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), op, ": `", name, "` is on ", t.device(),
+              " but `peaks` is on ", ref.device());
+}
+
+// [N] (shared by all seeds) or [S, N]; returns whether shared.
+bool check_points(const char* op, const char* name, const at::Tensor& t, int64_t S, int64_t N) {
+  TORCH_CHECK(t.dim() == 1 || t.dim() == 2, op, ": `", name, "` must be [N] or [S, N], got ",
+              t.sizes());
+  if (t.dim() == 2) {
+    TORCH_CHECK(t.size(0) == S && (N < 0 || t.size(1) == N), op, ": `", name, "` has shape ",
+                t.sizes(), ", expected [", S, ", N]");
+  } else {
+    TORCH_CHECK(N < 0 || t.size(0) == N, op, ": `", name, "` has ", t.size(0),
+                " points, expected ", N);
+  }
+  return t.dim() == 1;
+}
+
+}  // namespace
+
+Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peaks,
+                     const std::optional<at::Tensor>& scales, int64_t sign,
+                     const std::optional<at::Tensor>& target, bool validate) {
+  TORCH_CHECK(sign == 1 || sign == -1, op, ": `sign` must be -1 or +1, got ", sign);
+  TORCH_CHECK(peaks.scalar_type() == at::kFloat || peaks.scalar_type() == at::kDouble, op,
+              ": `peaks` must be float32 or float64, got ", peaks.scalar_type());
+  TORCH_CHECK(peaks.dim() == 2 && peaks.size(1) >= 2, op,
+              ": `peaks` must be [S, D+1] with D >= 1, got ", peaks.sizes());
+  TORCH_CHECK(peaks.size(1) - 1 <= INT32_MAX, op, ": depth too large");
+  Problem p;
+  p.S = peaks.size(0);
+  p.D = static_cast<int>(peaks.size(1) - 1);
+  p.sign = static_cast<int>(sign);
+  check_tensor(op, "x", x, peaks);
+  p.x_shared = check_points(op, "x", x, p.S, -1);
+  p.N = x.size(x.dim() - 1);
+  p.x = x.contiguous();
+  p.peaks = peaks.contiguous();
+  if (scales.has_value()) {
+    check_tensor(op, "scales", *scales, peaks);
+    TORCH_CHECK(scales->dim() == 2 && scales->size(0) == p.S && scales->size(1) == p.D, op,
+                ": `scales` must be [S, D] = [", p.S, ", ", p.D, "], got ", scales->sizes());
+    p.scales = scales->contiguous();
+  }
+  if (target.has_value()) {
+    check_tensor(op, "target", *target, peaks);
+    p.target_shared = check_points(op, "target", *target, p.S, p.N);
+    p.target = target->contiguous();
+  }
+  if (validate) {
+    // One combined reduction so that a CUDA input costs one sync.
+    const auto no = at::zeros({}, p.peaks.options().dtype(at::kBool));
+    std::vector<at::Tensor> bad = {
+        p.peaks.isfinite().logical_not().any(),
+        ((p.peaks <= 0) | (p.peaks >= 1)).any(),
+        p.x.isfinite().logical_not().any(),
+        ((p.x < 0) | (p.x > 1)).any(),
+        p.scales.defined() ? p.scales.isfinite().logical_not().any() : no,
+        p.target.defined() ? p.target.isfinite().logical_not().any() : no,
+    };
+    const auto flags = at::stack(bad).to(at::kCPU);
+    const bool* f = flags.data_ptr<bool>();
+    TORCH_CHECK(!f[0], op, ": `peaks` contains NaN or Inf");
+    TORCH_CHECK(!f[1], op, ": `peaks` must lie in the open interval (0, 1)");
+    TORCH_CHECK(!f[2], op, ": `x` contains NaN or Inf");
+    TORCH_CHECK(!f[3], op, ": `x` must lie in [0, 1]");
+    TORCH_CHECK(!f[4], op, ": `scales` contains NaN or Inf");
+    TORCH_CHECK(!f[5], op, ": `target` contains NaN or Inf");
+  }
+  return p;
+}
+
+}  // namespace cn

@@ -1,0 +1,28 @@
+// The op schemas, in one place. Backends register implementations with TORCH_LIBRARY_IMPL in
+// csrc/cpu/ops_cpu.cpp and csrc/cuda/ops_cuda.cpp; fake kernels and autograd are registered from
+// Python (compnet_ext/ops.py).
+#include <torch/extension.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(compnet_ext, m) {
+  // y [S, N] = x + sign * sum_i s_i W_i(x); scales None means smooth scales from the peaks.
+  m.def("forward(Tensor x, Tensor peaks, Tensor? scales, int sign, bool validate) -> Tensor");
+  // Gradients of sum(grad_y * y) w.r.t. x, peaks, scales (each empty when not requested).
+  m.def(
+      "backward(Tensor grad_y, Tensor x, Tensor peaks, Tensor? scales, int sign, bool need_x, "
+      "bool need_peaks, bool need_scales) -> (Tensor, Tensor, Tensor)");
+  // Per-seed MSE [S] and the gradients of its sum w.r.t. peaks and scales (empty in smooth mode).
+  m.def(
+      "loss_and_grad(Tensor x, Tensor target, Tensor peaks, Tensor? scales, int sign, "
+      "bool validate) -> (Tensor, Tensor, Tensor)");
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "compnet_ext compiled kernels (ops are registered under torch.ops.compnet_ext)";
+  m.attr("torch_version") = COMPNET_TORCH_VERSION;
+#ifdef COMPNET_WITH_CUDA
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
+}

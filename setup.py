@@ -1,0 +1,63 @@
+"""Build script for compnet_ext.
+
+Environment switches (all optional):
+  COMPNET_CUDA=auto|1|0     build the CUDA kernels: auto (default) when torch has CUDA and nvcc
+                            is found; 1 forces (error if impossible); 0 skips.
+  COMPNET_CUDA_ARCH="8.0;9.0"  CUDA architectures (default: TORCH_CUDA_ARCH_LIST, else 8.0;9.0).
+  COMPNET_NATIVE=1|0        compile the CPU kernels for this machine's CPU (-march=native,
+                            default 1); set 0 for a portable build (e.g. a wheel to ship).
+"""
+import os
+
+import torch
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+
+def _flag(name, default):
+    return os.environ.get(name, default).strip().lower()
+
+
+def want_cuda():
+    mode = _flag("COMPNET_CUDA", "auto")
+    possible = torch.version.cuda is not None and CUDA_HOME is not None
+    if mode in ("0", "off", "no", "false"):
+        return False
+    if mode in ("1", "on", "yes", "true", "force"):
+        if not possible:
+            raise RuntimeError(
+                "COMPNET_CUDA=1 but CUDA cannot be built: "
+                f"torch.version.cuda={torch.version.cuda!r}, CUDA_HOME={CUDA_HOME!r}"
+            )
+        return True
+    return possible
+
+
+def extension():
+    cuda = want_cuda()
+    sources = ["csrc/registration.cpp", "csrc/ops_common.cpp", "csrc/cpu/ops_cpu.cpp"]
+    cxx = ["-O3", "-std=c++20", "-fopenmp",
+           f'-DCOMPNET_TORCH_VERSION="{torch.__version__}"']
+    if _flag("COMPNET_NATIVE", "1") not in ("0", "off", "no", "false"):
+        cxx.append("-march=native")
+    args = dict(name="compnet_ext._C", include_dirs=[os.path.abspath("csrc")],
+                extra_link_args=["-fopenmp"])
+    if not cuda:
+        return CppExtension(sources=sources, extra_compile_args={"cxx": cxx}, **args)
+    arch = os.environ.get("COMPNET_CUDA_ARCH") or os.environ.get("TORCH_CUDA_ARCH_LIST") or "8.0;9.0"
+    os.environ["TORCH_CUDA_ARCH_LIST"] = arch
+    print(f"compnet_ext: building CUDA kernels for {arch}")
+    sources += ["csrc/cuda/ops_cuda.cpp", "csrc/cuda/kernels.cu"]
+    return CUDAExtension(
+        sources=sources,
+        extra_compile_args={"cxx": cxx + ["-DCOMPNET_WITH_CUDA"],
+                            "nvcc": ["-O3", "-std=c++17", "-DCOMPNET_WITH_CUDA"]},
+        **args,
+    )
+
+
+setup(
+    packages=find_packages(include=["compnet_ext", "compnet_ext.*"]),
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension},
+)
