@@ -8,37 +8,75 @@
 // fixed-trip, branch-free loop that the compiler turns into SIMD instructions.
 #pragma once
 
+#include <math.h>
+
 #if defined(__CUDACC__)
 #define CN_HD __host__ __device__ __forceinline__
 #else
 #define CN_HD inline
 #endif
 
+// Chunk loops are unrolled on the GPU so that the chunk's waves stay in registers. Lane loops
+// (CN_LANES) have one iteration on the GPU; on the host they are marked as SIMD loops, since
+// otherwise GCC fully unrolls these short loops first and then fails to vectorise them. (The host
+// build also needs -fno-trapping-math, or GCC will not turn the selects into blends.)
+// On the GPU the chunk loops run a fixed CHUNK iterations (guarded) so they can be unrolled; on
+// the host they run only over the layers that exist.
 #if defined(__CUDACC__)
 #define CN_UNROLL _Pragma("unroll")
-#elif defined(__GNUC__) && !defined(__clang__)
-#define CN_UNROLL _Pragma("GCC unroll 64")
+#define CN_LANES
+#define CN_FIXED_CHUNK 1
+#elif defined(_OPENMP)
+#define CN_UNROLL
+#define CN_LANES _Pragma("omp simd")
 #else
 #define CN_UNROLL
+#define CN_LANES
+#endif
+#ifndef CN_FIXED_CHUNK
+#define CN_FIXED_CHUNK 0
 #endif
 
 namespace cn {
+
+#if defined(__CUDACC__) || defined(__FMA__)
+#define CN_HAS_FMA 1
+CN_HD float fma_(float a, float b, float c) { return fmaf(a, b, c); }
+CN_HD double fma_(double a, double b, double c) { return fma(a, b, c); }
+#else
+#define CN_HAS_FMA 0
+#endif
 
 // One triangle layer; the reciprocals are computed once per layer, not per point.
 template <typename T>
 struct Tri {
   T a, b, ia, ib;  // peak, 1 - a, 1/a, 1/(1-a)
   CN_HD explicit Tri(T peak) : a(peak), b(T(1) - peak), ia(T(1) / peak), ib(T(1) / b) {}
-  // T_a(u), as one correctly rounded division: the waves are exponentially sensitive to
-  // rounding (slopes 1/a, 1/(1-a) > 1 compound over the layers), so the value is computed
-  // exactly as the reference computes it and the two agree bitwise. Ties (u == a) take the
-  // left branch; du/da use the same convention (the gradient of the branch the value came from).
+  // T_a(u) = u / a or (1 - u) / (1 - a), correctly rounded, as the reference computes it: the
+  // waves are exponentially sensitive to rounding (slopes 1/a, 1/(1-a) > 1 compound over the
+  // layers), so the fused op reproduces the reference's waves bitwise. With FMA the quotient is
+  // one multiply by the correctly rounded reciprocal plus one FMA correction, which gives the
+  // correctly rounded quotient (Markstein's theorem) at a fraction of a division's cost.
+  // Ties (u == a) take the left branch; du/da use the same convention (the gradient of the
+  // branch the value came from, as torch.where in the reference). Both branches are computed
+  // and then selected, so the host compiler turns the lane loops into SIMD blends.
   CN_HD T value(T u) const {
     const bool left = u <= a;
-    return (left ? u : T(1) - u) / (left ? a : b);
+    const T one_m = T(1) - u;
+    const T num = left ? u : one_m, den = left ? a : b;
+#if CN_HAS_FMA
+    const T r = left ? ia : ib;
+    const T q = num * r;
+    return fma_(fma_(-q, den, num), r, q);
+#else
+    return num / den;
+#endif
   }
   CN_HD T du(T u) const { return u <= a ? ia : -ib; }
-  CN_HD T da(T u) const { return u <= a ? -u * ia * ia : (T(1) - u) * ib * ib; }
+  CN_HD T da(T u) const {
+    const T l = -u * ia * ia, r = (T(1) - u) * ib * ib;
+    return u <= a ? l : r;
+  }
 };
 
 // ---- smooth scales (MATH.md section 3): per seed, O(D) -------------------------------------
@@ -86,12 +124,12 @@ CN_HD void smooth_scales_backward_row(const T* a, const T* s, int D, int sign, T
 template <typename T, int L>
 CN_HD void forward_lanes(const T (&x)[L], const T* a, const T* s, int D, int sign, T (&y)[L]) {
   T u[L];
-  CN_UNROLL for (int l = 0; l < L; ++l) { u[l] = x[l]; y[l] = x[l]; }
+  CN_LANES for (int l = 0; l < L; ++l) { u[l] = x[l]; y[l] = x[l]; }
   T sm = s ? T(0) : smooth_s0(a, sign);
   for (int i = 0; i < D; ++i) {
     const Tri<T> t(a[i]);
     const T ss = T(sign) * (s ? s[i] : sm);
-    CN_UNROLL for (int l = 0; l < L; ++l) {
+    CN_LANES for (int l = 0; l < L; ++l) {
       u[l] = t.value(u[l]);
       y[l] += ss * u[l];
     }
@@ -104,8 +142,8 @@ CN_HD void forward_lanes(const T (&x)[L], const T* a, const T* s, int D, int sig
 // For L points of one seed: runs the forward sweep, asks `head` for dL/dy of each point
 // (head(l, y) -> gy; it may also accumulate a loss), then the reverse sweep, reporting the
 // per-point contributions of every layer to `acc`:
-//   acc.layer(i, ga, gs): ga[l] = gy * dy/da_i (through the waves), gs[l] = gy * dy/ds_i
-//   acc.input(gx):        gx[l] = gy * dy/dx
+//   acc.layer(i, l, ga, gs): ga = gy * dy/da_i (through the waves), gs = gy * dy/ds_i of lane l
+//   acc.input(gx):           gx[l] = gy * dy/dx
 // `s` is the full scales row (smooth scales materialised by the caller).
 //
 // The reverse sweep needs every wave value W_{i-1}. Rather than storing D of them per point,
@@ -124,21 +162,23 @@ CN_HD void backward_lanes(const T (&x)[L], const T* a, const T* s, int D, int si
     const int c0 = c * CHUNK;
     const bool top = (c == nchunks - 1);
     T u[L], y[L];
-    CN_UNROLL for (int l = 0; l < L; ++l) { u[l] = x[l]; y[l] = x[l]; }
+    CN_LANES for (int l = 0; l < L; ++l) { u[l] = x[l]; y[l] = x[l]; }
     // Forward up to the chunk; the output sum is only needed on the first (top) pass.
     for (int i = 0; i < c0; ++i) {
       const Tri<T> t(a[i]);
       const T ss = T(sign) * s[i];
-      CN_UNROLL for (int l = 0; l < L; ++l) {
+      CN_LANES for (int l = 0; l < L; ++l) {
         u[l] = t.value(u[l]);
         if (top) y[l] += ss * u[l];
       }
     }
-    CN_UNROLL for (int j = 0; j < CHUNK; ++j) {
-      if (c0 + j < D) {
+    const int jn = D - c0 < CHUNK ? D - c0 : CHUNK;  // layers in this chunk
+    const int jend = CN_FIXED_CHUNK ? CHUNK : jn;
+    CN_UNROLL for (int j = 0; j < jend; ++j) {
+      if (j < jn) {
         const Tri<T> t(a[c0 + j]);
         const T ss = T(sign) * s[c0 + j];
-        CN_UNROLL for (int l = 0; l < L; ++l) {
+        CN_LANES for (int l = 0; l < L; ++l) {
           win[j][l] = u[l];
           u[l] = t.value(u[l]);
           if (top) y[l] += ss * u[l];
@@ -147,33 +187,26 @@ CN_HD void backward_lanes(const T (&x)[L], const T* a, const T* s, int D, int si
     }
     if (top) {
       const T ss = T(sign) * s[D - 1];
-      CN_UNROLL for (int l = 0; l < L; ++l) {
+      CN_LANES for (int l = 0; l < L; ++l) {
         gy[l] = head(l, y[l]);
         wout[l] = u[l];
         lam[l] = gy[l] * ss;
       }
     }
-    CN_UNROLL for (int j = CHUNK - 1; j >= 0; --j) {
+    CN_UNROLL for (int j = jend - 1; j >= 0; --j) {
       const int i = c0 + j;
-      if (i < D) {
+      if (j < jn) {
         const Tri<T> t(a[i]);
-        T ga[L], gs[L], carry[L];
-        CN_UNROLL for (int l = 0; l < L; ++l) {
+        // lambda_{i-1} = gy * sign * s_{i-1} + (dL/dW_{i-1} through layer i); below layer 0 the
+        // same expression with factor 1 is dL/dx = gy + lambda_0 * T'(x).
+        const T ss_prev = i > 0 ? T(sign) * s[i - 1] : T(1);
+        CN_LANES for (int l = 0; l < L; ++l) {
           const T w = win[j][l];
-          ga[l] = lam[l] * t.da(w);
-          gs[l] = T(sign) * (gy[l] * wout[l]);
-          carry[l] = lam[l] * t.du(w);  // dL/dW_{i-1} through layer i
+          acc.layer(i, l, lam[l] * t.da(w), T(sign) * (gy[l] * wout[l]));
+          lam[l] = gy[l] * ss_prev + lam[l] * t.du(w);
           wout[l] = w;
         }
-        acc.layer(i, ga, gs);
-        if (i > 0) {
-          const T ss = T(sign) * s[i - 1];
-          CN_UNROLL for (int l = 0; l < L; ++l) lam[l] = gy[l] * ss + carry[l];
-        } else {
-          T gx[L];
-          CN_UNROLL for (int l = 0; l < L; ++l) gx[l] = gy[l] + carry[l];
-          acc.input(gx);
-        }
+        if (i == 0) acc.input(lam);
       }
     }
   }
