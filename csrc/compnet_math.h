@@ -142,8 +142,8 @@ CN_HD void forward_lanes(const T (&x)[L], const T* a, const T* s, int D, int sig
 // For L points of one seed: runs the forward sweep, asks `head` for dL/dy of each point
 // (head(l, y) -> gy; it may also accumulate a loss), then the reverse sweep, reporting the
 // per-point contributions of every layer to `acc`:
-//   acc.layer(i, l, ga, gs): ga = gy * dy/da_i (through the waves), gs = gy * dy/ds_i of lane l
-//   acc.input(gx):           gx[l] = gy * dy/dx
+//   acc.layer(i, ga, gs): ga[l] = gy * dy/da_i (through the waves), gs[l] = gy * dy/ds_i
+//   acc.input(gx):        gx[l] = gy * dy/dx
 // `s` is the full scales row (smooth scales materialised by the caller).
 //
 // The reverse sweep needs every wave value W_{i-1}. Rather than storing D of them per point,
@@ -200,12 +200,15 @@ CN_HD void backward_lanes(const T (&x)[L], const T* a, const T* s, int D, int si
         // lambda_{i-1} = gy * sign * s_{i-1} + (dL/dW_{i-1} through layer i); below layer 0 the
         // same expression with factor 1 is dL/dx = gy + lambda_0 * T'(x).
         const T ss_prev = i > 0 ? T(sign) * s[i - 1] : T(1);
+        T ga[L], gs[L];
         CN_LANES for (int l = 0; l < L; ++l) {
           const T w = win[j][l];
-          acc.layer(i, l, lam[l] * t.da(w), T(sign) * (gy[l] * wout[l]));
+          ga[l] = lam[l] * t.da(w);
+          gs[l] = T(sign) * (gy[l] * wout[l]);
           lam[l] = gy[l] * ss_prev + lam[l] * t.du(w);
           wout[l] = w;
         }
+        acc.layer(i, ga, gs);
         if (i == 0) acc.input(lam);
       }
     }

@@ -65,9 +65,14 @@ struct TileAcc {
   T* gs;  // [D][L]
   T* gx;  // this tile's dy/dx outputs, or nullptr
   int valid;
-  void layer(int i, int l, T va, T vs) {
-    ga[i * L + l] += va;
-    gs[i * L + l] += vs;
+  void layer(int i, const T (&va)[L], const T (&vs)[L]) {
+    // restrict: without it GCC kept this loop scalar (it could not rule out aliasing).
+    T* __restrict pa = ga + i * L;
+    T* __restrict ps = gs + i * L;
+    CN_LANES for (int l = 0; l < L; ++l) {
+      pa[l] += va[l];
+      ps[l] += vs[l];
+    }
   }
   void input(const T (&g)[L]) {
     if (gx)

@@ -43,13 +43,13 @@ struct WarpAcc {
   T* gs;  // this seed's scale-gradient row [D] (nullptr: not needed)
   T* gx;  // this point's dy/dx slot (nullptr: not needed or inactive lane)
   bool lead;
-  __device__ void layer(int i, int, T va, T vs) {
+  __device__ void layer(int i, const T (&va)[1], const T (&vs)[1]) {
     if (ga) {
-      const T v = warp_sum(va);
+      const T v = warp_sum(va[0]);
       if (lead) ga[i] += v;
     }
     if (gs) {
-      const T v = warp_sum(vs);
+      const T v = warp_sum(vs[0]);
       if (lead) gs[i] += v;
     }
   }
