@@ -1,0 +1,75 @@
+"""torch.library integration: opcheck, torch.compile, fp64 gradcheck, determinism."""
+import pytest
+import torch
+
+import compnet_ext
+from conftest import make_problem
+
+ops = torch.ops.compnet_ext
+
+
+@pytest.mark.parametrize("free", [False, True])
+@pytest.mark.parametrize("shared_x", [True, False])
+def test_gradcheck_fp64(free, shared_x):
+    x, peaks, scales = make_problem(3, 4, 6, free=free, shared_x=shared_x, seed=11)
+    x = x.clamp(0.05, 0.95)  # keep the finite differences inside [0, 1]
+    inputs = [t.clone().requires_grad_() for t in (x, peaks) + ((scales,) if free else ())]
+    for sign in (-1, 1):
+        f = lambda *a: compnet_ext.forward(*a, sign=sign)
+        assert torch.autograd.gradcheck(f, inputs, eps=1e-7, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("free", [False, True])
+def test_opcheck(free):
+    x, peaks, scales = make_problem(3, 5, 17, free=free, seed=12)
+    for args in [
+        (x.clone().requires_grad_(), peaks.clone().requires_grad_(),
+         None if scales is None else scales.clone().requires_grad_(), -1, True),
+        (x, peaks, scales, 1, False),
+    ]:
+        torch.library.opcheck(ops.forward, args)
+    grad_y = torch.randn(3, 17, dtype=torch.float64)
+    torch.library.opcheck(ops.backward, (grad_y, x, peaks, scales, -1, True, True, True))
+    torch.library.opcheck(ops.loss_and_grad, (x, x**3, peaks, scales, -1, True))
+
+
+def test_torch_compile_fullgraph():
+    x, peaks, scales = make_problem(4, 6, 33, free=True, seed=13)
+
+    def f(x, peaks, scales):
+        y = compnet_ext.forward(x, peaks, scales, sign=-1) + compnet_ext.forward(x, peaks, sign=1)
+        return (y**2).mean()
+
+    compiled = torch.compile(f, fullgraph=True)  # default backend (inductor)
+    p1, p2 = peaks.clone().requires_grad_(), peaks.clone().requires_grad_()
+    eager, comp = f(x, p1, scales), compiled(x, p2, scales)
+    assert torch.allclose(eager, comp, rtol=1e-14, atol=0)
+    eager.backward()
+    comp.backward()
+    assert torch.allclose(p1.grad, p2.grad, rtol=1e-12, atol=0)
+
+    lag = torch.compile(lambda *a: compnet_ext.loss_and_grad(*a, sign=-1), fullgraph=True,
+                        backend="aot_eager")
+    for a, b in zip(lag(x, x**3, peaks, scales), compnet_ext.loss_and_grad(x, x**3, peaks, scales)):
+        assert torch.equal(a, b)
+
+
+def test_gradients_are_bitwise_deterministic_across_runs_and_thread_counts():
+    x, peaks, scales = make_problem(37, 16, 1000, dtype=torch.float32, free=True, seed=14)
+    target = x**3
+    threads = torch.get_num_threads()
+    try:
+        first = compnet_ext.loss_and_grad(x, target, peaks, scales)
+        for n in (1, max(2, threads)):
+            torch.set_num_threads(n)
+            for _ in range(2):
+                again = compnet_ext.loss_and_grad(x, target, peaks, scales)
+                assert all(torch.equal(a, b) for a, b in zip(first, again))
+            p = peaks.clone().requires_grad_()
+            compnet_ext.forward(x, p, scales).sum().backward()
+            if n == 1:
+                g1 = p.grad
+            else:
+                assert torch.equal(g1, p.grad)
+    finally:
+        torch.set_num_threads(threads)
