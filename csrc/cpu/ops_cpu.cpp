@@ -22,6 +22,13 @@ template <typename T>
 constexpr int kLanes = 128 / sizeof(T);
 constexpr int kChunk = 128;      // layers whose waves are kept per chunk (see backward_lanes)
 constexpr int64_t kBlock = 256;  // points per task in the backward
+// Point-layers per parallel chunk: below this a problem runs on one thread, since waking the
+// pool costs more than it saves (and a busy machine makes the wait for the slowest thread long).
+constexpr int64_t kGrainWork = 1 << 16;
+
+int64_t grain(int64_t points_per_item, int64_t D) {
+  return std::max<int64_t>(1, kGrainWork / (points_per_item * std::max<int64_t>(D, 1)));
+}
 
 // Loads one tile of L points (zero-padded past N) from a row of a [N] or [S, N] tensor.
 template <typename T, int L>
@@ -52,9 +59,8 @@ template <typename T>
 void forward_kernel(const Problem& p, at::Tensor& y) {
   constexpr int L = kForwardLanes<T>;
   const int64_t tiles = (p.N + L - 1) / L;
-  const int64_t grain = std::max<int64_t>(1, 4096 / (L * p.D));
   T* out = y.data_ptr<T>();
-  at::parallel_for(0, p.S * tiles, grain,
+  at::parallel_for(0, p.S * tiles, grain(L, p.D),
                    [&](int64_t begin, int64_t end) { forward_tiles<T>(p, begin, end, out); });
 }
 
@@ -97,7 +103,7 @@ void backward_kernel(const Problem& p, HeadFactory make_head, T* gx_points, T* g
   if (p.smooth()) {
     scales = at::empty({S, D}, p.peaks.options());
     T* sp = scales.data_ptr<T>();
-    at::parallel_for(0, S, 64, [&](int64_t b, int64_t e) {
+    at::parallel_for(0, S, grain(1, D), [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) smooth_scales_row(a + k * (D + 1), p.D, p.sign, sp + k * D);
     });
   }
@@ -106,7 +112,7 @@ void backward_kernel(const Problem& p, HeadFactory make_head, T* gx_points, T* g
   const int64_t blocks = (N + kBlock - 1) / kBlock;
   const int64_t W = 2 * D + 1;  // per task: ga[D], gs[D], loss
   std::vector<T> partial(static_cast<size_t>(S * blocks * W));
-  at::parallel_for(0, S * blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, S * blocks, grain(kBlock, D), [&](int64_t begin, int64_t end) {
     std::vector<T> ga(D * L), gs(D * L);
     for (int64_t k = begin; k < end; ++k) {
       const int64_t seed = k / blocks, b0 = (k % blocks) * kBlock;
@@ -140,7 +146,7 @@ void backward_kernel(const Problem& p, HeadFactory make_head, T* gx_points, T* g
     }
   });
 
-  at::parallel_for(0, S, 16, [&](int64_t b, int64_t e) {
+  at::parallel_for(0, S, grain(blocks, D), [&](int64_t b, int64_t e) {
     std::vector<T> row(W);
     for (int64_t seed = b; seed < e; ++seed) {
       std::fill(row.begin(), row.end(), T(0));

@@ -1,5 +1,5 @@
 // Torch glue for the CUDA kernels: checks, allocation, stream, dispatch.
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -36,7 +36,7 @@ at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& peaks,
     check_launch("compnet_ext.forward",
                  cuda::forward<scalar_t>(dims(p), p.x.data_ptr<scalar_t>(),
                                          p.peaks.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(p.scales),
-                                         y.data_ptr<scalar_t>(), at::cuda::getCurrentCUDAStream()));
+                                         y.data_ptr<scalar_t>(), c10::cuda::getCurrentCUDAStream().stream()));
   });
   return y;
 }
@@ -64,7 +64,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(const char* op, cons
                                        loss_mode ? loss->data_ptr<T>() : nullptr,
                                        mut_or_null<T>(gx), mut_or_null<T>(gp),
                                        mut_or_null<T>(gs), mut_or_null<T>(scratch),
-                                       at::cuda::getCurrentCUDAStream()));
+                                       c10::cuda::getCurrentCUDAStream().stream()));
   });
   if (need_x && p.x_shared) gx = gx.sum(0);
   return {gx, gp, gs};
