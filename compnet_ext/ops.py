@@ -92,6 +92,15 @@ def _loss_and_grad_fake(x, target, peaks, scales, sign, validate):
     return peaks.new_empty(S), peaks.new_empty(S, D + 1), gs
 
 
+@torch.library.register_fake("compnet_ext::train_peaks")
+def _train_peaks_fake(x, target, peaks, scales, sign, epochs, lr, beta1, beta2, eps, peak_min,
+                      peak_max, record_every, validate):
+    S, D = _check_args(x, target=target, peaks=peaks, scales=scales, sign=sign)
+    records = -(-epochs // record_every) if record_every > 0 else 0
+    return (peaks.new_empty(S, D + 1), peaks.new_empty(S, D) if scales is not None
+            else peaks.new_empty(0), peaks.new_empty(S), peaks.new_empty(S, records))
+
+
 # ---------------------------------------------------------------------------------------------
 # autograd: one fused backward launch computes only the requested gradients
 
@@ -164,3 +173,37 @@ def smooth_scales(peaks, sign=-1, *, validate=True):
     if validate and peaks.numel() and not bool(((peaks > 0) & (peaks < 1)).all()):
         raise ValueError("`peaks` must lie in the open interval (0, 1) (and not be NaN)")
     return reference.smooth_scales(peaks, sign)
+
+
+def train_peaks(x, target, peaks, scales=None, sign=-1, *, epochs, lr=1e-2, betas=(0.9, 0.999),
+                eps=1e-8, peak_bounds=(1e-4, 1 - 1e-4), record_every=0, validate=True):
+    """Stage 1 of the paper's method, fused: ``epochs`` Adam steps on the peaks in one launch.
+
+    Every seed is trained independently (a CUDA warp or a CPU task owns a seed and keeps its
+    parameters, gradients and Adam moments to itself). Each step is exactly
+    :func:`loss_and_grad` followed by ``torch.optim.Adam``'s update (no weight decay, fresh
+    state) and ``peaks.clamp_(*peak_bounds)``; free ``scales`` are trained too, unclamped.
+
+    Args:
+        x, target, peaks, scales, sign, validate: as in :func:`loss_and_grad` (not modified).
+        epochs: number of Adam steps (>= 0).
+        lr, betas, eps: Adam's hyper-parameters.
+        peak_bounds: ``(lo, hi)`` with ``0 < lo <= hi < 1``; keeps the peaks in (0, 1).
+        record_every: record the loss before every k-th step (0: no curve).
+
+    Returns:
+        ``(peaks [S, D+1], scales [S, D] or None, loss [S], curve [S, ceil(epochs / k)])``:
+        the trained parameters, the loss at the trained parameters, the recorded losses.
+    """
+    _check_args(x, peaks, scales, sign, target)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"`epochs` must be an int >= 0, got {epochs!r}")
+    if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 0:
+        raise ValueError(f"`record_every` must be an int >= 0, got {record_every!r}")
+    lo, hi = peak_bounds
+    if not 0 < lo <= hi < 1:
+        raise ValueError(f"`peak_bounds` must satisfy 0 < lo <= hi < 1, got {peak_bounds!r}")
+    p, s, loss, curve = _ops.train_peaks(x, target, peaks, scales, int(sign), epochs, float(lr),
+                                         float(betas[0]), float(betas[1]), float(eps),
+                                         float(lo), float(hi), record_every, bool(validate))
+    return p, (s if scales is not None else None), loss, curve

@@ -215,4 +215,41 @@ CN_HD void backward_lanes(const T (&x)[L], const T* a, const T* s, int D, int si
   }
 }
 
+
+// ---- Adam (the fused training stages) ------------------------------------------------------
+
+struct AdamConfig {
+  long long epochs;
+  double lr, beta1, beta2, eps;
+  double peak_min, peak_max;  // peaks are clamped to [peak_min, peak_max] after every step
+  long long record_every;     // loss curve: every k epochs (0: none)
+};
+
+CN_HD float sqrt_(float v) { return sqrtf(v); }
+CN_HD double sqrt_(double v) { return sqrt(v); }
+
+// torch.optim.Adam's single-tensor update (no weight decay, no amsgrad) for step t >= 1, with
+// the same operation order and the step-dependent scalars computed in double as Python does,
+// so a fused stage follows the step-by-step path to rounding.
+template <typename T>
+struct AdamStep {
+  T neg_step, bc2_sqrt, w1, b2, w2, eps;
+  CN_HD AdamStep(const AdamConfig& c, long long t)
+      : neg_step(T(-(c.lr / (1.0 - pow(c.beta1, double(t)))))),
+        bc2_sqrt(T(pow(1.0 - pow(c.beta2, double(t)), 0.5))),
+        w1(T(1.0 - c.beta1)),
+        b2(T(c.beta2)),
+        w2(T(1.0 - c.beta2)),
+        eps(T(c.eps)) {}
+  CN_HD void apply(T* p, const T* g, T* m, T* v, int n, T lo, T hi) const {
+    for (int k = 0; k < n; ++k) {
+      m[k] = m[k] + w1 * (g[k] - m[k]);       // exp_avg.lerp_(grad, 1 - beta1)
+      v[k] = v[k] * b2 + (w2 * g[k]) * g[k];  // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
+      const T denom = sqrt_(v[k]) / bc2_sqrt + eps;
+      const T q = p[k] + (neg_step * m[k]) / denom;  // param.addcdiv_(exp_avg, denom, -step_size)
+      p[k] = q < lo ? lo : (q > hi ? hi : q);        // clamp_(lo, hi)
+    }
+  }
+};
+
 }  // namespace cn

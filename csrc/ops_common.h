@@ -7,6 +7,9 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <tuple>
+
+#include "compnet_math.h"
 
 namespace cn {
 
@@ -24,5 +27,14 @@ struct Problem {
 Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peaks,
                      const std::optional<at::Tensor>& scales, int64_t sign,
                      const std::optional<at::Tensor>& target, bool validate);
+
+// Checks the stage-1 hyper-parameters (names the argument on error).
+AdamConfig make_adam_config(int64_t epochs, double lr, double beta1, double beta2, double eps,
+                            double peak_min, double peak_max, int64_t record_every);
+
+// Outputs of train_peaks, initialised from the inputs: peaks, scales (empty in smooth mode),
+// final loss [S], loss curve [S, epochs / record_every].
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> make_train_outputs(
+    const Problem& p, const AdamConfig& cfg);
 
 }  // namespace cn

@@ -15,6 +15,14 @@ TORCH_LIBRARY(compnet_ext, m) {
   m.def(
       "loss_and_grad(Tensor x, Tensor target, Tensor peaks, Tensor? scales, int sign, "
       "bool validate) -> (Tensor, Tensor, Tensor)");
+  // Stage 1 fused: `epochs` Adam steps on the peaks (and free scales) of every seed, each on the
+  // loss_and_grad gradient, peaks clamped to [peak_min, peak_max]. Returns the trained peaks,
+  // scales (empty in smooth mode), the final per-seed loss [S] and the loss before every
+  // `record_every`-th step [S, ceil(epochs / record_every)].
+  m.def(
+      "train_peaks(Tensor x, Tensor target, Tensor peaks, Tensor? scales, int sign, int epochs, "
+      "float lr, float beta1, float beta2, float eps, float peak_min, float peak_max, "
+      "int record_every, bool validate) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -86,86 +86,123 @@ struct TileAcc {
   }
 };
 
-// Shared by backward and loss_and_grad. `head(seed, n0, valid, l, y)` returns dL/dy.
-// Writes grad_x per point into gx_points ([S, N], optional), reduced peak/scale gradients into
-// g_peaks [S, D+1] / g_scales [S, D] (optional), and per-seed sums of head's `loss` into loss.
-template <typename T, typename HeadFactory>
-void backward_kernel(const Problem& p, HeadFactory make_head, T* gx_points, T* g_peaks,
-                     T* g_scales, T* loss) {
+// One seed's rows. `head` is grad_y (loss == false) or the target (loss == true); its seed
+// stride is 0 when shared.
+template <typename T>
+struct SeedRows {
+  const T* x;     // [N]
+  const T* head;  // [N]
+  const T* a;     // [D+1]
+  const T* s;     // [D] (smooth scales materialised)
+  T* gx;          // [N] dy/dx per point, or nullptr
+};
+
+// Sums over points [b0, b1) of one seed into out = [ga (D), gs (D), sum of squared errors].
+// Lane-wise accumulation in `lane_ga`/`lane_gs` ([D][L] scratch), then a fixed-order lane sum.
+template <typename T, bool LOSS>
+void block_sums(const SeedRows<T>& r, int64_t N, int D, int sign, int64_t b0, int64_t b1,
+                T* lane_ga, T* lane_gs, T* out) {
   constexpr int L = kLanes<T>;
-  const int64_t S = p.S, N = p.N, D = p.D;
-  const T* x = p.x.data_ptr<T>();
-  const T* a = p.peaks.data_ptr<T>();
-  const int64_t xs = p.x_shared ? 0 : N;
-
-  // Scales rows; smooth ones materialised once per seed.
-  at::Tensor scales = p.scales;
-  if (p.smooth()) {
-    scales = at::empty({S, D}, p.peaks.options());
-    T* sp = scales.data_ptr<T>();
-    at::parallel_for(0, S, grain(1, D), [&](int64_t b, int64_t e) {
-      for (int64_t k = b; k < e; ++k) smooth_scales_row(a + k * (D + 1), p.D, p.sign, sp + k * D);
-    });
+  std::fill(lane_ga, lane_ga + D * L, T(0));
+  std::fill(lane_gs, lane_gs + D * L, T(0));
+  T lane_loss[L] = {};
+  const T inv_n = T(1) / T(N);
+  for (int64_t n0 = b0; n0 < b1; n0 += L) {
+    const int valid = static_cast<int>(std::min<int64_t>(L, b1 - n0));
+    T xt[L];
+    load_tile<T, L>(r.x, n0, N, xt);
+    auto head = [&](int l, T y) -> T {
+      if (l >= valid) return T(0);
+      if (!LOSS) return r.head[n0 + l];
+      const T d = y - r.head[n0 + l];
+      lane_loss[l] += d * d;
+      return inv_n * (T(2) * d);  // d(mean (y-t)^2)/dy, in the reference's rounding order
+    };
+    TileAcc<T, L> acc{lane_ga, lane_gs, r.gx ? r.gx + n0 : nullptr, valid};
+    backward_lanes<T, L, kChunk>(xt, r.a, r.s, D, sign, head, acc);
   }
-  const T* s = scales.data_ptr<T>();
+  for (int i = 0; i < D; ++i) {
+    T sa = 0, ss = 0;
+    for (int l = 0; l < L; ++l) {
+      sa += lane_ga[i * L + l];
+      ss += lane_gs[i * L + l];
+    }
+    out[i] = sa;
+    out[D + i] = ss;
+  }
+  T sl = 0;
+  for (int l = 0; l < L; ++l) sl += lane_loss[l];
+  out[2 * D] = sl;
+}
 
-  const int64_t blocks = (N + kBlock - 1) / kBlock;
-  const int64_t W = 2 * D + 1;  // per task: ga[D], gs[D], loss
+// Reduces one seed's block sums (blocks x (2D+1), in block order) into its loss and gradient
+// rows; applies the smooth-scale chain rule. `row` is 2D+1 scratch. Any output may be nullptr.
+template <typename T>
+void finish_seed(const T* partial, int64_t blocks, int64_t N, int D, int sign, bool smooth,
+                 const T* a, const T* s, T* row, T* loss, T* gp, T* gs) {
+  const int64_t W = 2 * D + 1;
+  std::fill(row, row + W, T(0));
+  for (int64_t blk = 0; blk < blocks; ++blk)
+    for (int64_t j = 0; j < W; ++j) row[j] += partial[blk * W + j];
+  if (loss) *loss = row[2 * D] / T(N);
+  T* gsum = row + D;
+  if (gs) std::copy(gsum, gsum + D, gs);
+  if (gp) {
+    std::copy(row, row + D, gp);
+    gp[D] = T(0);
+    if (smooth) smooth_scales_backward_row(a, s, D, sign, gsum, gp);
+  }
+}
+
+int64_t num_blocks(int64_t N) { return (N + kBlock - 1) / kBlock; }
+
+template <typename T>
+SeedRows<T> seed_rows(const Problem& p, const T* s_all, int64_t seed, T* gx_points) {
+  const int64_t N = p.N;
+  return {p.x.data_ptr<T>() + (p.x_shared ? 0 : seed * N),
+          p.target.data_ptr<T>() + (p.target_shared ? 0 : seed * N),
+          p.peaks.data_ptr<T>() + seed * (p.D + 1), s_all + seed * p.D,
+          gx_points ? gx_points + seed * N : nullptr};
+}
+
+// The scales of every seed as a tensor: the free ones, or the smooth ones materialised.
+template <typename T>
+at::Tensor scales_rows(const Problem& p) {
+  if (!p.smooth()) return p.scales;
+  at::Tensor scales = at::empty({p.S, p.D}, p.peaks.options());
+  const T* a = p.peaks.data_ptr<T>();
+  T* sp = scales.data_ptr<T>();
+  at::parallel_for(0, p.S, grain(1, p.D), [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) smooth_scales_row(a + k * (p.D + 1), p.D, p.sign, sp + k * p.D);
+  });
+  return scales;
+}
+
+// Shared by backward (LOSS = false) and loss_and_grad (LOSS = true): parallel over (seed, block
+// of points), then over seeds for the fixed-order reduction. Outputs may be nullptr.
+template <typename T, bool LOSS>
+void backward_kernel(const Problem& p, T* gx_points, T* g_peaks, T* g_scales, T* loss) {
+  constexpr int L = kLanes<T>;
+  const int64_t S = p.S, N = p.N, D = p.D, blocks = num_blocks(N), W = 2 * D + 1;
+  const at::Tensor scales = scales_rows<T>(p);
+  const T* s = scales.data_ptr<T>();
   std::vector<T> partial(static_cast<size_t>(S * blocks * W));
   at::parallel_for(0, S * blocks, grain(kBlock, D), [&](int64_t begin, int64_t end) {
     std::vector<T> ga(D * L), gs(D * L);
     for (int64_t k = begin; k < end; ++k) {
       const int64_t seed = k / blocks, b0 = (k % blocks) * kBlock;
-      const int64_t b1 = std::min(N, b0 + kBlock);
-      std::fill(ga.begin(), ga.end(), T(0));
-      std::fill(gs.begin(), gs.end(), T(0));
-      T lane_loss[L] = {};
-      for (int64_t n0 = b0; n0 < b1; n0 += L) {
-        const int valid = static_cast<int>(std::min<int64_t>(L, b1 - n0));
-        T xt[L];
-        load_tile<T, L>(x + seed * xs, n0, N, xt);
-        auto head = make_head(seed, n0, valid, lane_loss);
-        TileAcc<T, L> acc{ga.data(), gs.data(), gx_points ? gx_points + seed * N + n0 : nullptr,
-                          valid};
-        backward_lanes<T, L, kChunk>(xt, a + seed * (D + 1), s + seed * D, p.D, p.sign, head,
-                                     acc);
-      }
-      T* out = partial.data() + k * W;
-      for (int64_t i = 0; i < D; ++i) {
-        T sa = 0, ss = 0;
-        for (int l = 0; l < L; ++l) {
-          sa += ga[i * L + l];
-          ss += gs[i * L + l];
-        }
-        out[i] = sa;
-        out[D + i] = ss;
-      }
-      T sl = 0;
-      for (int l = 0; l < L; ++l) sl += lane_loss[l];
-      out[2 * D] = sl;
+      block_sums<T, LOSS>(seed_rows(p, s, seed, gx_points), N, p.D, p.sign, b0,
+                          std::min(N, b0 + kBlock), ga.data(), gs.data(),
+                          partial.data() + k * W);
     }
   });
-
   at::parallel_for(0, S, grain(blocks, D), [&](int64_t b, int64_t e) {
     std::vector<T> row(W);
-    for (int64_t seed = b; seed < e; ++seed) {
-      std::fill(row.begin(), row.end(), T(0));
-      for (int64_t blk = 0; blk < blocks; ++blk) {
-        const T* part = partial.data() + (seed * blocks + blk) * W;
-        for (int64_t j = 0; j < W; ++j) row[j] += part[j];
-      }
-      if (loss) loss[seed] = row[2 * D] / T(N);
-      if (!g_peaks && !g_scales) continue;
-      T* gsum = row.data() + D;
-      if (g_scales) std::copy(gsum, gsum + D, g_scales + seed * D);
-      if (g_peaks) {
-        T* gp = g_peaks + seed * (D + 1);
-        std::copy(row.data(), row.data() + D, gp);
-        gp[D] = T(0);
-        if (p.smooth())
-          smooth_scales_backward_row(a + seed * (D + 1), s + seed * D, p.D, p.sign, gsum, gp);
-      }
-    }
+    for (int64_t seed = b; seed < e; ++seed)
+      finish_seed(partial.data() + seed * blocks * W, blocks, N, p.D, p.sign, p.smooth(),
+                  p.peaks.data_ptr<T>() + seed * (D + 1), s + seed * D, row.data(),
+                  loss ? loss + seed : nullptr, g_peaks ? g_peaks + seed * (D + 1) : nullptr,
+                  g_scales ? g_scales + seed * D : nullptr);
   });
 }
 
@@ -177,6 +214,11 @@ at::Tensor forward_cpu(const at::Tensor& x, const at::Tensor& peaks,
   AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_forward_cpu",
                              [&] { forward_kernel<scalar_t>(p, y); });
   return y;
+}
+
+template <typename T>
+T* ptr_if(at::Tensor& t, bool cond) {
+  return cond ? t.data_ptr<T>() : nullptr;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
@@ -192,15 +234,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
   at::Tensor gs = need_scales ? at::zeros({p.S, p.D}, opts) : at::empty({0}, opts);
   if (p.S > 0 && p.N > 0 && (need_x || need_peaks || need_scales)) {
     AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_backward_cpu", [&] {
-      using T = scalar_t;
-      const T* g = p.target.data_ptr<T>();
-      const int64_t N = p.N;
-      auto make_head = [&](int64_t seed, int64_t n0, int valid, T*) {
-        return [=](int l, T) { return l < valid ? g[seed * N + n0 + l] : T(0); };
-      };
-      backward_kernel<T>(p, make_head, need_x ? gx.data_ptr<T>() : nullptr,
-                         need_peaks ? gp.data_ptr<T>() : nullptr,
-                         need_scales ? gs.data_ptr<T>() : nullptr, nullptr);
+      backward_kernel<scalar_t, false>(p, ptr_if<scalar_t>(gx, need_x),
+                                       ptr_if<scalar_t>(gp, need_peaks),
+                                       ptr_if<scalar_t>(gs, need_scales), nullptr);
     });
   }
   if (need_x && p.x_shared) gx = gx.sum(0);
@@ -219,23 +255,76 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_and_grad_cpu(
   at::Tensor gs = p.smooth() ? at::empty({0}, opts) : at::zeros({p.S, p.D}, opts);
   if (p.S > 0 && p.N > 0) {
     AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_loss_and_grad_cpu", [&] {
-      using T = scalar_t;
-      const T* t = p.target.data_ptr<T>();
-      const int64_t N = p.N, ts = p.target_shared ? 0 : N;
-      const T inv_n = T(1) / T(N);
-      auto make_head = [&](int64_t seed, int64_t n0, int valid, T* lane_loss) {
-        return [=](int l, T y) {
-          if (l >= valid) return T(0);
-          const T d = y - t[seed * ts + n0 + l];
-          lane_loss[l] += d * d;
-          return inv_n * (T(2) * d);  // d(mean (y-t)^2)/dy, in the reference's rounding order
-        };
-      };
-      backward_kernel<T>(p, make_head, nullptr, gp.data_ptr<T>(),
-                         p.smooth() ? nullptr : gs.data_ptr<T>(), loss.data_ptr<T>());
+      backward_kernel<scalar_t, true>(p, nullptr, gp.data_ptr<scalar_t>(),
+                                      ptr_if<scalar_t>(gs, !p.smooth()),
+                                      loss.data_ptr<scalar_t>());
     });
   }
   return {loss, gp, gs};
+}
+
+// Stage 1 fused: one task per seed runs every epoch (loss and gradient over all points, then an
+// Adam step) with the same block sums and reduction order as loss_and_grad, so each step equals
+// loss_and_grad followed by torch.optim.Adam's update.
+template <typename T>
+void train_kernel(const Problem& p, const AdamConfig& cfg, at::Tensor& peaks, at::Tensor& scales,
+                  at::Tensor& loss, at::Tensor& curve) {
+  constexpr int L = kLanes<T>;
+  const int64_t S = p.S, N = p.N, D = p.D, blocks = num_blocks(N), W = 2 * D + 1;
+  const bool smooth = p.smooth();
+  const int64_t R = curve.size(1);
+  at::parallel_for(0, S, grain(N, D * std::max<int64_t>(cfg.epochs, 1)), [&](int64_t b, int64_t e) {
+    std::vector<T> lane_ga(D * L), lane_gs(D * L), partial(blocks * W), row(W);
+    std::vector<T> s_row(D), gp(D + 1), gs(D), m_p(D + 1), v_p(D + 1), m_s(D), v_s(D);
+    for (int64_t seed = b; seed < e; ++seed) {
+      T* a = peaks.data_ptr<T>() + seed * (D + 1);
+      T* s = smooth ? s_row.data() : scales.data_ptr<T>() + seed * D;
+      std::fill(m_p.begin(), m_p.end(), T(0));
+      std::fill(v_p.begin(), v_p.end(), T(0));
+      std::fill(m_s.begin(), m_s.end(), T(0));
+      std::fill(v_s.begin(), v_s.end(), T(0));
+      for (int64_t epoch = 0; epoch <= cfg.epochs; ++epoch) {
+        if (smooth) smooth_scales_row<T>(a, p.D, p.sign, s);
+        const SeedRows<T> r{p.x.data_ptr<T>() + (p.x_shared ? 0 : seed * N),
+                            p.target.data_ptr<T>() + (p.target_shared ? 0 : seed * N), a, s,
+                            nullptr};
+        for (int64_t blk = 0; blk < blocks; ++blk)
+          block_sums<T, true>(r, N, p.D, p.sign, blk * kBlock, std::min(N, (blk + 1) * kBlock),
+                              lane_ga.data(), lane_gs.data(), partial.data() + blk * W);
+        T l;
+        finish_seed<T>(partial.data(), blocks, N, p.D, p.sign, smooth, a, s, row.data(), &l,
+                       gp.data(), smooth ? nullptr : gs.data());
+        if (epoch == cfg.epochs) {  // the loss at the final parameters; no step
+          loss.data_ptr<T>()[seed] = l;
+          break;
+        }
+        if (cfg.record_every > 0 && epoch % cfg.record_every == 0 && epoch / cfg.record_every < R)
+          curve.data_ptr<T>()[seed * R + epoch / cfg.record_every] = l;
+        const AdamStep<T> step(cfg, epoch + 1);
+        step.apply(a, gp.data(), m_p.data(), v_p.data(), p.D + 1, T(cfg.peak_min),
+                   T(cfg.peak_max));
+        if (!smooth) step.apply(s, gs.data(), m_s.data(), v_s.data(), p.D, -INFINITY, INFINITY);
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> train_peaks_cpu(
+    const at::Tensor& x, const at::Tensor& target, const at::Tensor& peaks,
+    const std::optional<at::Tensor>& scales, int64_t sign, int64_t epochs, double lr,
+    double beta1, double beta2, double eps, double peak_min, double peak_max,
+    int64_t record_every, bool validate) {
+  const Problem p =
+      make_problem("compnet_ext.train_peaks", x, peaks, scales, sign, target, validate);
+  const AdamConfig cfg = make_adam_config(epochs, lr, beta1, beta2, eps, peak_min, peak_max,
+                                          record_every);
+  auto [out_peaks, out_scales, loss, curve] = make_train_outputs(p, cfg);
+  if (p.S > 0 && p.N > 0) {
+    AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_train_peaks_cpu", [&] {
+      train_kernel<scalar_t>(p, cfg, out_peaks, out_scales, loss, curve);
+    });
+  }
+  return {out_peaks, out_scales, loss, curve};
 }
 
 }  // namespace
@@ -244,6 +333,7 @@ TORCH_LIBRARY_IMPL(compnet_ext, CPU, m) {
   m.impl("forward", &forward_cpu);
   m.impl("backward", &backward_cpu);
   m.impl("loss_and_grad", &loss_and_grad_cpu);
+  m.impl("train_peaks", &train_peaks_cpu);
 }
 
 }  // namespace cn
