@@ -1,9 +1,12 @@
-"""Fused compnet_ext ops vs the pure-PyTorch reference (eager and torch.compile).
+"""Fused compnet_ext ops vs the pure-PyTorch reference (eager, torch.compile, CUDA graphs).
 
-Times forward, forward+backward (autograd, gradients w.r.t. the peaks) and loss_and_grad, prints
-a table with medians and speed-ups measured in the same run, and writes JSON to bench/results/.
+Times forward, forward+backward (autograd, gradients w.r.t. the peaks), loss_and_grad and one
+epoch of stage 1 (the fused train_peaks vs loss_and_grad + torch.optim.Adam per step), prints a
+table with medians and speed-ups measured in the same run, the achieved fraction of the device's
+floating-point peak, and writes JSON to bench/results/.
 
-    python bench/bench_ops.py                      # the issue's headline configurations
+    python bench/bench_ops.py                      # the issues' headline configurations
+    python bench/bench_ops.py --grid               # S in {30,1024,16384} x D in {5,16,32}, fp32+fp64
     python bench/bench_ops.py --S 30 1024 --D 5 16 --N 500 --dtype float32 float64
     python bench/bench_ops.py --quick              # a few seconds, for a smoke test
 """
@@ -21,7 +24,15 @@ import torch
 import compnet_ext
 from compnet_ext import reference
 
-OPS = ("forward", "forward+backward", "loss_and_grad")
+OPS = ("forward", "forward+backward", "loss_and_grad", "stage1/epoch")
+STAGE_EPOCHS = 20  # epochs per timed call of the stage-1 op (reported per epoch)
+
+# Floating-point operations per point and layer in the fused kernels (an FMA counts 2), read off
+# compnet_math.h: forward = triangle step (compare, 1 - u, multiply, 2 FMAs: 6) + output FMA (2);
+# the backward recomputes the forward and adds the reverse step (dT/da: 4, dT/du, lambda FMA +
+# multiply: 3, two products: 3, two accumulations: 2 = 12).
+FLOPS_PER_POINT_LAYER = {"forward": 8, "forward+backward": 8 + 8 + 12, "loss_and_grad": 8 + 12,
+                         "stage1/epoch": 8 + 12}
 
 
 def timeit(fn, device, repeats, min_time=0.2):
@@ -40,17 +51,47 @@ def timeit(fn, device, repeats, min_time=0.2):
     return statistics.median(samples)
 
 
+def stage1_step_by_step(lag, peaks, epochs):
+    """The step-by-step stage 1: one loss_and_grad and one torch.optim.Adam step per epoch."""
+    p = torch.nn.Parameter(peaks.clone())
+    opt = torch.optim.Adam([p], lr=1e-3)
+
+    def run():
+        for _ in range(epochs):
+            p.grad = lag(p.detach())[1]
+            opt.step()
+            with torch.no_grad():
+                p.clamp_(1e-4, 1 - 1e-4)
+    return run
+
+
+def cuda_graphed(fn):
+    """Replays `fn` (static inputs) from a CUDA graph: the reference without launch overhead."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
 def make_calls(impl, x, peaks, target, sign=-1):
-    """The three ops for one implementation: fused, reference eager, reference compiled."""
+    """The ops for one implementation: fused, reference eager / compiled / CUDA-graphed."""
     if impl == "fused":
         fwd = lambda p: compnet_ext.forward(x, p, sign=sign, validate=False)
-        lag = lambda: compnet_ext.loss_and_grad(x, target, peaks, sign=sign, validate=False)
+        lag = lambda p: compnet_ext.loss_and_grad(x, target, p, sign=sign, validate=False)
+        stage = lambda: compnet_ext.train_peaks(x, target, peaks, sign=sign, epochs=STAGE_EPOCHS,
+                                                lr=1e-3, validate=False)
     else:
         fwd = lambda p: reference.forward(x, p, None, sign)
-        lag = lambda: reference.loss_and_grad(x, target, peaks, None, sign)
+        lag = lambda p: reference.loss_and_grad(x, target, p, None, sign)
         if impl == "compiled":
-            fwd = torch.compile(fwd)
-            lag = torch.compile(lag)
+            fwd, lag = torch.compile(fwd), torch.compile(lag)
+        stage = stage1_step_by_step(lag, peaks, STAGE_EPOCHS)
     p = peaks.clone().requires_grad_()
 
     def fwd_bwd():
@@ -61,15 +102,21 @@ def make_calls(impl, x, peaks, target, sign=-1):
         with torch.no_grad():
             fwd(peaks)
 
-    return {"forward": fwd_only, "forward+backward": fwd_bwd, "loss_and_grad": lag}
+    calls = {"forward": fwd_only, "forward+backward": fwd_bwd,
+             "loss_and_grad": lambda: lag(peaks), "stage1/epoch": stage}
+    if impl == "graphed":
+        calls = {op: (cuda_graphed(f) if op != "stage1/epoch" else None) for op, f in calls.items()}
+    return calls
 
 
 def run(args):
     rows = []
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
-    impls = ["fused", "eager"] + ([] if args.no_compile else ["compiled"])
     for device in devices:
+        impls = ["fused", "eager"] + ([] if args.no_compile else ["compiled"])
+        impls += ["graphed"] if device == "cuda" else []
+        peak = device_peak_flops(device)
         for dtype_name in args.dtype:
             dtype = getattr(torch, dtype_name)
             for S in args.S:
@@ -81,31 +128,60 @@ def run(args):
                         target = x**3
                         times = {}
                         for impl in impls:
-                            calls = make_calls(impl, x, peaks, target)
+                            try:
+                                calls = make_calls(impl, x, peaks, target)
+                            except Exception as e:  # e.g. a reference that cannot be graphed
+                                print(f"# {impl}: unavailable ({type(e).__name__}: {e})")
+                                continue
                             for op in OPS:
-                                times[(impl, op)] = timeit(calls[op], device, args.repeats)
+                                if calls[op] is not None:
+                                    t = timeit(calls[op], device, args.repeats)
+                                    times[(impl, op)] = t / (STAGE_EPOCHS if op == "stage1/epoch" else 1)
                         for op in OPS:
                             row = dict(device=device, dtype=dtype_name, S=S, D=D, N=N, op=op)
                             for impl in impls:
-                                row[f"{impl}_ms"] = times[(impl, op)] * 1e3
-                            row["speedup_vs_eager"] = times[("eager", op)] / times[("fused", op)]
-                            if "compiled" in impls:
-                                row["speedup_vs_compiled"] = (
-                                    times[("compiled", op)] / times[("fused", op)])
+                                if (impl, op) in times:
+                                    row[f"{impl}_ms"] = times[(impl, op)] * 1e3
+                            fused = times[("fused", op)]
+                            for impl in impls[1:]:
+                                if (impl, op) in times:
+                                    row[f"speedup_vs_{impl}"] = times[(impl, op)] / fused
+                            flops = FLOPS_PER_POINT_LAYER[op] * S * N * D
+                            row["gflops"] = flops / fused / 1e9
+                            row["peak_fraction"] = flops / fused / peak if peak else None
                             rows.append(row)
                             print(format_row(row), flush=True)
     return rows
 
 
-HEADER = "| device | dtype | S | D | N | op | fused ms | eager ms | compiled ms | vs eager | vs compiled |"
+HEADER = ("| device | dtype | S | D | N | op | fused ms | eager ms | compiled ms | graphed ms "
+          "| vs eager | vs compiled | vs graphed | GFLOP/s | of peak |")
 
 
 def format_row(r):
-    comp = f"{r['compiled_ms']:.3f}" if "compiled_ms" in r else "-"
-    vs_comp = f"{r['speedup_vs_compiled']:.1f}x" if "speedup_vs_compiled" in r else "-"
+    ms = lambda k: f"{r[k]:.4g}" if k in r else "-"
+    vs = lambda k: f"{r[k]:.1f}x" if k in r else "-"
+    frac = f"{100 * r['peak_fraction']:.1f}%" if r.get("peak_fraction") else "-"
     return (f"| {r['device']} | {r['dtype']} | {r['S']} | {r['D']} | {r['N']} | {r['op']} | "
-            f"{r['fused_ms']:.3f} | {r['eager_ms']:.3f} | {comp} | "
-            f"{r['speedup_vs_eager']:.1f}x | {vs_comp} |")
+            f"{ms('fused_ms')} | {ms('eager_ms')} | {ms('compiled_ms')} | {ms('graphed_ms')} | "
+            f"{vs('speedup_vs_eager')} | {vs('speedup_vs_compiled')} | {vs('speedup_vs_graphed')} | "
+            f"{r['gflops']:.1f} | {frac} |")
+
+
+_PEAKS = {}
+
+
+def device_peak_flops(device, n=2048):
+    """Achievable fp32 FLOP/s of the device, measured as a large matmul (2 n^3 flops).
+
+    A matmul runs the FMA units at close to their peak, so this is the floor the fused kernels
+    are compared against (on the CPU it uses all of torch's threads, like the kernels)."""
+    if device not in _PEAKS:
+        a = torch.randn(n, n, device=device)
+        t = timeit(lambda: a @ a, device, repeats=5)
+        _PEAKS[device] = 2 * n**3 / t
+        print(f"# {device} peak (fp32 matmul {n}x{n}): {_PEAKS[device] / 1e9:.1f} GFLOP/s")
+    return _PEAKS[device]
 
 
 def device_name(device):
@@ -124,10 +200,14 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile(reference)")
     ap.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    ap.add_argument("--grid", action="store_true",
+                    help="S in {30, 1024, 16384}, D in {5, 16, 32}, N = 500, fp32 and fp64")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args(argv)
     if args.quick:
         args.S, args.D, args.N, args.repeats, args.no_compile = [32], [8], [128], 3, True
+    if args.grid:
+        args.S, args.D, args.N, args.dtype = [30, 1024, 16384], [5, 16, 32], [500], ["float32", "float64"]
     print(HEADER)
     print("|---" * (HEADER.count("|") - 1) + "|")
     rows = []

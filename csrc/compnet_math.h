@@ -119,22 +119,34 @@ CN_HD void smooth_scales_backward_row(const T* a, const T* s, int D, int sign, T
 
 // ---- forward sweep (MATH.md section 2) -----------------------------------------------------
 
-// y = x + sign * sum_i s_i W_i(x) for L points of one seed. `s` is the scales row (free mode) or
-// nullptr, in which case the smooth scales are generated on the fly from the peaks.
-template <typename T, int L>
-CN_HD void forward_lanes(const T (&x)[L], const T* a, const T* s, int D, int sign, T (&y)[L]) {
-  T u[L];
-  CN_LANES for (int l = 0; l < L; ++l) { u[l] = x[l]; y[l] = x[l]; }
-  T sm = s ? T(0) : smooth_s0(a, sign);
+// y = x + sign * sum_i s_i W_i(x) for L points of one seed. SMOOTH: the scales are generated
+// on the fly from the peaks (s unused); otherwise `s` is the scales row.
+template <typename T, int L, bool SMOOTH>
+CN_HD void forward_lanes_impl(const T (&x)[L], const T* a, const T* s, int D, int sign,
+                              T (&y)[L]) {
+  T u[L], acc[L];  // local: the compiler need not worry that y aliases a or s
+  CN_LANES for (int l = 0; l < L; ++l) { u[l] = x[l]; acc[l] = x[l]; }
+  T sm = SMOOTH ? smooth_s0(a, sign) : T(0);
   for (int i = 0; i < D; ++i) {
     const Tri<T> t(a[i]);
-    const T ss = T(sign) * (s ? s[i] : sm);
+    const T ss = T(sign) * (SMOOTH ? sm : s[i]);
     CN_LANES for (int l = 0; l < L; ++l) {
       u[l] = t.value(u[l]);
-      y[l] += ss * u[l];
+      acc[l] += ss * u[l];
     }
-    if (!s && i + 1 < D) sm = smooth_next(sm, a, i);
+    if (SMOOTH && i + 1 < D) sm = smooth_next(sm, a, i);
   }
+  CN_LANES for (int l = 0; l < L; ++l) y[l] = acc[l];
+}
+
+// As above; `s` is the scales row, or nullptr for smooth scales. (Two instantiations rather
+// than a branch in the loop, which GCC answered with a scalar loop version.)
+template <typename T, int L>
+CN_HD void forward_lanes(const T (&x)[L], const T* a, const T* s, int D, int sign, T (&y)[L]) {
+  if (s)
+    forward_lanes_impl<T, L, false>(x, a, s, D, sign, y);
+  else
+    forward_lanes_impl<T, L, true>(x, a, s, D, sign, y);
 }
 
 // ---- fused forward + reverse sweep (MATH.md section 4) -------------------------------------
