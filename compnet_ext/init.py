@@ -11,17 +11,11 @@ def mlp_widths(width, depth):
 
 
 def default_layers(S, widths, generator, dtype=torch.float32):
-    """PyTorch's ``nn.Linear`` default: W and b uniform on +-1/sqrt(fan_in).
+    """PyTorch's ``nn.Linear`` default (W and b uniform on +-1/sqrt(fan_in)), via BatchedMLP."""
+    from .nn import BatchedMLP
 
-    (``kaiming_uniform_(a=sqrt(5))`` reduces to exactly this bound for the weights.)
-    """
-    layers = []
-    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-        bound = fan_in**-0.5
-        W = (torch.rand(S, fan_out, fan_in, generator=generator, dtype=dtype) * 2 - 1) * bound
-        b = (torch.rand(S, fan_out, generator=generator, dtype=dtype) * 2 - 1) * bound
-        layers.append((W, b))
-    return layers
+    return [(W.detach(), b.detach())
+            for W, b in BatchedMLP(S, widths, "default", generator=generator, dtype=dtype).layers()]
 
 
 def raai_layers(S, widths, generator, dtype=torch.float32, anti_correlation=0.5):

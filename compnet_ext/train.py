@@ -17,12 +17,13 @@ for targets like the paper's; a sigmoid reparameterisation would rescale the gra
 networks as possible -- weight-only kinds (default, raai, no_pretraining) train during stage 1 of
 the others, then everything trains as ONE BatchedMLP for the last ``epochs[1]`` steps.
 """
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
 
 from . import ops
-from .init import default_layers, mlp_widths, raai_layers, starting_peaks
+from .init import PEAK_RANGE, default_layers, mlp_widths, raai_layers, starting_peaks
 from .optim import BatchedAdam
 from .progress import progress_bar
 from .targets import evaluate_target, get_target
@@ -50,6 +51,26 @@ def resolve_device(device):
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"`device` must be CPU or CUDA, got {device!r}")
     return dev
+
+
+@contextlib.contextmanager
+def cpu_threads(n):
+    """Temporarily set torch's intra-op threads (None: leave as is).
+
+    Why: the training tensors are small (S x 4 x N), so extra threads buy little, and when the
+    cores are shared OpenMP barriers stall: on this 2-core machine under load a reproduce-sized
+    step ran ~10x faster with 1 thread than with 2.
+    """
+    if n is None:
+        yield
+        return
+    _check_int("threads", n, 1)
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _check_int(name, value, minimum):
@@ -136,8 +157,33 @@ def train_peaks(x, target, peaks, scales, sign, epochs, lr=LR_PEAKS, *, eps=PEAK
     return peaks, (params[1] if scales is not None else None), losses
 
 
+def _columns_forward(x, layers):
+    """BatchedMLP's math with activations laid out ``[S, width, N]``: ``baddbmm(b, W, h)``.
+
+    Why: on CPU, ``nn.matmul_forward``'s ``[S, N, width]`` layout runs S tiny GEMMs with a
+    width-4 inner dimension and is ~20x slower (fwd+bwd, S=200, N=500: ~400 ms vs ~20 ms on this
+    2-core machine). Used only until BatchedMLP's fused kernel path is available.
+    """
+    S = layers[0][0].shape[0]
+    h = x.expand(S, x.shape[-1]).unsqueeze(1)  # [S, 1, N]
+    last = len(layers) - 1
+    for l, (W, b) in enumerate(layers):
+        h = torch.baddbmm(b.unsqueeze(2), W, h)  # [S, out, N]
+        if l < last:
+            h = torch.relu(h)
+    return h.squeeze(1)
+
+
+def _forward(mlp, x):
+    from . import nn as cnn
+
+    if isinstance(mlp, cnn.BatchedMLP) and not cnn._fused_available():
+        return _columns_forward(x, mlp.layers())
+    return mlp(x)
+
+
 def _mse(mlp, x, target):
-    return ((mlp(x) - target) ** 2).mean(dim=-1)
+    return ((_forward(mlp, x) - target) ** 2).mean(dim=-1)
 
 
 def _weight_step(mlp, opt, x, target):
@@ -206,7 +252,8 @@ def _mlp(layers):
 
 def run(targets, *, kinds=KINDS, seeds=30, points=500, width=4, depth=5, epochs=(1000, 1000),
         lr_peaks=LR_PEAKS, lr_weights=LR_WEIGHTS, device=None, seed=0, dtype=torch.float32,
-        keep_curves=True, keep_layers=False, progress=False):
+        keep_curves=True, keep_layers=False, progress=False, threads=1,
+        peak_range=PEAK_RANGE):
     """Train ``seeds`` networks of every kind on every target; the batched engine behind
     :func:`compare` and the CLI.
 
@@ -217,7 +264,9 @@ def run(targets, *, kinds=KINDS, seeds=30, points=500, width=4, depth=5, epochs=
         device: "auto"/None, "cpu", "cuda". seed: the generator seed; seed s of every target and
             kind starts from the same draw (kinds 3-5 share their starting peaks).
         keep_curves / keep_layers: keep per-step losses / the trained weights.
-        progress: show a progress bar.
+        peak_range: (low, high) of the uniform starting peaks (kinds 3-5).
+        progress: show a progress bar. threads: CPU intra-op threads while training (None:
+            torch's setting; default 1, see :func:`cpu_threads`); ignored on CUDA.
 
     Returns:
         ``(x [points], {target: {kind: KindResult}})`` with tensors on the CPU.
@@ -225,6 +274,13 @@ def run(targets, *, kinds=KINDS, seeds=30, points=500, width=4, depth=5, epochs=
     kinds, epochs = check_config(kinds=kinds, seeds=seeds, points=points, width=width, depth=depth,
                                  epochs=epochs, lr_peaks=lr_peaks, lr_weights=lr_weights)
     dev = resolve_device(device)
+    with cpu_threads(threads if dev.type == "cpu" else None):
+        return _run(targets, kinds, seeds, points, width, depth, epochs, lr_peaks, lr_weights, dev,
+                    seed, dtype, keep_curves, keep_layers, progress, peak_range)
+
+
+def _run(targets, kinds, seeds, points, width, depth, epochs, lr_peaks, lr_weights, dev, seed,
+         dtype, keep_curves, keep_layers, progress, peak_range):
     if not targets:
         raise ValueError("`targets` is empty")
     x = torch.linspace(0, 1, points, dtype=dtype)
@@ -238,7 +294,7 @@ def run(targets, *, kinds=KINDS, seeds=30, points=500, width=4, depth=5, epochs=
     # One draw for everything, in a fixed order, so the selected kinds do not change the numbers.
     g = torch.Generator().manual_seed(seed)
     start = {"default": default_layers(S, widths, g, dtype), "raai": raai_layers(S, widths, g, dtype)}
-    peaks0 = starting_peaks(S, depth, g, dtype)
+    peaks0 = starting_peaks(S, depth, g, dtype, *peak_range)
 
     x_d = x.to(dev)
     wkinds = [k for k in kinds if k in WEIGHT_ONLY_KINDS]
@@ -293,7 +349,7 @@ def run(targets, *, kinds=KINDS, seeds=30, points=500, width=4, depth=5, epochs=
     loss_b = train_weights(mlp, x_d, rows_target(blocks), E1, opt=opt, progress=bar)
     bar.close()
     with torch.no_grad():
-        y_final = mlp(x_d)
+        y_final = _forward(mlp, x_d)
         final = ((y_final - rows_target(blocks)) ** 2).mean(dim=-1)
     layers_final = [(W.detach().cpu(), b.detach().cpu()) for W, b in mlp.layers()] if keep_layers else None
 
