@@ -35,7 +35,8 @@ def want_cuda():
 
 def extension():
     cuda = want_cuda()
-    sources = ["csrc/registration.cpp", "csrc/ops_common.cpp", "csrc/cpu/ops_cpu.cpp"]
+    sources = ["csrc/registration.cpp", "csrc/ops_common.cpp", "csrc/cpu/ops_cpu.cpp",
+               "csrc/cpu/mlp_cpu.cpp"]
     # -fno-trapping-math lets GCC turn the sweeps' selects into SIMD blends (see compnet_math.h).
     cxx = ["-O3", "-std=c++20", "-fopenmp", "-fno-trapping-math",
            f'-DCOMPNET_TORCH_VERSION="{torch.__version__}"']
@@ -48,7 +49,8 @@ def extension():
     arch = os.environ.get("COMPNET_CUDA_ARCH") or os.environ.get("TORCH_CUDA_ARCH_LIST") or "8.0;9.0"
     os.environ["TORCH_CUDA_ARCH_LIST"] = arch
     print(f"compnet_ext: building CUDA kernels for {arch}")
-    sources += ["csrc/cuda/ops_cuda.cpp", "csrc/cuda/kernels.cu"]
+    sources += ["csrc/cuda/ops_cuda.cpp", "csrc/cuda/kernels.cu", "csrc/cuda/mlp_cuda.cpp",
+                "csrc/cuda/mlp_kernels.cu"]
     return CUDAExtension(
         sources=sources,
         extra_compile_args={"cxx": cxx + ["-DCOMPNET_WITH_CUDA"],

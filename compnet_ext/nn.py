@@ -172,11 +172,35 @@ class BatchedMLP(nn.Module):
         _check_like("x", x, self.weights[0], "weights[0]")
         _check_points_mlp(x, self.S)
         if fused is None:
-            fused = _fused_available()
+            fused = _fused_available(x.device)
         if fused:
             from .mlp_ops import mlp_forward
             return mlp_forward(x, self.layers())
         return matmul_forward(x, self.layers())
+
+    def loss_and_grad(self, x, target, *, fused=None):
+        """Per-seed MSE ``[S]`` and the gradients of its sum, without touching ``.grad``.
+
+        Returns ``(loss [S], [(dW [S, out, in], db [S, out]), ...])``. ``fused`` (default when
+        available) runs forward and backward in one kernel launch; ``False`` uses autograd over
+        the batched-matmul path.
+        """
+        _check_like("x", x, self.weights[0], "weights[0]")
+        _check_points_mlp(x, self.S)
+        if fused is None:
+            fused = _fused_available(x.device)
+        if fused:
+            from .mlp_ops import mlp_loss_and_grad
+            return mlp_loss_and_grad(x, target, self.layers())
+        _check_like("target", target, self.weights[0], "weights[0]")
+        params = [t.detach().requires_grad_(True) for t in self.parameters()]
+        layers = list(zip(params[: len(self.weights)], params[len(self.weights):]))
+        with torch.enable_grad():
+            y = matmul_forward(x, layers)
+            loss = ((y - target) ** 2).mean(dim=1) if x.shape[-1] else y.new_zeros(self.S)
+            grads = torch.autograd.grad(loss.sum(), params, allow_unused=True)
+        grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)]
+        return loss.detach(), list(zip(grads[: len(self.weights)], grads[len(self.weights):]))
 
     def extra_repr(self):
         return f"S={self.S}, widths={self.widths}"
@@ -187,12 +211,10 @@ def _check_points_mlp(x, S):
         raise ValueError(f"`x` has shape {list(x.shape)}, expected [N] or [S, N] with S = {S}")
 
 
-def _fused_available():
-    try:
-        from . import mlp_ops  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _fused_available(device):
+    from ._extension import WITH_CUDA
+
+    return device.type == "cpu" or (device.type == "cuda" and WITH_CUDA)
 
 
 def matmul_forward(x, layers):

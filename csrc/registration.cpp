@@ -15,6 +15,16 @@ TORCH_LIBRARY(compnet_ext, m) {
   m.def(
       "loss_and_grad(Tensor x, Tensor target, Tensor peaks, Tensor? scales, int sign, "
       "bool validate) -> (Tensor, Tensor, Tensor)");
+
+  // Batched scalar-in, scalar-out ReLU MLPs (compnet_ext.nn.BatchedMLP). `params` [S, P] holds per
+  // seed, for each layer l, W_l [out, in] row-major then b_l [out]; `widths` = (1, hidden.., 1).
+  m.def("mlp_forward(Tensor x, Tensor params, int[] widths) -> Tensor");
+  // Gradients of sum(grad_y * y) w.r.t. x (empty unless need_x) and params.
+  m.def(
+      "mlp_backward(Tensor grad_y, Tensor x, Tensor params, int[] widths, bool need_x) -> "
+      "(Tensor, Tensor)");
+  // Per-seed MSE [S] and the gradient of its sum w.r.t. params, in one pass.
+  m.def("mlp_loss_and_grad(Tensor x, Tensor target, Tensor params, int[] widths) -> (Tensor, Tensor)");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -94,3 +94,131 @@ def test_bad_arguments_name_the_argument():
                                 (torch.zeros(2, 1, 3), torch.zeros(2, 1))])
     with pytest.raises(TypeError, match="`models"):
         BatchedMLP.from_sequentials([nn.Linear(1, 1), nn.Linear(1, 1)])
+
+
+# ---- fused kernels ------------------------------------------------------------------------------
+
+from compnet_ext.mlp_ops import mlp_forward, mlp_loss_and_grad, pack  # noqa: E402
+
+WIDTHS = [(1, 1), (1, 4, 1), (1, 4, 4, 4, 4, 4, 1), (1, 16, 3, 16, 1), (1,) + (16,) * 64 + (1,)]
+
+
+@pytest.mark.parametrize("widths", WIDTHS, ids=lambda w: f"{len(w) - 2}x{max(w)}")
+@pytest.mark.parametrize("shared_x", [True, False])
+def test_fused_forward_and_grads_equal_matmul_path(widths, shared_x):
+    S, N = 3, 37  # N not a multiple of the lane count: padding lanes must not leak
+    m = _mlp(S=S, widths=widths, seed=len(widths))
+    x = (torch.rand(N, dtype=F64) * 2 - 0.5) if shared_x else torch.rand(S, N, dtype=F64)
+    x.requires_grad_(True)
+    gy = torch.randn(S, N, dtype=F64)
+    outs = []
+    for fused in (True, False):
+        y = m(x, fused=fused)
+        grads = torch.autograd.grad((y * gy).sum(), [x] + list(m.parameters()))
+        outs.append((y, grads))
+    (y1, g1), (y0, g0) = outs
+    torch.testing.assert_close(y1, y0, rtol=0, atol=1e-12)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("widths", WIDTHS[1:4], ids=lambda w: f"{len(w) - 2}x{max(w)}")
+def test_fused_loss_and_grad_equals_autograd(widths):
+    S, N = 4, 700  # more than one 512-point block per seed
+    m = _mlp(S=S, widths=widths, seed=7)
+    x = torch.rand(N, dtype=F64)
+    t = torch.rand(S, N, dtype=F64)
+    l1, g1 = m.loss_and_grad(x, t, fused=True)
+    l0, g0 = m.loss_and_grad(x, t, fused=False)
+    torch.testing.assert_close(l1, l0, rtol=0, atol=1e-12)
+    for (a, b), (c, d) in zip(g1, g0):
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-12)
+        torch.testing.assert_close(b, d, rtol=0, atol=1e-12)
+
+
+def test_fused_encoded_compositional_network_equals_forward():
+    peaks = torch.rand(8, 11, dtype=F64) * 0.8 + 0.1
+    m = BatchedMLP.from_layers(compnet_ext.encode(peaks))
+    x = torch.linspace(0, 1, 1001, dtype=F64)
+    torch.testing.assert_close(m(x, fused=True), compnet_ext.forward(x, peaks), rtol=0, atol=1e-12)
+
+
+def test_fused_gradcheck_fp64():
+    m = _mlp(S=2, widths=(1, 3, 4, 1), seed=11)
+    # points away from kinks: gradcheck's finite differences must not straddle a ReLU switch
+    x = torch.tensor([0.13, 0.61, 0.94], dtype=F64, requires_grad=True)
+    params = [p.detach().clone().requires_grad_(True) for p in m.parameters()]
+    n = len(m.weights)
+
+    def f(x, *ps):
+        return mlp_forward(x, list(zip(ps[:n], ps[n:])))
+
+    assert torch.autograd.gradcheck(f, (x, *params), eps=1e-7, atol=1e-8)
+
+
+def test_fused_is_deterministic_bitwise():
+    m = _mlp(S=6, widths=(1, 8, 8, 8, 1), seed=2, dtype=torch.float32)
+    x = torch.rand(6, 3000)
+    t = torch.rand(6, 3000)
+    l1, g1 = m.loss_and_grad(x, t)
+    for _ in range(3):
+        l2, g2 = m.loss_and_grad(x, t)
+        assert torch.equal(l1, l2)
+        assert all(torch.equal(a, b) for p, q in zip(g1, g2) for a, b in zip(p, q))
+
+
+def test_fused_empty_points_and_seeds():
+    m = _mlp(S=3)
+    y = m(torch.zeros(0, dtype=F64))
+    assert y.shape == (3, 0)
+    loss, grads = m.loss_and_grad(torch.zeros(0, dtype=F64), torch.zeros(0, dtype=F64))
+    assert torch.equal(loss, torch.zeros(3, dtype=F64))
+    assert all((g == 0).all() for pair in grads for g in pair)
+    assert _mlp(S=0)(torch.rand(4, dtype=F64)).shape == (0, 4)
+
+
+def test_opcheck():
+    m = _mlp(S=3, widths=(1, 4, 2, 1), seed=4)
+    widths = list(m.widths)
+    params = pack(m.layers()).detach().requires_grad_(True)
+    x = torch.rand(9, dtype=F64)
+    torch.library.opcheck(torch.ops.compnet_ext.mlp_forward, (x, params, widths))
+    torch.library.opcheck(torch.ops.compnet_ext.mlp_forward, (torch.rand(3, 9, dtype=F64), params,
+                                                              widths))
+    torch.library.opcheck(torch.ops.compnet_ext.mlp_loss_and_grad,
+                          (x, torch.rand(3, 9, dtype=F64), params.detach(), widths))
+    torch.library.opcheck(torch.ops.compnet_ext.mlp_backward,
+                          (torch.rand(3, 9, dtype=F64), x, params.detach(), widths, True))
+
+
+def test_fused_op_rejects_bad_widths_and_params():
+    m = _mlp(S=2)
+    params = pack(m.layers()).detach()
+    x = torch.rand(5, dtype=F64)
+    with pytest.raises(RuntimeError, match="`widths`"):
+        torch.ops.compnet_ext.mlp_forward(x, params, [1, 17, 1])
+    with pytest.raises(RuntimeError, match="`params`"):
+        torch.ops.compnet_ext.mlp_forward(x, params[:, :-1], list(m.widths))
+    with pytest.raises(RuntimeError, match="`x`"):
+        torch.ops.compnet_ext.mlp_forward(x.float(), params, list(m.widths))
+    with pytest.raises(ValueError, match="`target`"):
+        mlp_loss_and_grad(x, torch.rand(4, dtype=F64), m.layers())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("widths", WIDTHS[1:], ids=lambda w: f"{len(w) - 2}x{max(w)}")
+def test_cuda_equals_cpu(widths):
+    m = _mlp(S=5, widths=widths, seed=1)
+    x = torch.rand(5, 100, dtype=F64)
+    t = torch.rand(5, 100, dtype=F64)
+    mc = BatchedMLP.from_layers([(W.cuda(), b.cuda()) for W, b in m.layers()])
+    torch.testing.assert_close(mc(x.cuda()).cpu(), m(x), rtol=0, atol=1e-12)
+    l0, g0 = m.loss_and_grad(x, t)
+    l1, g1 = mc.loss_and_grad(x.cuda(), t.cuda())
+    torch.testing.assert_close(l1.cpu(), l0, rtol=0, atol=1e-12)
+    for (a, b), (c, d) in zip(g1, g0):
+        torch.testing.assert_close(a.cpu(), c, rtol=0, atol=1e-12)
+        torch.testing.assert_close(b.cpu(), d, rtol=0, atol=1e-12)
+    l2, g2 = mc.loss_and_grad(x.cuda(), t.cuda())
+    assert torch.equal(l1, l2) and all(torch.equal(p, q) for a, b in zip(g1, g2)
+                                       for p, q in zip(a, b))

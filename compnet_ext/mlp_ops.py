@@ -1,0 +1,116 @@
+"""Fused batched-MLP ops: fake kernels, autograd and public wrappers around torch.ops.compnet_ext.mlp_*.
+
+The C++ ops take the parameters packed per seed into one row ``params [S, P]`` (for each layer,
+W [out, in] row-major then b [out]); the wrappers here pack a list of ``(W, b)`` and unpack the
+gradients, so that autograd reaches the caller's tensors.
+"""
+import torch
+
+from ._extension import _C  # noqa: F401  (registers the ops)
+
+_ops = torch.ops.compnet_ext
+
+
+def widths_of(layers):
+    """(1, hidden..., 1) from a list of (W [S, out, in], b [S, out])."""
+    return [layers[0][0].shape[2]] + [W.shape[1] for W, _ in layers]
+
+
+def pack(layers):
+    """``[(W, b), ...]`` -> ``params [S, P]`` (differentiable)."""
+    return torch.cat([t.flatten(1) for W, b in layers for t in (W, b)], dim=1)
+
+
+def unpack(params, widths):
+    """``params [S, P]`` -> ``[(W [S, out, in], b [S, out]), ...]`` (views)."""
+    S, out, o = params.shape[0], [], 0
+    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+        W = params[:, o : o + fan_out * fan_in].reshape(S, fan_out, fan_in)
+        o += fan_out * fan_in
+        b = params[:, o : o + fan_out]
+        o += fan_out
+        out.append((W, b))
+    return out
+
+
+def _n_params(widths):
+    return sum(o * i + o for i, o in zip(widths[:-1], widths[1:]))
+
+
+@torch.library.register_fake("compnet_ext::mlp_forward")
+def _forward_fake(x, params, widths):
+    return params.new_empty(params.shape[0], x.shape[-1])
+
+
+@torch.library.register_fake("compnet_ext::mlp_backward")
+def _backward_fake(grad_y, x, params, widths, need_x):
+    gx = x.new_empty(x.shape) if need_x else x.new_empty(0)
+    return gx, params.new_empty(params.shape)
+
+
+@torch.library.register_fake("compnet_ext::mlp_loss_and_grad")
+def _loss_and_grad_fake(x, target, params, widths):
+    return params.new_empty(params.shape[0]), params.new_empty(params.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    x, params, widths = inputs
+    ctx.save_for_backward(x, params)
+    ctx.widths = widths
+
+
+def _backward(ctx, grad_y):
+    x, params = ctx.saved_tensors
+    need_x, need_params = ctx.needs_input_grad[:2]
+    gx, gp = _ops.mlp_backward(grad_y.contiguous(), x, params, ctx.widths, need_x)
+    return (gx if need_x else None), (gp if need_params else None), None
+
+
+torch.library.register_autograd("compnet_ext::mlp_forward", _backward,
+                                setup_context=_setup_context)
+
+
+def _check(x, layers, target=None):
+    from .nn import _check_layers, _check_like, _check_points_mlp
+
+    S, widths = _check_layers(layers)
+    _check_like("x", x, layers[0][0], "layers[0][0]")
+    _check_points_mlp(x, S)
+    if target is not None:
+        _check_like("target", target, layers[0][0], "layers[0][0]")
+        if not (target.dim() in (1, 2) and target.shape[-1] == x.shape[-1]
+                and (target.dim() == 1 or target.shape[0] == S)):
+            raise ValueError(f"`target` has shape {list(target.shape)}, expected [N] or [S, N] "
+                             f"with S = {S}, N = {x.shape[-1]}")
+    return S, list(widths)
+
+
+def mlp_forward(x, layers):
+    """Fused forward of S batched ReLU MLPs: ``x [N] or [S, N]`` -> ``y [S, N]``.
+
+    ``layers`` is a list of ``(W [S, out, in], b [S, out])`` (float32/float64, one device), as
+    :meth:`compnet_ext.nn.BatchedMLP.layers` or :func:`compnet_ext.encode` return. Differentiable
+    w.r.t. x and every W, b (first order; the backward is one fused pass that recomputes the
+    activations per point).
+    """
+    _, widths = _check(x, layers)
+    return _ops.mlp_forward(x, pack(layers), widths)
+
+
+def mlp_loss_and_grad(x, target, layers):
+    """Per-seed MSE and all parameter gradients, forward and backward in one pass.
+
+    Args:
+        x: ``[N]`` or ``[S, N]`` points.
+        target: ``[N]`` or ``[S, N]`` values to fit.
+        layers: list of ``(W [S, out, in], b [S, out])``.
+
+    Returns:
+        ``(loss [S], grads)``: ``loss[s]`` is the mean of ``(y[s] - target)^2`` over the N points
+        (0 when N = 0) and ``grads`` the list of ``(dW, db)`` of ``loss.sum()``, shaped like
+        ``layers``. Not differentiable itself (detached inputs are used).
+    """
+    _, widths = _check(x, layers, target)
+    with torch.no_grad():
+        loss, gp = _ops.mlp_loss_and_grad(x, target, pack(layers), widths)
+    return loss, unpack(gp, widths)

@@ -1,0 +1,83 @@
+// Torch glue for the batched-MLP CUDA kernels: checks, allocation, stream, dispatch.
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../mlp_common.h"
+#include "mlp_kernels.h"
+
+namespace cn {
+namespace {
+
+cuda::MlpDims dims(const MlpProblem& p) { return {p.S, p.N, p.x_shared, p.head_shared}; }
+
+void check_launch(const char* op, const char* err) {
+  TORCH_CHECK(err == nullptr, op, ": CUDA kernel launch failed: ", err);
+}
+
+at::Tensor mlp_forward_cuda(const at::Tensor& x, const at::Tensor& params,
+                            at::IntArrayRef widths) {
+  const c10::cuda::CUDAGuard guard(params.device());
+  const MlpProblem p = make_mlp_problem("compnet_ext.mlp_forward", x, params, widths, {});
+  at::Tensor y = at::empty({p.S, p.N}, p.params.options());
+  AT_DISPATCH_FLOATING_TYPES(p.params.scalar_type(), "mlp_forward_cuda", [&] {
+    using T = scalar_t;
+    check_launch("compnet_ext.mlp_forward",
+                 cuda::mlp_forward<T>(p.shape, dims(p), p.x.data_ptr<T>(), p.params.data_ptr<T>(),
+                                      y.data_ptr<T>(), at::cuda::getCurrentCUDAStream()));
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> mlp_backward_cuda(const at::Tensor& grad_y, const at::Tensor& x,
+                                                     const at::Tensor& params,
+                                                     at::IntArrayRef widths, bool need_x) {
+  const c10::cuda::CUDAGuard guard(params.device());
+  const MlpProblem p =
+      make_mlp_problem("compnet_ext.mlp_backward", x, params, widths, grad_y, "grad_y");
+  TORCH_CHECK(!p.head_shared, "compnet_ext.mlp_backward: `grad_y` must be [S, N]");
+  const auto opts = p.params.options();
+  at::Tensor gp = at::empty({p.S, p.shape.params}, opts);
+  at::Tensor gx = need_x ? at::empty({p.S, p.N}, opts) : at::empty({0}, opts);
+  AT_DISPATCH_FLOATING_TYPES(p.params.scalar_type(), "mlp_backward_cuda", [&] {
+    using T = scalar_t;
+    check_launch("compnet_ext.mlp_backward",
+                 cuda::mlp_backward<T>(p.shape, dims(p), p.x.data_ptr<T>(),
+                                       p.params.data_ptr<T>(), p.head.data_ptr<T>(), nullptr,
+                                       need_x ? gx.data_ptr<T>() : nullptr, gp.data_ptr<T>(),
+                                       at::cuda::getCurrentCUDAStream()));
+  });
+  if (need_x && p.x_shared) gx = gx.sum(0);
+  return {gx, gp};
+}
+
+std::tuple<at::Tensor, at::Tensor> mlp_loss_and_grad_cuda(const at::Tensor& x,
+                                                          const at::Tensor& target,
+                                                          const at::Tensor& params,
+                                                          at::IntArrayRef widths) {
+  const c10::cuda::CUDAGuard guard(params.device());
+  const MlpProblem p =
+      make_mlp_problem("compnet_ext.mlp_loss_and_grad", x, params, widths, target);
+  const auto opts = p.params.options();
+  at::Tensor loss = at::zeros({p.S}, opts);
+  at::Tensor gp = at::empty({p.S, p.shape.params}, opts);
+  AT_DISPATCH_FLOATING_TYPES(p.params.scalar_type(), "mlp_loss_and_grad_cuda", [&] {
+    using T = scalar_t;
+    check_launch("compnet_ext.mlp_loss_and_grad",
+                 cuda::mlp_backward<T>(p.shape, dims(p), p.x.data_ptr<T>(),
+                                       p.params.data_ptr<T>(), p.head.data_ptr<T>(),
+                                       loss.data_ptr<T>(), nullptr, gp.data_ptr<T>(),
+                                       at::cuda::getCurrentCUDAStream()));
+  });
+  return {loss, gp};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(compnet_ext, CUDA, m) {
+  m.impl("mlp_forward", &mlp_forward_cuda);
+  m.impl("mlp_backward", &mlp_backward_cuda);
+  m.impl("mlp_loss_and_grad", &mlp_loss_and_grad_cuda);
+}
+
+}  // namespace cn
