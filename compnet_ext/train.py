@@ -157,40 +157,27 @@ def train_peaks(x, target, peaks, scales, sign, epochs, lr=LR_PEAKS, *, eps=PEAK
     return peaks, (params[1] if scales is not None else None), losses
 
 
-def _columns_forward(x, layers):
-    """BatchedMLP's math with activations laid out ``[S, width, N]``: ``baddbmm(b, W, h)``.
-
-    Why: on CPU, ``nn.matmul_forward``'s ``[S, N, width]`` layout runs S tiny GEMMs with a
-    width-4 inner dimension and is ~20x slower (fwd+bwd, S=200, N=500: ~400 ms vs ~20 ms on this
-    2-core machine). Used only until BatchedMLP's fused kernel path is available.
-    """
-    S = layers[0][0].shape[0]
-    h = x.expand(S, x.shape[-1]).unsqueeze(1)  # [S, 1, N]
-    last = len(layers) - 1
-    for l, (W, b) in enumerate(layers):
-        h = torch.baddbmm(b.unsqueeze(2), W, h)  # [S, out, N]
-        if l < last:
-            h = torch.relu(h)
-    return h.squeeze(1)
-
-
-def _forward(mlp, x):
-    from . import nn as cnn
-
-    if isinstance(mlp, cnn.BatchedMLP) and not cnn._fused_available():
-        return _columns_forward(x, mlp.layers())
-    return mlp(x)
-
-
-def _mse(mlp, x, target):
-    return ((_forward(mlp, x) - target) ** 2).mean(dim=-1)
+def _flat_params(mlp):
+    """Parameters in layer order ``[W0, b0, W1, b1, ...]`` (the order of the fused gradients)."""
+    if hasattr(mlp, "layers"):
+        return [t for W, b in mlp.layers() for t in (W, b)]
+    return list(mlp.parameters())
 
 
 def _weight_step(mlp, opt, x, target):
-    params = list(mlp.parameters())
-    loss = _mse(mlp, x, target)
-    grads = torch.autograd.grad(loss.sum(), params)
-    opt.step(grads)
+    from .nn import BatchedMLP
+
+    if isinstance(mlp, BatchedMLP):
+        # Fused forward + backward in one pass (issue 3's mlp_loss_and_grad): ~6x faster than
+        # autograd through the baddbmm layers on this CPU.
+        from .mlp_ops import mlp_loss_and_grad
+
+        loss, grads = mlp_loss_and_grad(x, target, mlp.layers())
+        opt.step([g for gW, gb in grads for g in (gW, gb)])
+        return loss
+    params = _flat_params(mlp)
+    loss = ((mlp(x) - target) ** 2).mean(dim=-1)
+    opt.step(torch.autograd.grad(loss.sum(), params))
     return loss.detach()
 
 
@@ -201,13 +188,13 @@ def train_weights(mlp, x, target, epochs, lr=LR_WEIGHTS, *, opt=None, progress=N
         mlp: ``compnet_ext.nn.BatchedMLP`` (or any module mapping x -> ``[S, N]``) whose
             parameters all have the seed as first dimension.
         x: ``[N]``; target: ``[N]`` or ``[S, N]``. epochs: Adam steps (full batch).
-        opt: a :class:`BatchedAdam` over ``mlp.parameters()`` to continue (default: a fresh one).
+        opt: a :class:`BatchedAdam` over the layers' ``[W0, b0, W1, b1, ...]`` to continue (default: a fresh one).
 
     Returns:
         ``losses [epochs, S]``: the per-seed MSE before each step.
     """
     if opt is None:
-        opt = BatchedAdam(mlp.parameters(), lr)
+        opt = BatchedAdam(_flat_params(mlp), lr)
     S = next(mlp.parameters()).shape[0]
     losses = x.new_empty(epochs, S)
     for t in range(epochs):
@@ -319,7 +306,7 @@ def _run(targets, kinds, seeds, points, width, depth, epochs, lr_peaks, lr_weigh
     mlp_a = opt_a = None
     if layer_lists:
         mlp_a = _mlp(_cat_layers(layer_lists))
-        opt_a = BatchedAdam(mlp_a.parameters(), lr_weights)
+        opt_a = BatchedAdam(_flat_params(mlp_a), lr_weights)
         loss_a = train_weights(mlp_a, x_d, rows_target(blocks), E0, opt=opt_a, progress=bar)
         for i, b in enumerate(blocks):
             curves[b] = [loss_a[:, i * S:(i + 1) * S]]
@@ -341,15 +328,15 @@ def _run(targets, kinds, seeds, points, width, depth, epochs, lr_peaks, lr_weigh
         new_layers = [_encode(p, s, targets[n][1]) for (k, n), (p, s) in stage1.items()]
         parts = ([[(W.detach(), b.detach()) for W, b in mlp_a.layers()]] if mlp_a else []) + new_layers
         mlp = _mlp(_cat_layers(parts))
-        fresh = BatchedAdam(_mlp(_cat_layers(new_layers)).parameters(), lr_weights)
-        opt = BatchedAdam.cat([o for o in (opt_a, fresh) if o is not None], mlp.parameters())
+        fresh = BatchedAdam(_flat_params(_mlp(_cat_layers(new_layers))), lr_weights)
+        opt = BatchedAdam.cat([o for o in (opt_a, fresh) if o is not None], _flat_params(mlp))
         blocks += new_blocks
     else:
         mlp, opt = mlp_a, opt_a
     loss_b = train_weights(mlp, x_d, rows_target(blocks), E1, opt=opt, progress=bar)
     bar.close()
     with torch.no_grad():
-        y_final = _forward(mlp, x_d)
+        y_final = mlp(x_d)
         final = ((y_final - rows_target(blocks)) ** 2).mean(dim=-1)
     layers_final = [(W.detach().cpu(), b.detach().cpu()) for W, b in mlp.layers()] if keep_layers else None
 
