@@ -67,7 +67,13 @@ def add_plot_parser(sub):
     return p
 
 
-SUBCOMMANDS = [add_plot_parser]
+def _experiment_parsers():
+    from .experiments import add_reproduce_parser, add_sweep_parser
+
+    return [add_reproduce_parser, add_sweep_parser]
+
+
+SUBCOMMANDS = [add_plot_parser, *_experiment_parsers()]
 
 
 def build_parser():
@@ -83,4 +89,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if getattr(args, "depth", 1) < 1:
         build_parser().error("--depth must be >= 1")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ValueError as e:  # bad option values: a usage error, not a traceback
+        build_parser().error(str(e))
