@@ -64,6 +64,19 @@ def parse_depths(text):
     return depths
 
 
+def parse_lr_weights(text):
+    """None -> per-kind defaults; '0.001' -> every kind; 'default=3e-3,enforced=1e-4' -> those kinds."""
+    if text is None:
+        return dict(train.LR_WEIGHTS)
+    try:
+        if "=" not in text:
+            return train.weight_lrs(float(text))
+        pairs = dict(item.split("=") for item in text.split(","))
+        return train.weight_lrs({k.strip(): float(v) for k, v in pairs.items()})
+    except ValueError as e:
+        raise ValueError(f"--lr-weights must be a positive number or 'KIND=LR,...': {e}") from None
+
+
 def _targets(names):
     return {n: (get_target(n).fn, get_target(n).sign) for n in names}
 
@@ -125,8 +138,9 @@ def _common(p, seeds, epochs):
                    help="Adam steps 'STAGE1,STAGE2' (weight-only kinds train the sum)")
     p.add_argument("--points", type=int, default=500, help="evenly spaced points on [0, 1]")
     p.add_argument("--lr-peaks", type=float, default=train.LR_PEAKS, help="stage-1 learning rate")
-    p.add_argument("--lr-weights", type=float, default=train.LR_WEIGHTS,
-                   help="learning rate of the weights")
+    p.add_argument("--lr-weights", default=None,
+                   help="weights' learning rate: one number, or 'KIND=LR,...' (default: per kind, "
+                        + ", ".join(f"{k}={v:g}" for k, v in train.LR_WEIGHTS.items()) + ")")
     p.add_argument("--seed", type=int, default=0, help="generator seed")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
     p.add_argument("--threads", type=int, default=1,
@@ -147,9 +161,9 @@ def _finish_common(args, quick):
                        ("--threads", args.threads, 1)):
         if v < lo:
             raise ValueError(f"{opt} must be >= {lo}, got {v}")
-    for opt, v in (("--lr-peaks", args.lr_peaks), ("--lr-weights", args.lr_weights)):
-        if not v > 0:
-            raise ValueError(f"{opt} must be > 0, got {v}")
+    if not args.lr_peaks > 0:
+        raise ValueError(f"--lr-peaks must be > 0, got {args.lr_peaks}")
+    args.lr_weights = parse_lr_weights(args.lr_weights)
     train.resolve_device(args.device)
 
 

@@ -8,14 +8,22 @@ import torch
 
 
 class BatchedAdam:
-    """Adam over tensors ``[S, ...]``; ``step(grads)`` updates them in place."""
+    """Adam over tensors ``[S, ...]``; ``step(grads)`` updates them in place.
+
+    ``lr``: a float, or a tensor ``[S]`` of per-seed learning rates (kinds with different rates
+    share one batch).
+    """
 
     def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
-        if not lr > 0:
-            raise ValueError(f"`lr` must be > 0, got {lr}")
         self.params = list(params)
-        self.lr, self.betas, self.eps = lr, betas, eps
         S = self.params[0].shape[0]
+        if isinstance(lr, torch.Tensor):
+            if lr.shape != (S,) or not bool((lr > 0).all()):
+                raise ValueError(f"`lr` tensor must be [S] = [{S}] positive, got {list(lr.shape)}")
+            lr = lr.to(self.params[0].device, self.params[0].dtype)
+        elif not lr > 0:
+            raise ValueError(f"`lr` must be > 0, got {lr}")
+        self.lr, self.betas, self.eps = lr, betas, eps
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
         self.t = torch.zeros(S, dtype=torch.float64, device=self.params[0].device)
@@ -32,13 +40,19 @@ class BatchedAdam:
             m.lerp_(g, 1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
             denom = (v.sqrt() / c2s.view(shape)).add_(self.eps)
-            p.addcdiv_(m / c1.view(shape), denom, value=-self.lr)
+            if isinstance(self.lr, torch.Tensor):
+                p.addcdiv_(m * (self.lr / c1).view(shape), denom, value=-1)
+            else:
+                p.addcdiv_(m / c1.view(shape), denom, value=-self.lr)
 
     @staticmethod
     def cat(optimisers, params):
         """One optimiser over ``params`` = the optimisers' parameters concatenated along dim 0."""
         first = optimisers[0]
-        out = BatchedAdam(params, first.lr, first.betas, first.eps)
+        lrs = [o.lr if isinstance(o.lr, torch.Tensor) else torch.full_like(o.t, o.lr)
+               for o in optimisers]
+        out = BatchedAdam(params, torch.cat([l.to(o.t) for l, o in zip(lrs, optimisers)]),
+                          first.betas, first.eps)
         out.m = [torch.cat(ms) for ms in zip(*(o.m for o in optimisers))]
         out.v = [torch.cat(vs) for vs in zip(*(o.v for o in optimisers))]
         out.t = torch.cat([o.t for o in optimisers])

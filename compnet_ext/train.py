@@ -33,8 +33,11 @@ WEIGHT_ONLY_KINDS = ("default", "raai", "no_pretraining")  # no stage 1
 STAGE1_KINDS = ("not_enforced", "enforced")
 
 # Chosen by the sweep in docs/hyperparameters.md (Adam's other settings are torch's defaults).
+# The weights' rate is per kind: each kind gets the rate that served it best, so no kind (least
+# of all the baselines) is handicapped by a rate tuned for another.
 LR_PEAKS = 1e-2
-LR_WEIGHTS = 1e-3
+LR_WEIGHTS = {"default": 3e-3, "raai": 3e-3, "no_pretraining": 3e-4, "not_enforced": 1e-4,
+              "enforced": 1e-4}
 PEAK_EPS = 1e-3
 
 
@@ -116,11 +119,25 @@ def check_config(*, kinds, seeds, points, width, depth, epochs, lr_peaks, lr_wei
     for e in epochs:
         _check_int("epochs", e, 0)
     _check_lr("lr_peaks", lr_peaks)
-    _check_lr("lr_weights", lr_weights)
+    lr_weights = weight_lrs(lr_weights)
     if width != 4 and any(k in kinds for k in ("no_pretraining",) + STAGE1_KINDS):
         raise ValueError(f"`width` must be 4 for the compositional kinds (the encoding of MATH.md "
                          f"section 5 has 4 neurons per layer), got {width}")
-    return kinds, epochs
+    return kinds, epochs, lr_weights
+
+
+def weight_lrs(lr_weights):
+    """{kind: lr} from a number (all kinds) or a dict (missing kinds take LR_WEIGHTS's)."""
+    if isinstance(lr_weights, dict):
+        bad = [k for k in lr_weights if k not in KINDS]
+        if bad:
+            raise ValueError(f"unknown kind(s) {bad} in `lr_weights`; known: {', '.join(KINDS)}")
+        out = {**LR_WEIGHTS, **lr_weights}
+    else:
+        out = {k: lr_weights for k in KINDS}
+    for k, v in out.items():
+        _check_lr(f"lr_weights[{k!r}]", v)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,13 +198,14 @@ def _weight_step(mlp, opt, x, target):
     return loss.detach()
 
 
-def train_weights(mlp, x, target, epochs, lr=LR_WEIGHTS, *, opt=None, progress=None):
+def train_weights(mlp, x, target, epochs, lr=LR_WEIGHTS["enforced"], *, opt=None, progress=None):
     """Stage 2: Adam on all weights of a BatchedMLP (S networks, each its own MSE).
 
     Args:
         mlp: ``compnet_ext.nn.BatchedMLP`` (or any module mapping x -> ``[S, N]``) whose
             parameters all have the seed as first dimension.
         x: ``[N]``; target: ``[N]`` or ``[S, N]``. epochs: Adam steps (full batch).
+        lr: a number or per-seed tensor ``[S]`` (ignored when ``opt`` is given).
         opt: a :class:`BatchedAdam` over the layers' ``[W0, b0, W1, b1, ...]`` to continue (default: a fresh one).
 
     Returns:
@@ -248,6 +266,8 @@ def run(targets, *, kinds=KINDS, seeds=30, points=500, width=4, depth=5, epochs=
         targets: dict name -> (target, sign), target a callable on points or a tensor ``[points]``.
         kinds: subset of KINDS. seeds, points, width, depth: as in the paper (MATH.md section 6).
         epochs: (stage 1, stage 2) Adam steps; weight-only kinds train ``sum(epochs)`` steps.
+        lr_peaks: stage-1 rate. lr_weights: weights' rate, a number or {kind: rate} (default
+            LR_WEIGHTS, per kind).
         device: "auto"/None, "cpu", "cuda". seed: the generator seed; seed s of every target and
             kind starts from the same draw (kinds 3-5 share their starting peaks).
         keep_curves / keep_layers: keep per-step losses / the trained weights.
@@ -258,8 +278,9 @@ def run(targets, *, kinds=KINDS, seeds=30, points=500, width=4, depth=5, epochs=
     Returns:
         ``(x [points], {target: {kind: KindResult}})`` with tensors on the CPU.
     """
-    kinds, epochs = check_config(kinds=kinds, seeds=seeds, points=points, width=width, depth=depth,
-                                 epochs=epochs, lr_peaks=lr_peaks, lr_weights=lr_weights)
+    kinds, epochs, lr_weights = check_config(kinds=kinds, seeds=seeds, points=points, width=width,
+                                             depth=depth, epochs=epochs, lr_peaks=lr_peaks,
+                                             lr_weights=lr_weights)
     dev = resolve_device(device)
     with cpu_threads(threads if dev.type == "cpu" else None):
         return _run(targets, kinds, seeds, points, width, depth, epochs, lr_peaks, lr_weights, dev,
@@ -295,6 +316,10 @@ def _run(targets, kinds, seeds, points, width, depth, epochs, lr_peaks, lr_weigh
                                _encode(peaks0.to(dev), None, targets[n][1]))
     layer_lists = [[(W.to(dev), b.to(dev)) for W, b in ll] for ll in layer_lists]
 
+    def rows_lr(block_list):
+        return torch.cat([torch.full((S,), lr_weights[k], dtype=torch.float64)
+                          for k, _ in block_list]).to(dev)
+
     def rows_target(block_list):
         return torch.cat([ys[n].expand(S, points) for _, n in block_list]).to(dev)
 
@@ -306,7 +331,7 @@ def _run(targets, kinds, seeds, points, width, depth, epochs, lr_peaks, lr_weigh
     mlp_a = opt_a = None
     if layer_lists:
         mlp_a = _mlp(_cat_layers(layer_lists))
-        opt_a = BatchedAdam(_flat_params(mlp_a), lr_weights)
+        opt_a = BatchedAdam(_flat_params(mlp_a), rows_lr(blocks))
         loss_a = train_weights(mlp_a, x_d, rows_target(blocks), E0, opt=opt_a, progress=bar)
         for i, b in enumerate(blocks):
             curves[b] = [loss_a[:, i * S:(i + 1) * S]]
@@ -328,7 +353,7 @@ def _run(targets, kinds, seeds, points, width, depth, epochs, lr_peaks, lr_weigh
         new_layers = [_encode(p, s, targets[n][1]) for (k, n), (p, s) in stage1.items()]
         parts = ([[(W.detach(), b.detach()) for W, b in mlp_a.layers()]] if mlp_a else []) + new_layers
         mlp = _mlp(_cat_layers(parts))
-        fresh = BatchedAdam(_flat_params(_mlp(_cat_layers(new_layers))), lr_weights)
+        fresh = BatchedAdam(_flat_params(_mlp(_cat_layers(new_layers))), rows_lr(new_blocks))
         opt = BatchedAdam.cat([o for o in (opt_a, fresh) if o is not None], _flat_params(mlp))
         blocks += new_blocks
     else:
