@@ -95,8 +95,9 @@ def _config(args, **extra):
 # reproduce
 
 
-def reproduce(args, out=sys.stdout):
+def reproduce(args, out=None):
     """Run the experiment of MATH.md section 6 as configured by ``args``; write files; print."""
+    out = out or sys.stdout
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
     x, res = train.run(_targets(args.targets), kinds=args.kinds, seeds=args.seeds,
@@ -193,8 +194,14 @@ def _count_pieces(layers):
     return count_pieces(layers)
 
 
-def sweep(args, out=sys.stdout):
-    """Train every kind at every depth; CSV + PNG of MSE and linear pieces vs depth."""
+def sweep(args, out=None):
+    """Train every kind at every depth; CSV + PNG of MSE and linear pieces vs depth.
+
+    Pieces are counted exactly (``compnet_ext.count_pieces``, issue 3's activation walk) on the
+    trained float32 weights as they are; rounding of the weights can add a tiny real piece to a
+    compositional network (seen: 5 instead of 4 at depth 2 before any training).
+    """
+    out = out or sys.stdout
     os.makedirs(args.out, exist_ok=True)
     rows, t0 = [], time.perf_counter()
     for i, d in enumerate(args.depths):
