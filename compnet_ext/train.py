@@ -36,7 +36,7 @@ STAGE1_KINDS = ("not_enforced", "enforced")
 # The weights' rate is per kind: each kind gets the rate that served it best, so no kind (least
 # of all the baselines) is handicapped by a rate tuned for another.
 LR_PEAKS = 1e-2
-LR_WEIGHTS = {"default": 3e-3, "raai": 3e-3, "no_pretraining": 3e-4, "not_enforced": 1e-4,
+LR_WEIGHTS = {"default": 3e-3, "raai": 1e-2, "no_pretraining": 3e-4, "not_enforced": 1e-4,
               "enforced": 1e-4}
 PEAK_EPS = 1e-3
 
