@@ -95,6 +95,34 @@ def _config(args, **extra):
 # reproduce
 
 
+def stage1_pieces(res, depth):
+    """Exact linear pieces of every network right after stage 1 (the paper: 2^D, always).
+
+    Counted twice with issue 3's exact counters, in float64: the closed form on (peaks, scales)
+    and the activation walk of the encoded ReLU network. Returns
+    ``{target: {kind: {"closed_form": [...], "encoded_walk": [...]}}}`` and check lines.
+    """
+    from . import count_pieces, encode
+
+    out, checks = {}, []
+    for t, per_kind in res.items():
+        sign = get_target(t).sign
+        for k, r in per_kind.items():
+            if r.peaks is None:
+                continue
+            p = r.peaks.double()
+            s = None if r.scales is None else r.scales.double()
+            closed = count_pieces(peaks=p, scales=s, sign=sign).tolist()
+            walk = count_pieces(encode(p, s, sign=sign)).tolist()
+            out.setdefault(t, {})[k] = {"closed_form": closed, "encoded_walk": walk}
+            n_ok = sum(c == 2**depth for c in closed)
+            w_ok = sum(c == 2**depth for c in walk)
+            checks.append((f"{t}: '{k}' after stage 1 has 2^{depth} = {2**depth} pieces "
+                           f"(closed form {n_ok}/{len(closed)}, encoded-network walk "
+                           f"{w_ok}/{len(walk)})", n_ok == len(closed)))
+    return out, checks
+
+
 def reproduce(args, out=None):
     """Run the experiment of MATH.md section 6 as configured by ``args``; write files; print."""
     out = out or sys.stdout
@@ -108,8 +136,10 @@ def reproduce(args, out=None):
     results = report.summaries(res)
     cfg = _config(args, depth=args.depth, targets=list(args.targets), kinds=list(args.kinds))
     checks = report.qualitative_checks(results)
+    pieces, piece_checks = stage1_pieces(res, args.depth)
+    checks += piece_checks
     report.write_json(os.path.join(args.out, "results.json"), cfg, results,
-                      {"wall_seconds": wall,
+                      {"wall_seconds": wall, "stage1_pieces": pieces,
                        "checks": [{"claim": c, "holds": ok} for c, ok in checks]})
     report.write_csv(os.path.join(args.out, "results.csv"), results)
     files = ["results.json", "results.csv"]
