@@ -2,8 +2,6 @@
 import csv
 import json
 
-import torch
-
 from .paper import KIND_LABELS, PAPER
 from .targets import TARGETS
 
@@ -95,7 +93,3 @@ def write_csv(path, results):
                 w.writerow([t, k, f"{s['min']:.6e}", f"{s['median']:.6e}", f"{s['mean']:.6e}",
                             p.get("min", ""), p.get("mean", ""), len(s["per_seed"])])
 
-
-def median_curve(curve):
-    """Median over seeds of a ``[E, S]`` loss curve -> ``[E]``."""
-    return curve.double().median(dim=1).values if curve is not None else torch.empty(0)
