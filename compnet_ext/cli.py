@@ -8,6 +8,8 @@ import math
 
 import torch
 
+from .experiments import add_reproduce_parser, add_sweep_parser
+
 TARGETS = {
     "x2": lambda x: x**2,
     "x3": lambda x: x**3,
@@ -67,13 +69,7 @@ def add_plot_parser(sub):
     return p
 
 
-def _experiment_parsers():
-    from .experiments import add_reproduce_parser, add_sweep_parser
-
-    return [add_reproduce_parser, add_sweep_parser]
-
-
-SUBCOMMANDS = [add_plot_parser, *_experiment_parsers()]
+SUBCOMMANDS = [add_plot_parser, add_reproduce_parser, add_sweep_parser]
 
 
 def build_parser():
@@ -89,7 +85,4 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if getattr(args, "depth", 1) < 1:
         build_parser().error("--depth must be >= 1")
-    try:
-        return args.func(args)
-    except ValueError as e:  # bad option values: a usage error, not a traceback
-        build_parser().error(str(e))
+    return args.func(args)

@@ -205,9 +205,12 @@ def add_reproduce_parser(sub):
     p.add_argument("--out", default="./compnet-results", help="output folder")
 
     def run(args):
-        _finish_common(args, QUICK)
-        if args.depth < 1:
-            raise ValueError(f"--depth must be >= 1, got {args.depth}")
+        try:
+            _finish_common(args, QUICK)
+            if args.depth < 1:
+                raise ValueError(f"--depth must be >= 1, got {args.depth}")
+        except ValueError as e:  # a usage error (exit 2) naming the option, before any work
+            p.error(str(e))
         return reproduce(args)
 
     p.set_defaults(func=run)
@@ -284,11 +287,14 @@ def add_sweep_parser(sub):
     p.add_argument("--out", default="./compnet-sweep", help="output folder")
 
     def run(args):
-        quick_depths = args.quick and args.depths == "2:32"
-        _finish_common(args, SWEEP_QUICK)
-        args.depths = parse_depths(SWEEP_QUICK["depths"] if quick_depths else args.depths)
-        if args.depths[-1] > 64:
-            raise ValueError(f"--depths: at most 64 hidden layers (BatchedMLP), got {args.depths[-1]}")
+        try:
+            quick_depths = args.quick and args.depths == "2:32"
+            _finish_common(args, SWEEP_QUICK)
+            args.depths = parse_depths(SWEEP_QUICK["depths"] if quick_depths else args.depths)
+            if args.depths[-1] > 64:
+                raise ValueError(f"--depths: at most 64 hidden layers (BatchedMLP), got {args.depths[-1]}")
+        except ValueError as e:  # a usage error (exit 2) naming the option, before any work
+            p.error(str(e))
         return sweep(args)
 
     p.set_defaults(func=run)
