@@ -8,6 +8,8 @@ import math
 
 import torch
 
+from .experiments import add_reproduce_parser, add_sweep_parser
+
 TARGETS = {
     "x2": lambda x: x**2,
     "x3": lambda x: x**3,
@@ -67,7 +69,7 @@ def add_plot_parser(sub):
     return p
 
 
-SUBCOMMANDS = [add_plot_parser]
+SUBCOMMANDS = [add_plot_parser, add_reproduce_parser, add_sweep_parser]
 
 
 def build_parser():

@@ -1,0 +1,95 @@
+"""Summaries, the paper-shaped markdown tables, and results.json / results.csv of a reproduction."""
+import csv
+import json
+
+from .paper import KIND_LABELS, PAPER
+from .targets import TARGETS
+
+# The paper's two tables and the targets each holds.
+PAPER_TABLES = (("Table 1", ("x3", "x11")), ("Table 2", ("sin", "tanh3")))
+
+
+def summarize(per_seed):
+    """{"min", "mean", "median", "per_seed"} of a 1-D tensor of final MSEs."""
+    f = per_seed.double()
+    return {"min": float(f.min()), "mean": float(f.mean()), "median": float(f.median()),
+            "per_seed": [float(v) for v in f]}
+
+
+def summaries(res):
+    """{target: {kind: summary}} from run()'s {target: {kind: KindResult}}."""
+    return {n: {k: summarize(r.final) for k, r in per_kind.items()} for n, per_kind in res.items()}
+
+
+def _e(v):
+    return "n/a" if v is None else f"{v:.2e}"
+
+
+def markdown_tables(results, seeds):
+    """The paper's Tables 1-2 shape (min and mean MSE per kind) with the paper's figures beside
+    ours; targets outside the paper's tables get a table of their own."""
+    out = []
+    named = [t for _, ts in PAPER_TABLES for t in ts]
+    groups = [(title, [t for t in ts if t in results]) for title, ts in PAPER_TABLES]
+    groups.append(("Other targets", [t for t in results if t not in named]))
+    for title, ts in groups:
+        if not ts:
+            continue
+        kinds = list(results[ts[0]])
+        head = ["Network"]
+        for stat in ("min", "mean"):
+            for t in ts:
+                label = TARGETS[t].label if t in TARGETS else t
+                head += [f"{stat.capitalize()} {label}", "paper"]
+        out.append(f"**{title}.** Minimum and mean (n = {seeds}) MSE; 'paper' = the paper's figure.")
+        out.append("")
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        for k in kinds:
+            row = [KIND_LABELS.get(k, k)]
+            for stat in ("min", "mean"):
+                for t in ts:
+                    row += [_e(results[t][k][stat]), _e(PAPER.get(t, {}).get(k, {}).get(stat))]
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def qualitative_checks(results):
+    """The paper's claims as (description, holds) pairs, for every target that has the kinds."""
+    checks = []
+    for t, per_kind in results.items():
+        if "enforced" not in per_kind:
+            continue
+        mean_e = per_kind["enforced"]["mean"]
+        others = {k: v["mean"] for k, v in per_kind.items() if k != "enforced"}
+        if others:
+            checks.append((f"{t}: 'enforced' has the lowest mean MSE",
+                           all(mean_e < v for v in others.values())))
+        for k in ("default", "raai"):
+            if k in per_kind:
+                ratio = per_kind[k]["mean"] / mean_e
+                checks.append((f"{t}: '{k}' mean / 'enforced' mean = {ratio:.0f} >= 100",
+                               ratio >= 100))
+    return checks
+
+
+def write_json(path, config, results, extra=None):
+    doc = {"config": config, "results": results,
+           "paper": {t: PAPER[t] for t in results if t in PAPER}}
+    doc.update(extra or {})
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+
+
+def write_csv(path, results):
+    """One row per (target, kind): our min/median/mean and the paper's min/mean."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["target", "kind", "min", "median", "mean", "paper_min", "paper_mean", "seeds"])
+        for t, per_kind in results.items():
+            for k, s in per_kind.items():
+                p = PAPER.get(t, {}).get(k, {})
+                w.writerow([t, k, f"{s['min']:.6e}", f"{s['median']:.6e}", f"{s['mean']:.6e}",
+                            p.get("min", ""), p.get("mean", ""), len(s["per_seed"])])
+

@@ -1,0 +1,64 @@
+"""The paper's four target curves (MATH.md section 6) and checked evaluation of user targets.
+
+Every named target is normalised so that f(0) = 0 and f(1) = 1, and comes with the sign of the
+compositional network that fits it (-1 subtracts waves: convex targets; +1 adds them: concave).
+"""
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    sign: int
+    label: str  # how the paper's tables name it
+
+
+TARGETS = {
+    "x3": Target("x3", lambda x: x**3, -1, "x^3"),
+    "x11": Target("x11", lambda x: x**11, -1, "x^11"),
+    "sin": Target("sin", lambda x: torch.sin(math.pi * x / 2), +1, "sin(pi x / 2)"),
+    "tanh3": Target("tanh3", lambda x: torch.tanh(3 * x) / math.tanh(3), +1, "tanh(3x) / tanh(3)"),
+}
+
+
+def get_target(name):
+    """The named target; ValueError listing the known names otherwise."""
+    try:
+        return TARGETS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown target {name!r}; known targets: {', '.join(TARGETS)}") from None
+
+
+def evaluate_target(target, x, name="target"):
+    """Values ``[N]`` of ``target`` at the points ``x [N]``.
+
+    ``target`` is a callable on a tensor of points (it gets ``x`` and must return ``N`` finite
+    values) or a tensor / sequence of ``N`` values. Errors name the argument ``name``.
+    """
+    if callable(target) and not isinstance(target, torch.Tensor):
+        try:
+            y = target(x)
+        except Exception as e:
+            raise TypeError(f"`{name}` raised {type(e).__name__} when called on the points: {e}") from e
+    else:
+        y = target
+    if not isinstance(y, torch.Tensor):
+        try:
+            y = torch.as_tensor(y, dtype=x.dtype)
+        except Exception as e:
+            raise TypeError(f"`{name}` must be a callable or a tensor of values, got "
+                            f"{type(target).__name__}") from e
+    if not (y.is_floating_point() or y.dtype in (torch.int32, torch.int64)):
+        raise TypeError(f"`{name}` values must be real numbers, got dtype {y.dtype}")
+    y = y.to(device=x.device, dtype=x.dtype)
+    if y.shape != x.shape:
+        raise ValueError(f"`{name}` must give one value per point, shape {list(x.shape)}, "
+                         f"got shape {list(y.shape)}")
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError(f"`{name}` gave NaN or infinite values")
+    return y
