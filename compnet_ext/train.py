@@ -141,11 +141,11 @@ def weight_lrs(lr_weights):
 
 
 # ---------------------------------------------------------------------------------------------
-# the two stages, step by step (the reference path a fused implementation can replace)
+# the two stages (stage 1 fused by default; the step-by-step paths are the reference)
 
 
 def train_peaks(x, target, peaks, scales, sign, epochs, lr=LR_PEAKS, *, eps=PEAK_EPS,
-                progress=None):
+                progress=None, fused=True):
     """Stage 1: Adam on the compositional parameters of S networks.
 
     Args:
@@ -153,11 +153,20 @@ def train_peaks(x, target, peaks, scales, sign, epochs, lr=LR_PEAKS, *, eps=PEAK
         peaks: ``[S, D+1]`` starting peaks in (0, 1). scales: ``None`` (smooth, differentiability
             enforced) or free starting scales ``[S, D]`` (trained too).
         epochs: Adam steps (full batch). progress: optional bar with ``update(n)``.
+        fused: run all epochs in one launch (:func:`compnet_ext.train_peaks`); False takes the
+            step-by-step path (one ``loss_and_grad`` launch and one :class:`BatchedAdam` step per
+            epoch), which the fused stage is tested against.
 
     Returns:
         ``(peaks [S, D+1], scales [S, D] or None, losses [epochs, S])``: new tensors (the inputs are
         not modified); ``losses[t]`` is the per-seed MSE before step t.
     """
+    if fused:
+        p, s, _, curve = ops.train_peaks(x, target, peaks, scales, sign, epochs=epochs, lr=lr,
+                                         peak_bounds=(eps, 1 - eps), record_every=1)
+        if progress is not None:
+            progress.update(epochs)
+        return p, s, curve.t()
     peaks = peaks.detach().clone()
     params = [peaks] if scales is None else [peaks, scales.detach().clone()]
     opt = BatchedAdam(params, lr)

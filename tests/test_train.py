@@ -219,3 +219,20 @@ def test_bad_arguments(no_work, kwargs, exc, match):
 def test_bad_targets(no_work, target, sign, exc, match):
     with pytest.raises(exc, match=match):
         train.compare(target, sign, **SMALL)
+
+
+@pytest.mark.parametrize("free", [False, True])
+def test_fused_stage1_equals_step_by_step_path(free):
+    # The training module runs stage 1 fused by default; the step-by-step path is the reference.
+    # Short run: Adam amplifies last-bit differences exponentially (see test_train_peaks.py).
+    D, sign = 5, 1
+    x = torch.linspace(0, 1, 300, dtype=torch.float64)
+    y = torch.sin(torch.pi / 2 * x)
+    p0 = starting_peaks(6, D, torch.Generator().manual_seed(4), torch.float64)
+    s0 = compnet_ext.smooth_scales(p0, sign) if free else None
+    fused = train.train_peaks(x, y, p0, s0, sign, 8, 1e-2)
+    steps = train.train_peaks(x, y, p0, s0, sign, 8, 1e-2, fused=False)
+    for a, b in zip(fused, steps):
+        if b is not None:
+            assert a.shape == b.shape
+            assert (a - b).abs().max() <= 1e-13 * b.abs().max()
