@@ -119,3 +119,21 @@ def test_bad_arguments():
         compnet_ext.breakpoints([(1, 2)])
     with pytest.raises(ValueError, match="`rtol`"):
         compnet_ext.breakpoints(peaks=peaks, rtol=-1)
+
+
+def test_rounding_slivers_are_merged_but_real_pieces_are_not():
+    # Two ReLUs whose kinks lie 1e-14 apart: a sliver the width of the roots' rounding, merged
+    # by default (wtol = 1e-12 of the interval), kept with wtol = 0.
+    W0 = torch.tensor([[[1.0], [1.0]]], dtype=torch.float64)
+    b0 = torch.tensor([[-0.5, -(0.5 + 1e-14)]], dtype=torch.float64)
+    W1 = torch.tensor([[[1.0, 2.0]]], dtype=torch.float64)
+    b1 = torch.zeros(1, 1, dtype=torch.float64)
+    layers = [(W0, b0), (W1, b1)]
+    assert compnet_ext.count_pieces(layers).tolist() == [2]
+    assert compnet_ext.count_pieces(layers, wtol=0.0).tolist() == [3]
+    pieces = compnet_ext.breakpoints(layers)[0]
+    assert torch.allclose(pieces.slopes, torch.tensor([0.0, 3.0], dtype=torch.float64))
+    b0[0, 1] = -0.5001  # 1e-4 apart: a real piece, kept
+    assert compnet_ext.count_pieces(layers).tolist() == [3]
+    with pytest.raises(ValueError, match="`wtol`"):
+        compnet_ext.count_pieces(layers, wtol=-1.0)

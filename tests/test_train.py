@@ -108,10 +108,6 @@ def test_stage1_lowers_loss_keeps_peaks_inside_and_keeps_2_to_the_D_pieces(free)
     pieces = compnet_ext.count_pieces(peaks=peaks, scales=scales, sign=sign)
     assert pieces.tolist() == [2**D] * 4
     mlp_pieces = compnet_ext.count_pieces(compnet_ext.encode(peaks, scales, sign=sign))
-    if free and mlp_pieces.tolist() != [2**D] * 4:
-        # Seen: 33 for one seed -- the walker splits one kink into two 2e-15 apart (the encoded
-        # network equals forward() to 5e-15 there). Reported to issue 3; the closed form agrees.
-        pytest.xfail(f"activation walk counts {mlp_pieces.tolist()} (sub-ulp split kink)")
     assert mlp_pieces.tolist() == [2**D] * 4
 
 
