@@ -1,6 +1,7 @@
 // CUDA drivers of the batched-MLP math of mlp_math.h: one point per thread; the backward runs one
 // warp per seed so that parameter gradients are reduced with a fixed-order warp butterfly and
-// added by lane 0 into the seed's row (no atomics: bitwise deterministic).
+// added by lane 0 into the seed's row (no atomics: bitwise deterministic). The fused stage 2
+// (train_kernel) runs the same per-seed pass (warp_seed_pass) every epoch, then Adam.
 // Includes nothing from torch so that nvcc compiles it without a CUDA build of torch.
 #include <cuda_runtime.h>
 
