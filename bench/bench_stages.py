@@ -3,7 +3,8 @@
 Compares, per Adam epoch on the same BatchedMLP (width 4, depth 5, N = 500): the fused stage
 (``train_mlp``) against the step-by-step path (fused ``BatchedMLP.loss_and_grad`` + assigning
 ``.grad`` + ``torch.optim.Adam.step``), which is the same arithmetic with one launch and one
-optimiser step per epoch. Medians over repeats; JSON to bench/results/stages-<device>-<date>.json.
+optimiser step per epoch. Medians over repeats, the two paths timed in alternation; JSON to
+bench/results/stages-<device>-<date>.json.
 ``--quick`` runs a small, fast version.
 """
 import argparse
@@ -19,16 +20,20 @@ import torch
 from compnet_ext.nn import BatchedMLP, train_mlp
 
 
-def _time(fn, repeats, sync):
-    fn()
-    sync()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
+def _time_interleaved(fns, repeats, sync):
+    """Median seconds of each function, timed in alternation so that the load of a shared machine
+    weighs on all of them alike."""
+    for fn in fns.values():
         fn()
-        sync()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    sync()
+    ts = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            sync()
+            ts[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in ts.items()}
 
 
 def run(device, S, N, widths, epochs, repeats, dtype):
@@ -53,8 +58,9 @@ def run(device, S, N, widths, epochs, repeats, dtype):
                 p.grad = gp
             opt.step()
 
-    return {"fused_train_mlp": _time(fused, repeats, sync) / epochs,
-            "step_by_step_adam": _time(step_by_step, repeats, sync) / epochs}
+    med = _time_interleaved({"fused_train_mlp": fused, "step_by_step_adam": step_by_step},
+                            repeats, sync)
+    return {k: v / epochs for k, v in med.items()}
 
 
 def main(argv=None):

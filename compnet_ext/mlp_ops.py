@@ -124,7 +124,7 @@ def mlp_loss_and_grad(x, target, layers):
 
 
 def mlp_train(x, target, layers, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, record_every=0):
-    """Stage 2 of the paper's method, fused: ``epochs`` Adam steps on every seed's weights and biases.
+    """Stage 2 of the paper's method, fused: ``epochs`` Adam steps on all weights and biases.
 
     One launch; every seed is trained independently (a CUDA warp or a CPU task owns a seed and
     keeps its parameters, gradient and Adam moments to itself). Each step is exactly

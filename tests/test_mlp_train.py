@@ -107,7 +107,8 @@ def test_no_points_leaves_parameters():
     empty = torch.zeros(0, dtype=F64)
     loss, curve = train_mlp(m, empty, empty, epochs=3, record_every=1)
     assert torch.equal(_params(m), start)
-    assert torch.equal(loss, torch.zeros(2, dtype=F64)) and torch.equal(curve, torch.zeros(2, 3, dtype=F64))
+    assert torch.equal(loss, torch.zeros(2, dtype=F64))
+    assert torch.equal(curve, torch.zeros(2, 3, dtype=F64))
 
 
 def test_opcheck():
@@ -157,8 +158,10 @@ def test_bad_arguments_name_the_argument():
                                             0.9, 0.999, hp["eps"], hp["record_every"])
 
 
+# Not run where this was written (no GPU): tolerances leave room for the different summation
+# order of the CUDA warp reduction, which Adam's normalisation can amplify for tiny gradients.
 @cuda
-@pytest.mark.parametrize("dtype,tol", [(F64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("dtype,tol", [(F64, 1e-10), (torch.float32, 1e-4)])
 @pytest.mark.parametrize("widths", [PAPER, (1, 16, 3, 16, 1), (1,) + (16,) * 40 + (1,)],
                          ids=["5x4", "3x16", "40x16-spilled"])
 def test_cuda_matches_cpu(dtype, tol, widths):
