@@ -101,6 +101,23 @@ def test_deterministic_and_inputs_untouched():
     assert torch.equal(pack(layers), _params(m)), "mlp_train must not modify its inputs"
 
 
+def test_independent_of_thread_count_and_mixed_sharing():
+    m = _mlp(5, (1, 6, 6, 1), seed=11)
+    x, _ = _data(5, 300)  # x shared by all seeds, target per seed
+    target = torch.rand(5, 300, generator=torch.Generator().manual_seed(12), dtype=F64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = mlp_train(x, target, m.layers(), epochs=6, lr=0.01, record_every=2)
+    finally:
+        torch.set_num_threads(threads)
+    many = mlp_train(x, target, m.layers(), epochs=6, lr=0.01, record_every=2)
+    assert torch.equal(pack(one[0]), pack(many[0])) and torch.equal(one[2], many[2])
+    ref, rloss, rcurve = step_by_step(m, x, target, 6, 0.01, record_every=2)
+    assert (pack(many[0]) - _params(ref)).abs().max() <= 1e-12
+    assert ((many[2] - rcurve).abs() <= 1e-12 * rcurve.abs().max()).all()
+
+
 def test_no_points_leaves_parameters():
     m = _mlp(2, seed=6)
     start = _params(m)
