@@ -53,6 +53,13 @@ def _loss_and_grad_fake(x, target, params, widths):
     return params.new_empty(params.shape[0]), params.new_empty(params.shape)
 
 
+@torch.library.register_fake("compnet_ext::mlp_train")
+def _train_fake(x, target, params, widths, epochs, lr, beta1, beta2, eps, record_every):
+    records = -(-epochs // record_every) if record_every > 0 else 0
+    S = params.shape[0]
+    return params.new_empty(params.shape), params.new_empty(S), params.new_empty(S, records)
+
+
 def _setup_context(ctx, inputs, output):
     x, params, widths = inputs
     ctx.save_for_backward(x, params)
@@ -114,3 +121,34 @@ def mlp_loss_and_grad(x, target, layers):
     with torch.no_grad():
         loss, gp = _ops.mlp_loss_and_grad(x, target, pack(layers), widths)
     return loss, unpack(gp, widths)
+
+
+def mlp_train(x, target, layers, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, record_every=0):
+    """Stage 2 of the paper's method, fused: ``epochs`` Adam steps on all weights and biases.
+
+    One launch; every seed is trained independently (a CUDA warp or a CPU task owns a seed and
+    keeps its parameters, gradient and Adam moments to itself). Each step is exactly
+    :func:`mlp_loss_and_grad` followed by ``torch.optim.Adam``'s update (no weight decay, fresh
+    state) of all W and b.
+
+    Args:
+        x: ``[N]`` or ``[S, N]`` points.
+        target: ``[N]`` or ``[S, N]`` values to fit.
+        layers: list of ``(W [S, out, in], b [S, out])`` (not modified).
+        epochs: number of Adam steps (>= 0).
+        lr, betas, eps: Adam's hyper-parameters.
+        record_every: record the loss before every k-th step (0: no curve).
+
+    Returns:
+        ``(layers, loss [S], curve [S, ceil(epochs / k)])``: the trained ``(W, b)`` (new tensors,
+        shaped like ``layers``), the loss at the trained parameters, and ``curve[:, r]``, the loss
+        before step ``r * k``. Not differentiable.
+    """
+    from .ops import _check_adam
+
+    _, widths = _check(x, layers, target)
+    lr, beta1, beta2, eps = _check_adam(epochs, lr, betas, eps, record_every)
+    with torch.no_grad():
+        params, loss, curve = _ops.mlp_train(x, target, pack(layers), widths, epochs, lr, beta1,
+                                             beta2, eps, record_every)
+    return unpack(params, widths), loss, curve

@@ -206,6 +206,41 @@ class BatchedMLP(nn.Module):
         return f"S={self.S}, widths={self.widths}"
 
 
+def train_mlp(mlp, x, target, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, record_every=0):
+    """Trains ``mlp`` (a :class:`BatchedMLP`) in place: ``epochs`` Adam steps in one fused launch.
+
+    Stage 2 of the paper's method: all weights and biases of the S networks train freely on the
+    per-seed MSE. Each step equals :meth:`BatchedMLP.loss_and_grad` (fused) followed by
+    ``torch.optim.Adam(mlp.parameters(), lr, betas, eps)``'s update with fresh optimiser state;
+    ``.grad`` is not touched.
+
+    Args:
+        mlp: the networks; their parameters are overwritten (under ``torch.no_grad``).
+        x: ``[N]`` or ``[S, N]`` points.
+        target: ``[N]`` or ``[S, N]`` values to fit.
+        epochs: number of Adam steps (>= 0).
+        lr, betas, eps: Adam's hyper-parameters.
+        record_every: record the loss before every k-th step (0: no curve).
+
+    Returns:
+        ``(loss [S], curve [S, ceil(epochs / k)])``: the loss at the trained parameters and
+        ``curve[:, r]``, the loss before step ``r * k``.
+    """
+    from .mlp_ops import mlp_train
+
+    if not isinstance(mlp, BatchedMLP):
+        raise TypeError(f"`mlp` must be a compnet_ext.nn.BatchedMLP, got {type(mlp).__name__}")
+    _check_like("x", x, mlp.weights[0], "weights[0]")
+    _check_points_mlp(x, mlp.S)
+    layers, loss, curve = mlp_train(x, target, mlp.layers(), epochs=epochs, lr=lr, betas=betas,
+                                    eps=eps, record_every=record_every)
+    with torch.no_grad():
+        for (W, b), (W_new, b_new) in zip(mlp.layers(), layers):
+            W.copy_(W_new)
+            b.copy_(b_new)
+    return loss, curve
+
+
 def _check_points_mlp(x, S):
     if not ((x.dim() == 1) or (x.dim() == 2 and x.shape[0] == S)):
         raise ValueError(f"`x` has shape {list(x.shape)}, expected [N] or [S, N] with S = {S}")

@@ -3,6 +3,9 @@
 Shapes, dtypes and devices are checked here (clear messages naming the argument, also under
 torch.compile); value checks (range, NaN/Inf) run inside the C++ op when ``validate=True``.
 """
+import math
+import numbers
+
 import torch
 
 from . import reference
@@ -46,6 +49,22 @@ def _check_points(name, t, S, N=None):
 def _check_sign(sign):
     if isinstance(sign, bool) or sign not in (-1, 1):
         raise ValueError(f"`sign` must be -1 or +1, got {sign!r}")
+
+
+def _check_adam(epochs, lr, betas, eps, record_every):
+    """Hyper-parameters of the fused training stages; returns (lr, beta1, beta2, eps) as floats."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"`epochs` must be an int >= 0, got {epochs!r}")
+    if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 0:
+        raise ValueError(f"`record_every` must be an int >= 0, got {record_every!r}")
+    if not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"`lr` must be a finite number >= 0, got {lr!r}")
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2
+            and all(isinstance(b, numbers.Real) and 0 <= b < 1 for b in betas)):
+        raise ValueError(f"`betas` must be a pair of numbers in [0, 1), got {betas!r}")
+    if not (isinstance(eps, numbers.Real) and math.isfinite(eps) and eps > 0):
+        raise ValueError(f"`eps` must be a finite number > 0, got {eps!r}")
+    return float(lr), float(betas[0]), float(betas[1]), float(eps)
 
 
 def _check_args(x, peaks, scales, sign, target=None):
@@ -187,7 +206,7 @@ def train_peaks(x, target, peaks, scales=None, sign=-1, *, epochs, lr=1e-2, beta
     Args:
         x, target, peaks, scales, sign, validate: as in :func:`loss_and_grad` (not modified).
         epochs: number of Adam steps (>= 0).
-        lr, betas, eps: Adam's hyper-parameters.
+        lr, betas, eps: Adam's hyper-parameters (ValueError naming the argument when out of range).
         peak_bounds: ``(lo, hi)`` with ``0 < lo <= hi < 1``; keeps the peaks in (0, 1).
         record_every: record the loss before every k-th step (0: no curve).
 
@@ -196,14 +215,11 @@ def train_peaks(x, target, peaks, scales=None, sign=-1, *, epochs, lr=1e-2, beta
         the trained parameters, the loss at the trained parameters, the recorded losses.
     """
     _check_args(x, peaks, scales, sign, target)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"`epochs` must be an int >= 0, got {epochs!r}")
-    if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 0:
-        raise ValueError(f"`record_every` must be an int >= 0, got {record_every!r}")
+    lr, beta1, beta2, eps = _check_adam(epochs, lr, betas, eps, record_every)
     lo, hi = peak_bounds
     if not 0 < lo <= hi < 1:
         raise ValueError(f"`peak_bounds` must satisfy 0 < lo <= hi < 1, got {peak_bounds!r}")
-    p, s, loss, curve = _ops.train_peaks(x, target, peaks, scales, int(sign), epochs, float(lr),
-                                         float(betas[0]), float(betas[1]), float(eps),
-                                         float(lo), float(hi), record_every, bool(validate))
+    p, s, loss, curve = _ops.train_peaks(x, target, peaks, scales, int(sign), epochs, lr, beta1,
+                                         beta2, eps, float(lo), float(hi), record_every,
+                                         bool(validate))
     return p, (s if scales is not None else None), loss, curve

@@ -6,7 +6,9 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <tuple>
 
+#include "adam_config.h"
 #include "mlp_math.h"
 
 namespace cn {
@@ -52,6 +54,14 @@ inline MlpProblem make_mlp_problem(const char* op, const at::Tensor& x, const at
     p.head = head->contiguous();
   }
   return p;
+}
+
+// Outputs of mlp_train, initialised from the inputs: params [S, P], final loss [S] (0 with no
+// points), loss curve [S, ceil(epochs / record_every)].
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> make_mlp_train_outputs(const MlpProblem& p,
+                                                                             const AdamConfig& cfg) {
+  const auto opts = p.params.options();
+  return {p.params.clone(), at::zeros({p.S}, opts), at::zeros({p.S, curve_records(cfg)}, opts)};
 }
 
 }  // namespace cn

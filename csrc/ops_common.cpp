@@ -86,23 +86,19 @@ Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peak
 AdamConfig make_adam_config(int64_t epochs, double lr, double beta1, double beta2, double eps,
                             double peak_min, double peak_max, int64_t record_every) {
   const char* op = "compnet_ext.train_peaks";
-  TORCH_CHECK(epochs >= 0, op, ": `epochs` must be >= 0, got ", epochs);
-  TORCH_CHECK(std::isfinite(lr) && lr >= 0, op, ": `lr` must be a finite number >= 0, got ", lr);
-  TORCH_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, op,
-              ": `betas` must lie in [0, 1), got (", beta1, ", ", beta2, ")");
-  TORCH_CHECK(std::isfinite(eps) && eps > 0, op, ": `eps` must be > 0, got ", eps);
+  AdamConfig cfg = make_adam_config(op, epochs, lr, beta1, beta2, eps, record_every);
   TORCH_CHECK(peak_min > 0 && peak_max < 1 && peak_min <= peak_max, op,
               ": `peak_bounds` must satisfy 0 < lo <= hi < 1, got (", peak_min, ", ", peak_max, ")");
-  TORCH_CHECK(record_every >= 0, op, ": `record_every` must be >= 0, got ", record_every);
-  return {epochs, lr, beta1, beta2, eps, peak_min, peak_max, record_every};
+  cfg.peak_min = peak_min;
+  cfg.peak_max = peak_max;
+  return cfg;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> make_train_outputs(
     const Problem& p, const AdamConfig& cfg) {
   const auto opts = p.peaks.options();
-  const int64_t records = cfg.record_every > 0 ? (cfg.epochs + cfg.record_every - 1) / cfg.record_every : 0;
   return {p.peaks.clone(), p.smooth() ? at::empty({0}, opts) : p.scales.clone(),
-          at::zeros({p.S}, opts), at::zeros({p.S, records}, opts)};
+          at::zeros({p.S}, opts), at::zeros({p.S, curve_records(cfg)}, opts)};
 }
 
 }  // namespace cn

@@ -9,6 +9,7 @@
 #include <optional>
 #include <tuple>
 
+#include "adam_config.h"
 #include "compnet_math.h"
 
 namespace cn {
@@ -28,7 +29,8 @@ Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peak
                      const std::optional<at::Tensor>& scales, int64_t sign,
                      const std::optional<at::Tensor>& target, bool validate);
 
-// Checks the stage-1 hyper-parameters (names the argument on error).
+// Checks the stage-1 hyper-parameters (names the argument on error); the peaks are clamped to
+// [peak_min, peak_max].
 AdamConfig make_adam_config(int64_t epochs, double lr, double beta1, double beta2, double eps,
                             double peak_min, double peak_max, int64_t record_every);
 

@@ -33,6 +33,12 @@ TORCH_LIBRARY(compnet_ext, m) {
       "(Tensor, Tensor)");
   // Per-seed MSE [S] and the gradient of its sum w.r.t. params, in one pass.
   m.def("mlp_loss_and_grad(Tensor x, Tensor target, Tensor params, int[] widths) -> (Tensor, Tensor)");
+  // Stage 2 fused: `epochs` Adam steps on every seed's params, each on the mlp_loss_and_grad
+  // gradient. Returns the trained params [S, P], the final per-seed loss [S] and the loss before
+  // every `record_every`-th step [S, ceil(epochs / record_every)].
+  m.def(
+      "mlp_train(Tensor x, Tensor target, Tensor params, int[] widths, int epochs, float lr, "
+      "float beta1, float beta2, float eps, int record_every) -> (Tensor, Tensor, Tensor)");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -94,8 +94,14 @@ def test_bad_hyper_parameters(kwargs, match):
                                            (dict(eps=0.0), "`eps`")])
 def test_bad_adam_settings(kwargs, match):
     x, peaks, _ = make_problem(2, 3, 10, seed=35)
-    with pytest.raises(RuntimeError, match=match):
+    with pytest.raises(ValueError, match=match):
         compnet_ext.train_peaks(x, x, peaks, epochs=2, **kwargs)
+    adam = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8)  # the op checks them too
+    adam.update({k: v for k, v in kwargs.items() if k != "betas"})
+    adam.update(zip(("beta1", "beta2"), kwargs.get("betas", ())))
+    with pytest.raises(RuntimeError, match=match):
+        torch.ops.compnet_ext.train_peaks(x, x, peaks, None, -1, 2, adam["lr"], adam["beta1"],
+                                          adam["beta2"], adam["eps"], 1e-4, 1 - 1e-4, 0, True)
 
 
 def test_opcheck_and_empty():

@@ -1,11 +1,13 @@
 // CPU driver of the batched MLP ops: tiles of L points into the per-point math of mlp_math.h,
 // parallel over (seed, block of points). Each task sums its parameter gradients lane-wise, then
 // over lanes in a fixed order; blocks are summed per seed in a fixed order. The block size is a
-// constant, so results are bitwise independent of the thread count.
+// constant, so results are bitwise independent of the thread count. The fused stage 2
+// (mlp_train) runs the same block sums per seed, one task per seed.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "mlp_common.h"
@@ -52,60 +54,139 @@ void forward_kernel(const MlpProblem& p, T* y) {
   });
 }
 
-// Forward + backward per tile; `head(seed, n0, valid, y, dy, lane_loss)` fills dy from y.
-// Outputs: gparams [S, P] (always), gx [S, N] (optional), loss [S] (optional, mean of lane_loss).
+// Per-task scratch of the per-point math.
+template <typename T>
+struct Scratch {
+  std::vector<T> h, acc, g, gn;
+  explicit Scratch(const mlp::Shape& sh)
+      : h(std::max(1, sh.units) * kLanes<T>),
+        acc(sh.params * kLanes<T>),
+        g(mlp::kMaxWidth * kLanes<T>),
+        gn(mlp::kMaxWidth * kLanes<T>) {}
+};
+
+// Sums over the points [b0, b1) of one seed whose parameter row is `pw`: out[0, P) gets the
+// parameter gradient, out[P] the sum of the head's lane losses. `head(seed, n0, valid, y, dy,
+// lane_loss)` fills dy from y. Sums lane-wise, then over lanes in a fixed order, so the result
+// does not depend on which task runs the block. gx_row [N]: dLoss/dx per point (or nullptr).
 template <typename T, typename Head>
-void backward_kernel(const MlpProblem& p, Head head, T* gparams, T* gx, T* loss) {
+void block_sums(const MlpProblem& p, int64_t seed, const T* pw, int64_t b0, int64_t b1,
+                const Head& head, T* gx_row, Scratch<T>& s, T* out) {
   constexpr int L = kLanes<T>;
   const mlp::Shape& sh = p.shape;
-  const int64_t S = p.S, N = p.N, P = sh.params, xs = p.x_shared ? 0 : N;
-  const T* x = p.x.data_ptr<T>();
+  const int64_t N = p.N, P = sh.params;
+  const T* xrow = p.x.data_ptr<T>() + (p.x_shared ? 0 : seed * N);
+  std::fill(s.acc.begin(), s.acc.end(), T(0));
+  LaneAcc<T, L> lanes{s.acc.data()};
+  T lane_loss[L] = {};
+  for (int64_t n0 = b0; n0 < b1; n0 += L) {
+    const int valid = static_cast<int>(std::min<int64_t>(L, b1 - n0));
+    T xt[L], yt[L], dy[L], dx[L];
+    load_tile<T, L>(xrow, n0, N, xt);
+    mlp::forward_lanes<T, L>(sh, pw, xt, s.h.data(), yt);
+    head(seed, n0, valid, yt, dy, lane_loss);
+    mlp::backward_lanes<T, L>(sh, pw, xt, s.h.data(), dy, s.g.data(), s.gn.data(), lanes,
+                              gx_row ? dx : nullptr);
+    if (gx_row)
+      for (int l = 0; l < valid; ++l) gx_row[n0 + l] = dx[l];
+  }
+  for (int64_t j = 0; j < P; ++j) {
+    T v = 0;
+    for (int l = 0; l < L; ++l) v += s.acc[j * L + l];
+    out[j] = v;
+  }
+  T sl = 0;
+  for (int l = 0; l < L; ++l) sl += lane_loss[l];
+  out[P] = sl;
+}
+
+// Reduces one seed's block sums (blocks x (P + 1), in block order) into its gradient row gp [P]
+// and its loss (mean of the lane losses; nullptr: not needed). Needs N > 0.
+template <typename T>
+void finish_seed(const T* partial, int64_t blocks, int64_t P, int64_t N, T* gp, T* loss) {
+  std::fill(gp, gp + P, T(0));
+  T sl = 0;
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const T* part = partial + blk * (P + 1);
+    for (int64_t j = 0; j < P; ++j) gp[j] += part[j];
+    sl += part[P];
+  }
+  if (loss) *loss = sl / T(N);
+}
+
+int64_t num_blocks(int64_t N) { return (N + kBlock - 1) / kBlock; }
+
+// The MSE head: squared errors into the lane losses, dy = d(mean (y - t)^2)/dy.
+template <typename T>
+struct MseHead {
+  static constexpr int L = kLanes<T>;
+  const T* t;
+  int64_t N, ts;  // target seed stride: 0 when shared
+  T inv_n;
+  explicit MseHead(const MlpProblem& p)
+      : t(p.head.data_ptr<T>()), N(p.N), ts(p.head_shared ? 0 : p.N), inv_n(T(1) / T(p.N)) {}
+  void operator()(int64_t seed, int64_t n0, int valid, const T (&y)[L], T (&dy)[L],
+                  T* lane_loss) const {
+    for (int l = 0; l < L; ++l) {
+      const T d = l < valid ? y[l] - t[seed * ts + n0 + l] : T(0);
+      lane_loss[l] += d * d;
+      dy[l] = inv_n * (T(2) * d);
+    }
+  }
+};
+
+// Parallel over (seed, block of points), then over seeds for the fixed-order reduction.
+// Outputs: gparams [S, P] (always), gx [S, N] (optional), loss [S] (optional). Needs N > 0.
+template <typename T, typename Head>
+void backward_kernel(const MlpProblem& p, const Head& head, T* gparams, T* gx, T* loss) {
+  const int64_t S = p.S, N = p.N, P = p.shape.params, blocks = num_blocks(N), W = P + 1;
   const T* w = p.params.data_ptr<T>();
-  const int64_t blocks = (N + kBlock - 1) / kBlock, W = P + 1;
   std::vector<T> partial(static_cast<size_t>(S * blocks * W));
   at::parallel_for(0, S * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> h(std::max(1, sh.units) * L), acc(P * L), g(mlp::kMaxWidth * L),
-        gn(mlp::kMaxWidth * L);
+    Scratch<T> scratch(p.shape);
     for (int64_t k = begin; k < end; ++k) {
       const int64_t seed = k / blocks, b0 = (k % blocks) * kBlock;
-      const int64_t b1 = std::min(N, b0 + kBlock);
-      const T* pw = w + seed * P;
-      std::fill(acc.begin(), acc.end(), T(0));
-      LaneAcc<T, L> lanes{acc.data()};
-      T lane_loss[L] = {};
-      for (int64_t n0 = b0; n0 < b1; n0 += L) {
-        const int valid = static_cast<int>(std::min<int64_t>(L, b1 - n0));
-        T xt[L], yt[L], dy[L], dx[L];
-        load_tile<T, L>(x + seed * xs, n0, N, xt);
-        mlp::forward_lanes<T, L>(sh, pw, xt, h.data(), yt);
-        head(seed, n0, valid, yt, dy, lane_loss);
-        mlp::backward_lanes<T, L>(sh, pw, xt, h.data(), dy, g.data(), gn.data(), lanes,
-                                  gx ? dx : nullptr);
-        if (gx)
-          for (int l = 0; l < valid; ++l) gx[seed * N + n0 + l] = dx[l];
-      }
-      T* out = partial.data() + k * W;
-      for (int64_t j = 0; j < P; ++j) {
-        T v = 0;
-        for (int l = 0; l < L; ++l) v += acc[j * L + l];
-        out[j] = v;
-      }
-      T sl = 0;
-      for (int l = 0; l < L; ++l) sl += lane_loss[l];
-      out[P] = sl;
+      block_sums<T>(p, seed, w + seed * P, b0, std::min(N, b0 + kBlock), head,
+                    gx ? gx + seed * N : nullptr, scratch, partial.data() + k * W);
     }
   });
   at::parallel_for(0, S, 16, [&](int64_t b, int64_t e) {
+    for (int64_t seed = b; seed < e; ++seed)
+      finish_seed(partial.data() + seed * blocks * W, blocks, P, N, gparams + seed * P,
+                  loss ? loss + seed : nullptr);
+  });
+}
+
+// Stage 2 fused: one task per seed runs every epoch (the block sums of mlp_loss_and_grad over
+// all points, in block order, then torch.optim.Adam's update of the whole row), so each step
+// equals mlp_loss_and_grad followed by Adam. `params` [S, P] is trained in place. Needs N > 0.
+template <typename T>
+void train_kernel(const MlpProblem& p, const AdamConfig& cfg, at::Tensor& params,
+                  at::Tensor& loss, at::Tensor& curve) {
+  const int64_t S = p.S, N = p.N, P = p.shape.params, blocks = num_blocks(N), R = curve.size(1);
+  const MseHead<T> head(p);
+  at::parallel_for(0, S, 1, [&](int64_t b, int64_t e) {
+    Scratch<T> scratch(p.shape);
+    std::vector<T> partial(blocks * (P + 1)), g(P), m(P), v(P);
     for (int64_t seed = b; seed < e; ++seed) {
-      T* gp = gparams + seed * P;
-      std::fill(gp, gp + P, T(0));
-      T sl = 0;
-      for (int64_t blk = 0; blk < blocks; ++blk) {
-        const T* part = partial.data() + (seed * blocks + blk) * W;
-        for (int64_t j = 0; j < P; ++j) gp[j] += part[j];
-        sl += part[P];
+      T* pw = params.data_ptr<T>() + seed * P;
+      std::fill(m.begin(), m.end(), T(0));
+      std::fill(v.begin(), v.end(), T(0));
+      for (int64_t epoch = 0; epoch <= cfg.epochs; ++epoch) {
+        for (int64_t blk = 0; blk < blocks; ++blk)
+          block_sums<T>(p, seed, pw, blk * kBlock, std::min(N, (blk + 1) * kBlock), head,
+                        nullptr, scratch, partial.data() + blk * (P + 1));
+        T l;
+        finish_seed(partial.data(), blocks, P, N, g.data(), &l);
+        if (epoch == cfg.epochs) {  // the loss at the final parameters; no step
+          loss.data_ptr<T>()[seed] = l;
+          break;
+        }
+        if (cfg.record_every > 0 && epoch % cfg.record_every == 0)
+          curve.data_ptr<T>()[seed * R + epoch / cfg.record_every] = l;
+        AdamStep<T>(cfg, epoch + 1).apply(pw, g.data(), m.data(), v.data(), P, T(-INFINITY),
+                                          T(INFINITY));
       }
-      if (loss) loss[seed] = sl / T(N);
     }
   });
 }
@@ -156,22 +237,26 @@ std::tuple<at::Tensor, at::Tensor> mlp_loss_and_grad_cpu(const at::Tensor& x,
   if (p.S > 0 && p.N > 0) {
     AT_DISPATCH_FLOATING_TYPES(p.params.scalar_type(), "mlp_loss_and_grad_cpu", [&] {
       using T = scalar_t;
-      constexpr int L = kLanes<T>;
-      const T* t = p.head.data_ptr<T>();
-      const int64_t N = p.N, ts = p.head_shared ? 0 : N;
-      const T inv_n = T(1) / T(N);
-      auto head = [=](int64_t seed, int64_t n0, int valid, const T(&y)[L], T(&dy)[L],
-                      T* lane_loss) {
-        for (int l = 0; l < L; ++l) {
-          const T d = l < valid ? y[l] - t[seed * ts + n0 + l] : T(0);
-          lane_loss[l] += d * d;
-          dy[l] = inv_n * (T(2) * d);
-        }
-      };
-      backward_kernel<T>(p, head, gp.data_ptr<T>(), nullptr, loss.data_ptr<T>());
+      backward_kernel<T>(p, MseHead<T>(p), gp.data_ptr<T>(), nullptr, loss.data_ptr<T>());
     });
   }
   return {loss, gp};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_train_cpu(
+    const at::Tensor& x, const at::Tensor& target, const at::Tensor& params,
+    at::IntArrayRef widths, int64_t epochs, double lr, double beta1, double beta2, double eps,
+    int64_t record_every) {
+  const char* op = "compnet_ext.mlp_train";
+  const MlpProblem p = make_mlp_problem(op, x, params, widths, target);
+  const AdamConfig cfg = make_adam_config(op, epochs, lr, beta1, beta2, eps, record_every);
+  auto [out, loss, curve] = make_mlp_train_outputs(p, cfg);
+  // With no points every gradient is zero and Adam leaves the parameters as they are.
+  if (p.S > 0 && p.N > 0) {
+    AT_DISPATCH_FLOATING_TYPES(p.params.scalar_type(), "mlp_train_cpu",
+                               [&] { train_kernel<scalar_t>(p, cfg, out, loss, curve); });
+  }
+  return {out, loss, curve};
 }
 
 }  // namespace
@@ -180,6 +265,7 @@ TORCH_LIBRARY_IMPL(compnet_ext, CPU, m) {
   m.impl("mlp_forward", &mlp_forward_cpu);
   m.impl("mlp_backward", &mlp_backward_cpu);
   m.impl("mlp_loss_and_grad", &mlp_loss_and_grad_cpu);
+  m.impl("mlp_train", &mlp_train_cpu);
 }
 
 }  // namespace cn

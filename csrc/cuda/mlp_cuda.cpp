@@ -72,12 +72,36 @@ std::tuple<at::Tensor, at::Tensor> mlp_loss_and_grad_cuda(const at::Tensor& x,
   return {loss, gp};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_train_cuda(
+    const at::Tensor& x, const at::Tensor& target, const at::Tensor& params,
+    at::IntArrayRef widths, int64_t epochs, double lr, double beta1, double beta2, double eps,
+    int64_t record_every) {
+  const char* op = "compnet_ext.mlp_train";
+  const c10::cuda::CUDAGuard guard(params.device());
+  const MlpProblem p = make_mlp_problem(op, x, params, widths, target);
+  const AdamConfig cfg = make_adam_config(op, epochs, lr, beta1, beta2, eps, record_every);
+  auto [out, loss, curve] = make_mlp_train_outputs(p, cfg);
+  AT_DISPATCH_FLOATING_TYPES(p.params.scalar_type(), "mlp_train_cuda", [&] {
+    using T = scalar_t;
+    int64_t spill_elements = 0;
+    check_launch(op, cuda::mlp_train_spill<T>(p.shape, p.S, &spill_elements));
+    at::Tensor spill = at::empty({spill_elements}, p.params.options());
+    check_launch(op, cuda::mlp_train<T>(p.shape, dims(p), cfg, p.x.data_ptr<T>(),
+                                        p.head.data_ptr<T>(), out.data_ptr<T>(),
+                                        loss.data_ptr<T>(), curve.data_ptr<T>(), curve.size(1),
+                                        spill_elements ? spill.data_ptr<T>() : nullptr,
+                                        at::cuda::getCurrentCUDAStream()));
+  });
+  return {out, loss, curve};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(compnet_ext, CUDA, m) {
   m.impl("mlp_forward", &mlp_forward_cuda);
   m.impl("mlp_backward", &mlp_backward_cuda);
   m.impl("mlp_loss_and_grad", &mlp_loss_and_grad_cuda);
+  m.impl("mlp_train", &mlp_train_cuda);
 }
 
 }  // namespace cn

@@ -1,6 +1,7 @@
 // CUDA drivers of the batched-MLP math of mlp_math.h: one point per thread; the backward runs one
 // warp per seed so that parameter gradients are reduced with a fixed-order warp butterfly and
-// added by lane 0 into the seed's row (no atomics: bitwise deterministic).
+// added by lane 0 into the seed's row (no atomics: bitwise deterministic). The fused stage 2
+// (train_kernel) runs the same per-seed pass (warp_seed_pass) every epoch, then Adam.
 // Includes nothing from torch so that nvcc compiles it without a CUDA build of torch.
 #include <cuda_runtime.h>
 
@@ -47,49 +48,142 @@ struct WarpAcc {
   }
 };
 
+// Mean of the squared errors, 0 with no points.
+template <typename T>
+__device__ __forceinline__ T mean_of(T sse, int64_t N) {
+  return N > 0 ? sse * (T(1) / T(N)) : T(0);
+}
+
+// One warp, one seed with parameter row `p`: forward + backward over all N points; the
+// parameter gradient is summed in a fixed order into `grad` [P] (zeroed here). With `loss_mode`,
+// `head_row` is the target and the sum of squared errors is returned (to every lane); otherwise
+// it is grad_y. gx_row [N] gets dLoss/dx per point (nullptr: not needed). `grad` is complete
+// and visible to every lane on return.
+template <typename T, int Units>
+__device__ T warp_seed_pass(const mlp::Shape& sh, const MlpDims& d, const T* xrow,
+                            const T* head_row, bool loss_mode, const T* p, T* grad, T* gx_row) {
+  const int lane = threadIdx.x;
+  for (int j = lane; j < sh.params; j += kWarp) grad[j] = T(0);
+  __syncwarp();
+  WarpAcc<T> acc{grad, lane == 0};
+  T h[Units], g[mlp::kMaxWidth], gn[mlp::kMaxWidth];
+  T lane_loss = 0;
+  const T inv_n = T(1) / T(d.N);
+  // every lane runs the same number of tiles (the warp sums need all 32 lanes)
+  for (int64_t n0 = 0; n0 < d.N; n0 += kWarp) {
+    const int64_t n = n0 + lane;
+    const bool valid = n < d.N;
+    const T xt[1] = {valid ? xrow[n] : T(0)};
+    T yt[1], dy[1], dx[1];
+    mlp::forward_lanes<T, 1>(sh, p, xt, h, yt);
+    if (loss_mode) {
+      const T r = valid ? yt[0] - head_row[n] : T(0);
+      lane_loss += r * r;
+      dy[0] = inv_n * (T(2) * r);
+    } else {
+      dy[0] = valid ? head_row[n] : T(0);
+    }
+    mlp::backward_lanes<T, 1>(sh, p, xt, h, dy, g, gn, acc, gx_row ? dx : nullptr);
+    if (gx_row && valid) gx_row[n] = dx[0];
+  }
+  const T sse = warp_sum(lane_loss);
+  __syncwarp();
+  return sse;
+}
+
 template <typename T, int Units>
 __global__ void backward_kernel(const mlp::Shape sh, MlpDims d, const T* __restrict__ x,
                                 const T* __restrict__ params, const T* __restrict__ head,
                                 T* loss, T* gx, T* gparams) {
   const int64_t seed = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.y;
   if (seed >= d.S) return;  // the whole warp exits together
+  const int64_t P = sh.params;
+  const T* head_row = head + (loss && d.head_shared ? 0 : seed * d.N);
+  const T sse = warp_seed_pass<T, Units>(sh, d, x + (d.x_shared ? 0 : seed * d.N), head_row,
+                                         loss != nullptr, params + seed * P, gparams + seed * P,
+                                         gx ? gx + seed * d.N : nullptr);
+  if (loss && threadIdx.x == 0) loss[seed] = mean_of(sse, d.N);
+}
+
+// Stage 2 fused: one warp per seed runs all epochs with its parameters, gradient and Adam moments
+// in a 4P workspace: shared memory, or `spill` [S, 4P] in global memory when that does not fit.
+template <typename T, int Units>
+__global__ void train_kernel(const mlp::Shape sh, MlpDims d, AdamConfig cfg,
+                             const T* __restrict__ x, const T* __restrict__ target, T* params,
+                             T* loss, T* curve, int64_t records, T* spill) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const int64_t seed = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
+  if (seed >= d.S) return;
   const int lane = threadIdx.x, P = sh.params;
-  const T* p = params + seed * P;
-  T* row = gparams + seed * P;
-  if (lane == 0)
-    for (int j = 0; j < P; ++j) row[j] = T(0);
+  T* ws = spill ? spill + seed * 4 * P : reinterpret_cast<T*>(smem_raw) + threadIdx.y * 4 * P;
+  T *p = ws, *g = p + P, *m = g + P, *v = m + P;
+  T* row = params + seed * P;
+  for (int j = lane; j < P; j += kWarp) {
+    p[j] = row[j];
+    m[j] = v[j] = T(0);
+  }
   __syncwarp();
-  WarpAcc<T> acc{row, lane == 0};
-  T h[Units], g[mlp::kMaxWidth], gn[mlp::kMaxWidth];
-  T lane_loss = 0;
-  const T inv_n = T(1) / T(d.N);
-  const int64_t xs = d.x_shared ? 0 : seed * d.N, hs = d.head_shared ? 0 : seed * d.N;
-  // every lane runs the same number of tiles (the warp sums need all 32 lanes)
-  for (int64_t n0 = 0; n0 < d.N; n0 += kWarp) {
-    const int64_t n = n0 + lane;
-    const bool valid = n < d.N;
-    const T xt[1] = {valid ? x[xs + n] : T(0)};
-    T yt[1], dy[1], dx[1];
-    mlp::forward_lanes<T, 1>(sh, p, xt, h, yt);
-    if (loss) {
-      const T r = valid ? yt[0] - head[hs + n] : T(0);
-      lane_loss += r * r;
-      dy[0] = inv_n * (T(2) * r);
-    } else {
-      dy[0] = valid ? head[seed * d.N + n] : T(0);
+  const T* xrow = x + (d.x_shared ? 0 : seed * d.N);
+  const T* trow = target + (d.head_shared ? 0 : seed * d.N);
+  for (long long epoch = 0;; ++epoch) {
+    const T l = mean_of(warp_seed_pass<T, Units>(sh, d, xrow, trow, true, p, g, nullptr), d.N);
+    if (epoch == cfg.epochs) {  // the loss at the final parameters; no step
+      if (lane == 0) loss[seed] = l;
+      break;
     }
-    mlp::backward_lanes<T, 1>(sh, p, xt, h, dy, g, gn, acc, gx ? dx : nullptr);
-    if (gx && valid) gx[seed * d.N + n] = dx[0];
+    if (lane == 0 && cfg.record_every > 0 && epoch % cfg.record_every == 0)
+      curve[seed * records + epoch / cfg.record_every] = l;
+    // Adam is element-wise: the lanes share the row.
+    const AdamStep<T> step(cfg, epoch + 1);
+    for (int j = lane; j < P; j += kWarp)
+      step.apply(p + j, g + j, m + j, v + j, 1, T(-INFINITY), T(INFINITY));
+    __syncwarp();
   }
-  if (loss) {
-    const T s = warp_sum(lane_loss);
-    if (lane == 0) loss[seed] = d.N > 0 ? s * inv_n : T(0);  // 0 with no points
-  }
+  for (int j = lane; j < P; j += kWarp) row[j] = p[j];
 }
 
 const char* status() {
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+}
+
+// Seeds per block and shared memory of the fused training kernel: four warps when their
+// workspaces fit the default 48 KiB, else one warp with the device's opt-in shared memory, else
+// four warps with the workspaces spilled to global memory.
+struct TrainPlan {
+  int warps;
+  size_t smem;  // bytes per block (0: spilled)
+};
+
+template <typename T>
+const char* train_plan(const mlp::Shape& sh, TrainPlan& plan) {
+  const size_t per_warp = 4 * size_t(sh.params) * sizeof(T);
+  if (4 * per_warp <= 48 * 1024) {
+    plan = {4, 4 * per_warp};
+    return nullptr;
+  }
+  int dev = 0, optin = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+    return status();
+  plan = per_warp <= size_t(optin) ? TrainPlan{1, per_warp} : TrainPlan{4, 0};
+  return nullptr;
+}
+
+template <typename T, int Units>
+const char* launch_train(const mlp::Shape& sh, const MlpDims& d, const AdamConfig& cfg,
+                         const TrainPlan& plan, const T* x, const T* target, T* params, T* loss,
+                         T* curve, int64_t records, T* spill, cudaStream_t s) {
+  if (plan.smem > 48 * 1024) {
+    const cudaError_t e =
+        cudaFuncSetAttribute(train_kernel<T, Units>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(plan.smem));
+    if (e != cudaSuccess) return cudaGetErrorString(e);
+  }
+  const unsigned grid = static_cast<unsigned>((d.S + plan.warps - 1) / plan.warps);
+  train_kernel<T, Units><<<grid, dim3(kWarp, plan.warps), plan.smem, s>>>(
+      sh, d, cfg, x, target, params, loss, curve, records, spill);
+  return status();
 }
 
 }  // namespace
@@ -124,6 +218,31 @@ const char* mlp_backward(const mlp::Shape& sh, const MlpDims& d, const T* x, con
   return status();
 }
 
+template <typename T>
+const char* mlp_train_spill(const mlp::Shape& sh, int64_t S, int64_t* elements) {
+  TrainPlan plan;
+  const char* err = train_plan<T>(sh, plan);
+  *elements = err == nullptr && plan.smem == 0 ? S * 4 * sh.params : 0;
+  return err;
+}
+
+template <typename T>
+const char* mlp_train(const mlp::Shape& sh, const MlpDims& d, const AdamConfig& cfg, const T* x,
+                      const T* target, T* params, T* loss, T* curve, int64_t records, T* spill,
+                      void* stream) {
+  if (d.S == 0 || d.N == 0) return nullptr;
+  TrainPlan plan;
+  if (const char* err = train_plan<T>(sh, plan)) return err;
+  if (plan.smem == 0 && spill == nullptr) return "mlp_train: missing spill workspace";
+  if (plan.smem > 0) spill = nullptr;
+  auto s = static_cast<cudaStream_t>(stream);
+  if (sh.units <= kSmallUnits)
+    return launch_train<T, kSmallUnits>(sh, d, cfg, plan, x, target, params, loss, curve, records,
+                                        spill, s);
+  return launch_train<T, kLargeUnits>(sh, d, cfg, plan, x, target, params, loss, curve, records,
+                                      spill, s);
+}
+
 template const char* mlp_forward<float>(const mlp::Shape&, const MlpDims&, const float*,
                                         const float*, float*, void*);
 template const char* mlp_forward<double>(const mlp::Shape&, const MlpDims&, const double*,
@@ -134,6 +253,12 @@ template const char* mlp_backward<float>(const mlp::Shape&, const MlpDims&, cons
 template const char* mlp_backward<double>(const mlp::Shape&, const MlpDims&, const double*,
                                           const double*, const double*, double*, double*,
                                           double*, void*);
+#define CN_INSTANTIATE_TRAIN(T)                                                                \
+  template const char* mlp_train_spill<T>(const mlp::Shape&, int64_t, int64_t*);               \
+  template const char* mlp_train<T>(const mlp::Shape&, const MlpDims&, const AdamConfig&,      \
+                                    const T*, const T*, T*, T*, T*, int64_t, T*, void*);
+CN_INSTANTIATE_TRAIN(float)
+CN_INSTANTIATE_TRAIN(double)
 
 }  // namespace cuda
 }  // namespace cn
