@@ -267,7 +267,7 @@ def _mlp(layers):
 def run(targets, *, kinds=KINDS, seeds=30, points=500, width=4, depth=5, epochs=(1000, 1000),
         lr_peaks=LR_PEAKS, lr_weights=LR_WEIGHTS, device=None, seed=0, dtype=torch.float32,
         keep_curves=True, keep_layers=False, progress=False, threads=1,
-        peak_range=PEAK_RANGE):
+        peak_range=PEAK_RANGE, fused=True):
     """Train ``seeds`` networks of every kind on every target; the batched engine behind
     :func:`compare` and the CLI.
 
@@ -283,6 +283,9 @@ def run(targets, *, kinds=KINDS, seeds=30, points=500, width=4, depth=5, epochs=
         peak_range: (low, high) of the uniform starting peaks (kinds 3-5).
         progress: show a progress bar. threads: CPU intra-op threads while training (None:
             torch's setting; default 1, see :func:`cpu_threads`); ignored on CUDA.
+        fused: run every stage of every kind as one launch (compnet_ext.train_peaks,
+            compnet_ext.mlp_ops.mlp_train); False takes the step-by-step path (one launch and one
+            :class:`BatchedAdam` step per epoch), the reference the fused path is tested against.
 
     Returns:
         ``(x [points], {target: {kind: KindResult}})`` with tensors on the CPU.
@@ -293,11 +296,11 @@ def run(targets, *, kinds=KINDS, seeds=30, points=500, width=4, depth=5, epochs=
     dev = resolve_device(device)
     with cpu_threads(threads if dev.type == "cpu" else None):
         return _run(targets, kinds, seeds, points, width, depth, epochs, lr_peaks, lr_weights, dev,
-                    seed, dtype, keep_curves, keep_layers, progress, peak_range)
+                    seed, dtype, keep_curves, keep_layers, progress, peak_range, fused)
 
 
 def _run(targets, kinds, seeds, points, width, depth, epochs, lr_peaks, lr_weights, dev, seed,
-         dtype, keep_curves, keep_layers, progress, peak_range):
+         dtype, keep_curves, keep_layers, progress, peak_range, fused):
     if not targets:
         raise ValueError("`targets` is empty")
     x = torch.linspace(0, 1, points, dtype=dtype)
@@ -316,14 +319,6 @@ def _run(targets, kinds, seeds, points, width, depth, epochs, lr_peaks, lr_weigh
     x_d = x.to(dev)
     wkinds = [k for k in kinds if k in WEIGHT_ONLY_KINDS]
     skinds = [k for k in kinds if k in STAGE1_KINDS]
-    blocks = []  # (kind, target) in row order of the final batched MLP, S rows each
-    layer_lists = []
-    for k in wkinds:
-        for n in names:
-            blocks.append((k, n))
-            layer_lists.append(start[k] if k in start else
-                               _encode(peaks0.to(dev), None, targets[n][1]))
-    layer_lists = [[(W.to(dev), b.to(dev)) for W, b in ll] for ll in layer_lists]
 
     def rows_lr(block_list):
         return torch.cat([torch.full((S,), lr_weights[k], dtype=torch.float64)
@@ -333,8 +328,51 @@ def _run(targets, kinds, seeds, points, width, depth, epochs, lr_peaks, lr_weigh
         return torch.cat([ys[n].expand(S, points) for _, n in block_list]).to(dev)
 
     E0, E1 = epochs
-    bar = progress_bar(E0 + E1, f"train {len(names)} target(s) x {len(kinds)} kind(s) x {S} seeds",
-                       progress)
+    desc = f"train {len(names)} target(s) x {len(kinds)} kind(s) x {S} seeds"
+    if fused:
+        mlp, blocks, curves, stage1 = _train_fused(
+            x_d, ys, targets, names, wkinds, skinds, start, peaks0, S, epochs, lr_peaks,
+            lr_weights, keep_curves, rows_target, progress_bar(len(wkinds) + len(skinds), desc, progress))
+    else:
+        mlp, blocks, curves, stage1 = _train_steps(
+            x_d, ys, targets, names, wkinds, skinds, start, peaks0, S, epochs, lr_peaks, rows_lr,
+            rows_target, progress_bar(E0 + E1, desc, progress))
+    with torch.no_grad():
+        y_final = mlp(x_d)
+        final = ((y_final - rows_target(blocks)) ** 2).mean(dim=-1)
+    layers_final = [(W.detach().cpu(), b.detach().cpu()) for W, b in mlp.layers()] if keep_layers else None
+
+    out = {n: {} for n in names}
+    for i, (k, n) in enumerate(blocks):
+        rows = slice(i * S, (i + 1) * S)
+        f = final[rows].cpu()
+        curve = torch.cat(curves[(k, n)]).cpu() if keep_curves else None
+        p, s = stage1.get((k, n), (None, None))
+        out[n][k] = KindResult(
+            final=f, curve=curve, best_fit=y_final[rows][int(torch.argmin(f))].detach().cpu(),
+            peaks=None if p is None else p.cpu(), scales=None if s is None else s.cpu(),
+            mlp_layers=[] if layers_final is None else [(W[rows], b[rows]) for W, b in layers_final])
+    out = {n: {k: out[n][k] for k in kinds} for n in names}
+    return x, out
+
+
+def _start_layers(k, n, start, peaks0, targets, dev):
+    """Starting weights of a weight-only kind on target n (no_pretraining: the encoded peaks)."""
+    layers = start[k] if k in start else _encode(peaks0.to(dev), None, targets[n][1])
+    return [(W.to(dev), b.to(dev)) for W, b in layers]
+
+
+def _train_steps(x_d, ys, targets, names, wkinds, skinds, start, peaks0, S, epochs, lr_peaks,
+                 rows_lr, rows_target, bar):
+    """The step-by-step path: one kernel launch and one BatchedAdam step per epoch.
+
+    Weight-only kinds take their first E0 steps as one BatchedMLP while stage 1 runs on the
+    others; then everything trains as ONE BatchedMLP (one optimiser keeping every row's Adam
+    state) for the last E1 steps. Returns (mlp, blocks, curves {block: [pieces]}, stage1)."""
+    E0, E1 = epochs
+    dev = x_d.device
+    blocks = [(k, n) for k in wkinds for n in names]  # row order of the batched MLP, S rows each
+    layer_lists = [_start_layers(k, n, start, peaks0, targets, dev) for k, n in blocks]
     curves = {}  # block -> list of [E, S] pieces
     # Phase A: weight-only kinds take their first E0 steps while stage 1 runs on the others.
     mlp_a = opt_a = None
@@ -350,7 +388,7 @@ def _run(targets, kinds, seeds, points, width, depth, epochs, lr_peaks, lr_weigh
             sign = targets[n][1]
             p0 = peaks0.to(dev)
             s0 = None if k == "enforced" else ops.smooth_scales(p0, sign)
-            p, s, loss = train_peaks(x_d, ys[n].to(dev), p0, s0, sign, E0, lr_peaks)
+            p, s, loss = train_peaks(x_d, ys[n].to(dev), p0, s0, sign, E0, lr_peaks, fused=False)
             stage1[(k, n)] = (p, s)
             curves[(k, n)] = [loss]
     if mlp_a is None:
@@ -364,30 +402,54 @@ def _run(targets, kinds, seeds, points, width, depth, epochs, lr_peaks, lr_weigh
         mlp = _mlp(_cat_layers(parts))
         fresh = BatchedAdam(_flat_params(_mlp(_cat_layers(new_layers))), rows_lr(new_blocks))
         opt = BatchedAdam.cat([o for o in (opt_a, fresh) if o is not None], _flat_params(mlp))
-        blocks += new_blocks
+        blocks = blocks + new_blocks
     else:
         mlp, opt = mlp_a, opt_a
     loss_b = train_weights(mlp, x_d, rows_target(blocks), E1, opt=opt, progress=bar)
     bar.close()
-    with torch.no_grad():
-        y_final = mlp(x_d)
-        final = ((y_final - rows_target(blocks)) ** 2).mean(dim=-1)
-    layers_final = [(W.detach().cpu(), b.detach().cpu()) for W, b in mlp.layers()] if keep_layers else None
+    for i, b in enumerate(blocks):
+        curves[b].append(loss_b[:, i * S:(i + 1) * S])
+    return mlp, blocks, curves, stage1
 
-    out = {n: {} for n in names}
-    for i, (k, n) in enumerate(blocks):
-        rows = slice(i * S, (i + 1) * S)
-        f = final[rows].cpu()
-        curve = None
-        if keep_curves:
-            curve = torch.cat(curves[(k, n)] + [loss_b[:, rows]]).cpu()
-        p, s = stage1.get((k, n), (None, None))
-        out[n][k] = KindResult(
-            final=f, curve=curve, best_fit=y_final[rows][int(torch.argmin(f))].detach().cpu(),
-            peaks=None if p is None else p.cpu(), scales=None if s is None else s.cpu(),
-            mlp_layers=[] if layers_final is None else [(W[rows], b[rows]) for W, b in layers_final])
-    out = {n: {k: out[n][k] for k in kinds} for n in names}
-    return x, out
+
+def _train_fused(x_d, ys, targets, names, wkinds, skinds, start, peaks0, S, epochs, lr_peaks,
+                 lr_weights, keep_curves, rows_target, bar):
+    """The fused path: each stage of each kind is one launch for all its targets and seeds
+    (compnet_ext.train_peaks per target for stage 1, since the sign is per target; then
+    mlp_train on every target's encoded networks at once, at the kind's learning rate).
+    Returns (mlp of all blocks, blocks, curves {block: [pieces]}, stage1)."""
+    from .mlp_ops import mlp_train
+
+    E0, E1 = epochs
+    dev = x_d.device
+    every = 1 if keep_curves else 0
+    parts, blocks, curves, stage1 = [], [], {}, {}
+
+    def stage2(kind, kind_blocks, layers, steps):
+        new, _, curve = mlp_train(x_d, rows_target(kind_blocks), layers, epochs=steps,
+                                  lr=lr_weights[kind], record_every=every)
+        parts.append(new)
+        blocks.extend(kind_blocks)
+        for i, b in enumerate(kind_blocks):
+            curves.setdefault(b, []).append(curve[i * S:(i + 1) * S].t())
+        bar.update(1)
+
+    for k in wkinds:  # weight-only kinds: all E0 + E1 steps on the weights
+        kb = [(k, n) for n in names]
+        stage2(k, kb, _cat_layers([_start_layers(k, n, start, peaks0, targets, dev) for n in names]),
+               E0 + E1)
+    for k in skinds:
+        for n in names:
+            sign = targets[n][1]
+            p0 = peaks0.to(dev)
+            s0 = None if k == "enforced" else ops.smooth_scales(p0, sign)
+            p, s, loss = train_peaks(x_d, ys[n].to(dev), p0, s0, sign, E0, lr_peaks)
+            stage1[(k, n)] = (p, s)
+            curves[(k, n)] = [loss] if keep_curves else []
+        kb = [(k, n) for n in names]
+        stage2(k, kb, _cat_layers([_encode(*stage1[b], targets[b[1]][1]) for b in kb]), E1)
+    bar.close()
+    return _mlp(_cat_layers(parts)), blocks, curves, stage1
 
 
 def compare(target, sign, *, kinds=KINDS, seeds=30, points=500, width=4, depth=5,

@@ -232,3 +232,21 @@ def test_fused_stage1_equals_step_by_step_path(free):
         if b is not None:
             assert a.shape == b.shape
             assert (a - b).abs().max() <= 1e-13 * b.abs().max()
+
+
+def test_fused_engine_equals_step_by_step_engine():
+    # run() trains every stage of every kind in one launch by default; the step-by-step engine
+    # (one launch + one BatchedAdam step per epoch) is the reference. Short run, float64.
+    targets = {"x3": ("x3", -1), "sin": ("sin", 1)}
+    targets = {n: (train.get_target(n).fn, sign) for n, (_, sign) in targets.items()}
+    kw = dict(seeds=3, points=120, epochs=(6, 5), dtype=torch.float64, keep_curves=True)
+    x1, fused = train.run(targets, **kw)
+    x2, steps = train.run(targets, fused=False, **kw)
+    assert torch.equal(x1, x2)
+    for n in targets:
+        for k in train.KINDS:
+            a, b = fused[n][k], steps[n][k]
+            assert a.curve.shape == b.curve.shape == (11, 3)
+            assert torch.allclose(a.final, b.final, rtol=1e-9, atol=0), (n, k)
+            assert torch.allclose(a.curve, b.curve, rtol=1e-9, atol=0), (n, k)
+            assert torch.allclose(a.best_fit, b.best_fit, rtol=1e-9, atol=1e-12), (n, k)
