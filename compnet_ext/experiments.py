@@ -131,7 +131,8 @@ def reproduce(args, out=None):
     x, res = train.run(_targets(args.targets), kinds=args.kinds, seeds=args.seeds,
                        points=args.points, depth=args.depth, epochs=args.epochs,
                        lr_peaks=args.lr_peaks, lr_weights=args.lr_weights, device=args.device,
-                       seed=args.seed, progress=not args.no_progress, threads=args.threads)
+                       seed=args.seed, progress=not args.no_progress, threads=args.threads,
+                       fused=not args.step_by_step)
     wall = time.perf_counter() - t0
     results = report.summaries(res)
     cfg = _config(args, depth=args.depth, targets=list(args.targets), kinds=list(args.kinds))
@@ -174,11 +175,14 @@ def _common(p, seeds, epochs):
                         + ", ".join(f"{k}={v:g}" for k, v in train.LR_WEIGHTS.items()) + ")")
     p.add_argument("--seed", type=int, default=0, help="generator seed")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
-    p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads while training (default 1: fastest on a shared machine)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads while training (default: torch's, all cores; 1 is faster "
+                        "on a busy shared machine)")
     p.add_argument("--quick", action="store_true", help="small run (overrides --seeds/--epochs)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--step-by-step", action="store_true",
+                   help="one launch per epoch (the reference engine) instead of one per stage")
 
 
 def _finish_common(args, quick):
@@ -189,7 +193,7 @@ def _finish_common(args, quick):
     if args.quick:
         args.seeds, args.epochs = quick["seeds"], quick["epochs"]
     for opt, v, lo in (("--seeds", args.seeds, 1), ("--points", args.points, 2),
-                       ("--threads", args.threads, 1)):
+                       ("--threads", 1 if args.threads is None else args.threads, 1)):
         if v < lo:
             raise ValueError(f"{opt} must be >= {lo}, got {v}")
     if not args.lr_peaks > 0:
@@ -243,7 +247,8 @@ def sweep(args, out=None):
                            points=args.points, depth=d, epochs=args.epochs, lr_peaks=args.lr_peaks,
                            lr_weights=args.lr_weights, device=args.device, seed=args.seed,
                            keep_curves=False, keep_layers=not args.no_pieces,
-                           progress=not args.no_progress, threads=args.threads)
+                           progress=not args.no_progress, threads=args.threads,
+                           fused=not args.step_by_step)
         for t, per_kind in res.items():
             for k, r in per_kind.items():
                 s = report.summarize(r.final)

@@ -60,9 +60,11 @@ def resolve_device(device):
 def cpu_threads(n):
     """Temporarily set torch's intra-op threads (None: leave as is).
 
-    Why: the training tensors are small (S x 4 x N), so extra threads buy little, and when the
-    cores are shared OpenMP barriers stall: on this 2-core machine under load a reproduce-sized
-    step ran ~10x faster with 1 thread than with 2.
+    The fused engine's launches are long (every epoch of a stage), so all cores pay off on a
+    quiet machine (full reproduce on 2 cores: 14.0 s with 2 threads, 29.9 s with 1). The
+    step-by-step engine's launches are short, and when the cores are shared their OpenMP barriers
+    stall (a reproduce-sized step ran ~10x faster with 1 thread than with 2 under load): pass
+    threads=1 there.
     """
     if n is None:
         yield
@@ -266,7 +268,7 @@ def _mlp(layers):
 
 def run(targets, *, kinds=KINDS, seeds=30, points=500, width=4, depth=5, epochs=(1000, 1000),
         lr_peaks=LR_PEAKS, lr_weights=LR_WEIGHTS, device=None, seed=0, dtype=torch.float32,
-        keep_curves=True, keep_layers=False, progress=False, threads=1,
+        keep_curves=True, keep_layers=False, progress=False, threads=None,
         peak_range=PEAK_RANGE, fused=True):
     """Train ``seeds`` networks of every kind on every target; the batched engine behind
     :func:`compare` and the CLI.
@@ -282,7 +284,7 @@ def run(targets, *, kinds=KINDS, seeds=30, points=500, width=4, depth=5, epochs=
         keep_curves / keep_layers: keep per-step losses / the trained weights.
         peak_range: (low, high) of the uniform starting peaks (kinds 3-5).
         progress: show a progress bar. threads: CPU intra-op threads while training (None:
-            torch's setting; default 1, see :func:`cpu_threads`); ignored on CUDA.
+            torch's setting, the default; see :func:`cpu_threads`); ignored on CUDA.
         fused: run every stage of every kind as one launch (compnet_ext.train_peaks,
             compnet_ext.mlp_ops.mlp_train); False takes the step-by-step path (one launch and one
             :class:`BatchedAdam` step per epoch), the reference the fused path is tested against.

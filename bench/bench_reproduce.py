@@ -1,0 +1,59 @@
+"""Wall time of the paper's full experiment (`compnet reproduce` defaults: 4 targets x 5 kinds x
+30 seeds, 500 points, 4 x 5 networks, 1000 + 1000 Adam steps = 600 runs x 2000 epochs), with the
+fused engine (one launch per stage and kind) vs the step-by-step engine (one launch and one Adam
+step per epoch), measured in the same process. Writes JSON to bench/results/.
+
+    python bench/bench_reproduce.py [--threads 1] [--device auto] [--repeats 1]
+"""
+import argparse
+import datetime
+import json
+import os
+import time
+
+import torch
+
+from compnet_ext import train
+from compnet_ext.targets import TARGETS
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--epochs", default="1000,1000")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = ap.parse_args(argv)
+    epochs = tuple(int(e) for e in args.epochs.split(","))
+    targets = {n: (t.fn, t.sign) for n, t in TARGETS.items()}
+    dev = train.resolve_device(args.device)
+    times = {"fused": [], "step_by_step": []}
+    for _ in range(args.repeats):
+        for name, fused in (("fused", True), ("step_by_step", False)):
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            train.run(targets, epochs=epochs, device=args.device, threads=args.threads,
+                      fused=fused, keep_curves=False)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+            print(f"{name}: {times[name][-1]:.2f} s", flush=True)
+    best = {k: min(v) for k, v in times.items()}
+    ratio = best["step_by_step"] / best["fused"]
+    print(f"| engine | wall s |\n|---|---|\n| fused | {best['fused']:.2f} |\n"
+          f"| step-by-step | {best['step_by_step']:.2f} |\nspeed-up {ratio:.1f}x")
+    device = (torch.cuda.get_device_name().replace(" ", "-") if dev.type == "cuda"
+              else f"cpu-{os.cpu_count()}core")
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"reproduce-{device}-{datetime.date.today().isoformat()}.json")
+    with open(path, "w") as f:
+        json.dump(dict(command="python bench/bench_reproduce.py " + " ".join(argv or []),
+                       device=device, threads=args.threads, epochs=epochs, seconds=times,
+                       speedup=ratio, torch=torch.__version__), f, indent=1)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
