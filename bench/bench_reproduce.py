@@ -20,7 +20,7 @@ from compnet_ext.targets import TARGETS
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--epochs", default="1000,1000")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
