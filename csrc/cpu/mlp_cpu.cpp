@@ -16,10 +16,10 @@
 namespace cn {
 namespace {
 
-template <typename T>
 // Eight AVX2 registers of points per lane loop: the layer sums are chains of dependent FMAs, and
 // with two registers the core waited on their latency (mlp_loss_and_grad, S=120, one core:
 // 3.2 ms with 16 float lanes, 1.9 ms with 64).
+template <typename T>
 constexpr int kLanes = 256 / sizeof(T);
 constexpr int64_t kBlock = 512;         // points per backward task
 
