@@ -25,7 +25,12 @@ import compnet_ext
 from compnet_ext import reference
 
 OPS = ("forward", "forward+backward", "loss_and_grad", "stage1/epoch")
-STAGE_EPOCHS = 20  # epochs per timed call of the stage-1 op (reported per epoch)
+
+
+def stage_epochs(S, D, N):
+    """Epochs per timed call of stage 1 (reported per epoch): 20, fewer for big problems so that
+    the step-by-step reference stays within a few seconds per call."""
+    return max(2, min(20, 10**7 // (S * D * N)))
 
 # Floating-point operations per point and layer in the fused kernels (an FMA counts 2), read off
 # compnet_math.h: forward = triangle step (compare, 1 - u, multiply, 2 FMAs: 6) + output FMA (2);
@@ -79,19 +84,19 @@ def cuda_graphed(fn):
     return graph.replay
 
 
-def make_calls(impl, x, peaks, target, sign=-1):
+def make_calls(impl, x, peaks, target, epochs, sign=-1):
     """The ops for one implementation: fused, reference eager / compiled / CUDA-graphed."""
     if impl == "fused":
         fwd = lambda p: compnet_ext.forward(x, p, sign=sign, validate=False)
         lag = lambda p: compnet_ext.loss_and_grad(x, target, p, sign=sign, validate=False)
-        stage = lambda: compnet_ext.train_peaks(x, target, peaks, sign=sign, epochs=STAGE_EPOCHS,
+        stage = lambda: compnet_ext.train_peaks(x, target, peaks, sign=sign, epochs=epochs,
                                                 lr=1e-3, validate=False)
     else:
         fwd = lambda p: reference.forward(x, p, None, sign)
         lag = lambda p: reference.loss_and_grad(x, target, p, None, sign)
         if impl == "compiled":
             fwd, lag = torch.compile(fwd), torch.compile(lag)
-        stage = stage1_step_by_step(lag, peaks, STAGE_EPOCHS)
+        stage = stage1_step_by_step(lag, peaks, epochs)
     p = peaks.clone().requires_grad_()
 
     def fwd_bwd():
@@ -129,14 +134,15 @@ def run(args):
                         times = {}
                         for impl in impls:
                             try:
-                                calls = make_calls(impl, x, peaks, target)
+                                calls = make_calls(impl, x, peaks, target, stage_epochs(S, D, N))
                             except Exception as e:  # e.g. a reference that cannot be graphed
                                 print(f"# {impl}: unavailable ({type(e).__name__}: {e})")
                                 continue
                             for op in OPS:
                                 if calls[op] is not None:
                                     t = timeit(calls[op], device, args.repeats)
-                                    times[(impl, op)] = t / (STAGE_EPOCHS if op == "stage1/epoch" else 1)
+                                    per = stage_epochs(S, D, N) if op == "stage1/epoch" else 1
+                                    times[(impl, op)] = t / per
                         for op in OPS:
                             row = dict(device=device, dtype=dtype_name, S=S, D=D, N=N, op=op)
                             for impl in impls:
@@ -201,13 +207,16 @@ def main(argv=None):
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile(reference)")
     ap.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     ap.add_argument("--grid", action="store_true",
-                    help="S in {30, 1024, 16384}, D in {5, 16, 32}, N = 500, fp32 and fp64")
+                    help="S in {30, 1024, 16384}, D in {5, 16, 32}, N = 500, fp32 and fp64 "
+                         "(--S overrides the seeds)")
+    ap.add_argument("--tag", default="", help="suffix of the JSON file name")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args(argv)
     if args.quick:
         args.S, args.D, args.N, args.repeats, args.no_compile = [32], [8], [128], 3, True
     if args.grid:
-        args.S, args.D, args.N, args.dtype = [30, 1024, 16384], [5, 16, 32], [500], ["float32", "float64"]
+        args.S = args.S or [30, 1024, 16384]
+        args.D, args.N, args.dtype = [5, 16, 32], [500], ["float32", "float64"]
     print(HEADER)
     print("|---" * (HEADER.count("|") - 1) + "|")
     rows = []
@@ -227,7 +236,7 @@ def main(argv=None):
     if not args.quick:
         os.makedirs(args.out, exist_ok=True)
         stamp = datetime.date.today().isoformat()
-        path = os.path.join(args.out, f"ops-{'+'.join(meta['devices'])}-{stamp}.json")
+        path = os.path.join(args.out, f"ops-{'+'.join(meta['devices'])}-{stamp}{args.tag}.json")
         with open(path, "w") as f:
             json.dump(dict(meta=meta, rows=rows), f, indent=1)
         print(f"wrote {path}")
