@@ -4,12 +4,12 @@
 
 #include "../compnet_math.h"
 #include "kernels.h"
+#include "warp.cuh"
 
 namespace cn {
 namespace cuda {
 namespace {
 
-constexpr int kWarp = 32;
 constexpr int kWarpsPerBlock = 4;  // one warp per seed in the backward
 constexpr int kForwardThreads = 256;
 
@@ -28,13 +28,6 @@ __global__ void forward_kernel(Dims d, const T* __restrict__ x, const T* __restr
   T yt[1];
   forward_lanes<T, 1>(xt, a + seed * (d.D + 1), s ? s + seed * d.D : nullptr, d.D, d.sign, yt);
   y[k] = yt[0];
-}
-
-// Butterfly sum: every lane ends with the same, order-fixed (deterministic) result.
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
 }
 
 template <typename T>

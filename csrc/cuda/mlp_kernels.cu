@@ -7,12 +7,12 @@
 
 #include "../mlp_math.h"
 #include "mlp_kernels.h"
+#include "warp.cuh"
 
 namespace cn {
 namespace cuda {
 namespace {
 
-constexpr int kWarp = 32;
 constexpr int kWarpsPerBlock = 4;
 constexpr int kForwardThreads = 128;
 // Per-thread activation buffer sizes (local memory): small nets get a small frame.
@@ -30,12 +30,6 @@ __global__ void forward_kernel(const mlp::Shape sh, MlpDims d, const T* __restri
   T yt[1];
   mlp::forward_lanes<T, 1>(sh, params + seed * sh.params, xt, h, yt);
   y[k] = yt[0];
-}
-
-template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
 }
 
 template <typename T>
