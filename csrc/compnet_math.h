@@ -50,8 +50,9 @@ CN_HD double fma_(double a, double b, double c) { return fma(a, b, c); }
 // One triangle layer; the reciprocals are computed once per layer, not per point.
 template <typename T>
 struct Tri {
-  T a, b, ia, ib;  // peak, 1 - a, 1/a, 1/(1-a)
-  CN_HD explicit Tri(T peak) : a(peak), b(T(1) - peak), ia(T(1) / peak), ib(T(1) / b) {}
+  T a, b, ia, ib, ia2, ib2;  // peak, 1 - a, 1/a, 1/(1-a), and their squares
+  CN_HD explicit Tri(T peak)
+      : a(peak), b(T(1) - peak), ia(T(1) / peak), ib(T(1) / b), ia2(ia * ia), ib2(ib * ib) {}
   // T_a(u) = u / a or (1 - u) / (1 - a), correctly rounded, as the reference computes it: the
   // waves are exponentially sensitive to rounding (slopes 1/a, 1/(1-a) > 1 compound over the
   // layers), so the fused op reproduces the reference's waves bitwise. With FMA the quotient is
@@ -73,9 +74,10 @@ struct Tri {
 #endif
   }
   CN_HD T du(T u) const { return u <= a ? ia : -ib; }
-  CN_HD T da(T u) const {
-    const T l = -u * ia * ia, r = (T(1) - u) * ib * ib;
-    return u <= a ? l : r;
+  CN_HD T da(T u) const {  // -u / a^2 or (1 - u) / (1 - a)^2
+    const bool left = u <= a;
+    const T one_m = T(1) - u;
+    return (left ? -u : one_m) * (left ? ia2 : ib2);
   }
 };
 

@@ -83,7 +83,10 @@ def test_sweep_counts_pieces_exactly(tmp_path, capsys):
     assert "| 3 | x3 | enforced |" in capsys.readouterr().out
 
 
-def test_python_dash_m_entry_point():
+def test_python_dash_m_entry_point(tmp_path):
+    # Run outside the source tree: `python -m` puts the working directory first on sys.path, and
+    # the source folder (no compiled extension in a non-editable install) would shadow the package.
     r = subprocess.run([sys.executable, "-m", "compnet_ext", "reproduce", "--help"],
-                       capture_output=True, text=True, env={**os.environ}, timeout=120)
+                       capture_output=True, text=True, env={**os.environ}, timeout=120,
+                       cwd=tmp_path)
     assert r.returncode == 0 and "--quick" in r.stdout and "--epochs" in r.stdout
