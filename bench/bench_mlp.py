@@ -6,18 +6,15 @@ nn.Sequential models (stack_module_state + functional_call). Medians over repeat
 bench/results/mlp-<device>-<date>.json. ``--quick`` runs a small, fast version.
 """
 import argparse
-import datetime
-import json
-import os
-import platform
 import statistics
 import time
 
 import torch
-from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from compnet_ext.nn import BatchedMLP
+
+from _common import save_json  # noqa: E402 (bench/ is on sys.path when run as a script)
 
 
 def _time(fn, repeats, sync):
@@ -95,17 +92,10 @@ def main(argv=None):
                          "speedup_vs_matmul": {k: base / v for k, v in r.items()}})
             print(f"[{device}] S={S:6d} " + "  ".join(
                 f"{k}={v * 1e3:8.2f}ms (x{base / v:5.1f})" for k, v in r.items()), flush=True)
-        name = "cuda" if device == "cuda" else "cpu"
-        path = os.path.join(os.path.dirname(__file__), "results",
-                            f"mlp-{name}-{datetime.date.today().isoformat()}.json")
-        meta = {"device": torch.cuda.get_device_name() if device == "cuda" else platform.processor()
-                or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                "widths": widths, "N": N, "dtype": args.dtype, "repeats": repeats,
-                "quick": args.quick, "what": "forward+backward of the per-seed MSE"}
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
-        print(f"wrote {path}")
+        if not args.quick:  # a smoke test does not replace the recorded results
+            save_json("mlp", device, {"widths": widths, "N": N, "dtype": args.dtype,
+                                      "repeats": repeats,
+                                      "what": "forward+backward of the per-seed MSE"}, rows)
 
 
 if __name__ == "__main__":

@@ -8,16 +8,15 @@ bench/results/stages-<device>-<date>.json.
 ``--quick`` runs a small, fast version.
 """
 import argparse
-import datetime
-import json
 import os
-import platform
 import statistics
 import time
 
 import torch
 
 from compnet_ext.nn import BatchedMLP, train_mlp
+
+from _common import save_json  # noqa: E402 (bench/ is on sys.path when run as a script)
 
 
 def _time_interleaved(fns, repeats, sync):
@@ -88,17 +87,12 @@ def main(argv=None):
             print(f"[{device}] stage 2, S={S:5d}: " + "  ".join(
                 f"{k}={v * 1e3:8.3f}ms/epoch" for k, v in r.items()) + f"  (fused x{ratio:.2f})",
                 flush=True)
-        path = os.path.join(os.path.dirname(__file__), "results",
-                            f"stages-{device}-{datetime.date.today().isoformat()}.json")
-        meta = {"device": torch.cuda.get_device_name() if device == "cuda" else platform.processor()
-                or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                "widths": widths, "N": N, "dtype": args.dtype, "epochs": epochs,
-                "repeats": repeats, "quick": args.quick, "load_average": os.getloadavg(),
-                "what": "stage 2 (BatchedMLP, Adam on all weights): seconds per epoch"}
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
-        print(f"wrote {path}")
+        if not args.quick:  # a smoke test does not replace the recorded results
+            save_json("stages", device, {"widths": widths, "N": N, "dtype": args.dtype,
+                                         "epochs": epochs, "repeats": repeats,
+                                         "load_average": os.getloadavg(),
+                                         "what": "stage 2 (BatchedMLP, Adam on all weights): "
+                                                 "seconds per epoch"}, rows)
 
 
 if __name__ == "__main__":
