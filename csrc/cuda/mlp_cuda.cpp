@@ -1,5 +1,5 @@
 // Torch glue for the batched-MLP CUDA kernels: checks, allocation, stream, dispatch.
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -24,7 +24,7 @@ at::Tensor mlp_forward_cuda(const at::Tensor& x, const at::Tensor& params,
     using T = scalar_t;
     check_launch("compnet_ext.mlp_forward",
                  cuda::mlp_forward<T>(p.shape, dims(p), p.x.data_ptr<T>(), p.params.data_ptr<T>(),
-                                      y.data_ptr<T>(), at::cuda::getCurrentCUDAStream()));
+                                      y.data_ptr<T>(), c10::cuda::getCurrentCUDAStream()));
   });
   return y;
 }
@@ -45,7 +45,7 @@ std::tuple<at::Tensor, at::Tensor> mlp_backward_cuda(const at::Tensor& grad_y, c
                  cuda::mlp_backward<T>(p.shape, dims(p), p.x.data_ptr<T>(),
                                        p.params.data_ptr<T>(), p.head.data_ptr<T>(), nullptr,
                                        need_x ? gx.data_ptr<T>() : nullptr, gp.data_ptr<T>(),
-                                       at::cuda::getCurrentCUDAStream()));
+                                       c10::cuda::getCurrentCUDAStream()));
   });
   if (need_x && p.x_shared) gx = gx.sum(0);
   return {gx, gp};
@@ -67,7 +67,7 @@ std::tuple<at::Tensor, at::Tensor> mlp_loss_and_grad_cuda(const at::Tensor& x,
                  cuda::mlp_backward<T>(p.shape, dims(p), p.x.data_ptr<T>(),
                                        p.params.data_ptr<T>(), p.head.data_ptr<T>(),
                                        loss.data_ptr<T>(), nullptr, gp.data_ptr<T>(),
-                                       at::cuda::getCurrentCUDAStream()));
+                                       c10::cuda::getCurrentCUDAStream()));
   });
   return {loss, gp};
 }
@@ -90,7 +90,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_train_cuda(
                                         p.head.data_ptr<T>(), out.data_ptr<T>(),
                                         loss.data_ptr<T>(), curve.data_ptr<T>(), curve.size(1),
                                         spill_elements ? spill.data_ptr<T>() : nullptr,
-                                        at::cuda::getCurrentCUDAStream()));
+                                        c10::cuda::getCurrentCUDAStream()));
   });
   return {out, loss, curve};
 }
