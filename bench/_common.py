@@ -27,3 +27,17 @@ def save_json(prefix, device, meta, rows):
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     print(f"wrote {path}")
     return path
+
+
+def add_device_args(ap):
+    """The options every benchmark of batched MLPs shares: --device, --dtype, --repeats."""
+    ap.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
+    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    ap.add_argument("--repeats", type=int, default=None)
+
+
+def devices(choice):
+    """The devices to run on for --device: 'all' means the CPU and, when present, CUDA."""
+    if choice != "all":
+        return [choice]
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -14,7 +14,7 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 
 from compnet_ext.nn import BatchedMLP
 
-from _common import save_json  # noqa: E402 (bench/ is on sys.path when run as a script)
+from _common import add_device_args, devices, save_json  # noqa: E402 (bench/ is on sys.path when run as a script)
 
 
 def _time(fn, repeats, sync):
@@ -72,18 +72,13 @@ def run(device, S, N, widths, repeats, dtype):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small S and few repeats")
-    ap.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    ap.add_argument("--repeats", type=int, default=None)
+    add_device_args(ap)
     args = ap.parse_args(argv)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    if args.device != "all":
-        devices = [args.device]
     sizes = [30, 1024] if args.quick else [30, 1024, 16384]
     repeats = args.repeats or (3 if args.quick else 7)
     widths, N = (1, 4, 4, 4, 4, 4, 1), 500
     dtype = getattr(torch, args.dtype)
-    for device in devices:
+    for device in devices(args.device):
         rows = []
         for S in sizes:
             r = run(device, S, N, widths, repeats, dtype)

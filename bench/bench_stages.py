@@ -16,7 +16,7 @@ import torch
 
 from compnet_ext.nn import BatchedMLP, train_mlp
 
-from _common import save_json  # noqa: E402 (bench/ is on sys.path when run as a script)
+from _common import add_device_args, devices, save_json  # noqa: E402 (bench/ is on sys.path when run as a script)
 
 
 def _time_interleaved(fns, repeats, sync):
@@ -65,20 +65,15 @@ def run(device, S, N, widths, epochs, repeats, dtype):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few epochs and repeats")
-    ap.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    add_device_args(ap)
     ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--repeats", type=int, default=None)
     args = ap.parse_args(argv)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    if args.device != "all":
-        devices = [args.device]
     sizes = [30, 1024]
     epochs = args.epochs or (10 if args.quick else 50)
     repeats = args.repeats or (3 if args.quick else 7)
     widths, N = (1, 4, 4, 4, 4, 4, 1), 500
     dtype = getattr(torch, args.dtype)
-    for device in devices:
+    for device in devices(args.device):
         rows = []
         for S in sizes:
             r = run(device, S, N, widths, epochs, repeats, dtype)

@@ -36,6 +36,10 @@ def plot_best_fits(path, x, ys, res):
         bot.set_xlabel("x")
         bot.legend(fontsize=6)
     axes[0][0].legend(fontsize=7)
+    _save(plt, fig, path)
+
+
+def _save(plt, fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -60,9 +64,7 @@ def plot_loss_curves(path, res, stage1_epochs):
         ax.set_title(f"{_label(n)}: MSE vs step (dashed: best seed)")
         ax.set_xlabel("Adam step (dotted: end of stage 1)")
     axes[0][0].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_sweep(path, rows, kinds):
@@ -91,6 +93,4 @@ def plot_sweep(path, rows, kinds):
         axes[1][j].set_xlabel("depth D (hidden layers)")
         axes[0][j].legend(fontsize=6)
         axes[1][j].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
