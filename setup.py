@@ -38,7 +38,10 @@ def extension():
     sources = ["csrc/registration.cpp", "csrc/ops_common.cpp", "csrc/cpu/ops_cpu.cpp",
                "csrc/cpu/mlp_cpu.cpp"]
     # -fno-trapping-math lets GCC turn the sweeps' selects into SIMD blends (see compnet_math.h).
-    cxx = ["-O3", "-std=c++20", "-fopenmp", "-fno-trapping-math",
+    # -ffp-contract=off: the compiler must not fuse a*b+c on its own. Whether it does depends on
+    # the inlining context and the target CPU, so two call sites of the same math (the fused
+    # training stages and loss_and_grad) could round differently; FMAs are written out (cn::fma_).
+    cxx = ["-O3", "-std=c++20", "-fopenmp", "-fno-trapping-math", "-ffp-contract=off",
            f'-DCOMPNET_TORCH_VERSION="{torch.__version__}"']
     if _flag("COMPNET_NATIVE", "1") not in ("0", "off", "no", "false"):
         cxx.append("-march=native")
@@ -54,7 +57,7 @@ def extension():
     return CUDAExtension(
         sources=sources,
         extra_compile_args={"cxx": cxx + ["-DCOMPNET_WITH_CUDA"],
-                            "nvcc": ["-O3", "-std=c++17", "-DCOMPNET_WITH_CUDA"]},
+                            "nvcc": ["-O3", "-std=c++17", "--fmad=false", "-DCOMPNET_WITH_CUDA"]},
         **args,
     )
 

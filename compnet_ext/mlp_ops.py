@@ -7,6 +7,7 @@ gradients, so that autograd reaches the caller's tensors.
 import torch
 
 from ._extension import _C  # noqa: F401  (registers the ops)
+from .chunks import run_in_chunks
 
 _ops = torch.ops.compnet_ext
 
@@ -54,10 +55,12 @@ def _loss_and_grad_fake(x, target, params, widths):
 
 
 @torch.library.register_fake("compnet_ext::mlp_train")
-def _train_fake(x, target, params, widths, epochs, lr, beta1, beta2, eps, record_every):
+def _train_fake(x, target, params, widths, epochs, lr, beta1, beta2, eps, record_every,
+                state=None, step=0):
     records = -(-epochs // record_every) if record_every > 0 else 0
-    S = params.shape[0]
-    return params.new_empty(params.shape), params.new_empty(S), params.new_empty(S, records)
+    S, P = params.shape
+    return (params.new_empty(params.shape), params.new_empty(S), params.new_empty(S, records),
+            params.new_empty(S, 2, P))
 
 
 def _setup_context(ctx, inputs, output):
@@ -126,10 +129,11 @@ def mlp_loss_and_grad(x, target, layers):
 def mlp_train(x, target, layers, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, record_every=0):
     """Stage 2 of the paper's method, fused: ``epochs`` Adam steps on all weights and biases.
 
-    One launch; every seed is trained independently (a CUDA warp or a CPU task owns a seed and
-    keeps its parameters, gradient and Adam moments to itself). Each step is exactly
-    :func:`mlp_loss_and_grad` followed by ``torch.optim.Adam``'s update (no weight decay, fresh
-    state) of all W and b.
+    Every seed is trained independently (a CUDA warp or a CPU task owns a seed and keeps its
+    parameters and gradient to itself). Each step is exactly :func:`mlp_loss_and_grad` followed
+    by the Adam update of :class:`compnet_ext.optim.BatchedAdam` (``torch.optim.Adam``'s
+    formula, no weight decay, fresh state) of all W and b. The epochs run as launches of about
+    0.25 s each (:mod:`compnet_ext.chunks`: Ctrl-C is noticed promptly; same result).
 
     Args:
         x: ``[N]`` or ``[S, N]`` points.
@@ -148,7 +152,13 @@ def mlp_train(x, target, layers, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-
 
     _, widths = _check(x, layers, target)
     lr, beta1, beta2, eps = _check_adam(epochs, lr, betas, eps, record_every)
+    def launch(params, state, n, step):
+        params, loss, curve, state = _ops.mlp_train(x, target, params, widths, n, lr, beta1,
+                                                    beta2, eps, record_every, state, step)
+        return params, loss, curve, state
+
     with torch.no_grad():
-        params, loss, curve = _ops.mlp_train(x, target, pack(layers), widths, epochs, lr, beta1,
-                                             beta2, eps, record_every)
+        params = pack(layers)
+        params, loss, curve, _ = run_in_chunks(launch, params, epochs, record_every,
+                                               params.numel() * x.shape[-1], params.device)
     return unpack(params, widths), loss, curve

@@ -26,7 +26,7 @@ differentiable w.r.t. peaks and scales.
 """
 import torch
 
-from .ops import _check_sign, _check_tensor
+from .ops import _check_sign, _check_tensor, check_peak_values
 from .reference import smooth_scales as _smooth_scales
 
 
@@ -69,8 +69,8 @@ def encode(peaks, scales=None, *, sign=-1, validate=True):
         _check_tensor("scales", scales, peaks)
         if tuple(scales.shape) != (S, D):
             raise ValueError(f"`scales` must be [S, D] = [{S}, {D}], got {list(scales.shape)}")
-    if validate and peaks.numel() and not bool(((peaks > 0) & (peaks < 1)).all()):
-        raise ValueError("`peaks` must lie in the open interval (0, 1) (and not be NaN)")
+    if validate:
+        check_peak_values(peaks)
     if validate and scales is not None and not bool(scales.isfinite().all()):
         raise ValueError("`scales` contains NaN or Inf")
 

@@ -207,12 +207,13 @@ class BatchedMLP(nn.Module):
 
 
 def train_mlp(mlp, x, target, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, record_every=0):
-    """Trains ``mlp`` (a :class:`BatchedMLP`) in place: ``epochs`` Adam steps in one fused launch.
+    """Trains ``mlp`` (a :class:`BatchedMLP`) in place: ``epochs`` fused Adam steps.
 
     Stage 2 of the paper's method: all weights and biases of the S networks train freely on the
-    per-seed MSE. Each step equals :meth:`BatchedMLP.loss_and_grad` (fused) followed by
-    ``torch.optim.Adam(mlp.parameters(), lr, betas, eps)``'s update with fresh optimiser state;
-    ``.grad`` is not touched.
+    per-seed MSE. Each step equals :meth:`BatchedMLP.loss_and_grad` (fused) followed by the
+    update of :class:`compnet_ext.optim.BatchedAdam` (``torch.optim.Adam``'s formula, fresh
+    optimiser state), bitwise; ``.grad`` is not touched. The epochs run as launches of about
+    0.25 s each, so Ctrl-C raises KeyboardInterrupt promptly (:mod:`compnet_ext.chunks`).
 
     Args:
         mlp: the networks; their parameters are overwritten (under ``torch.no_grad``).

@@ -10,6 +10,7 @@ import torch
 
 from . import reference
 from ._extension import WITH_CUDA
+from .chunks import run_in_chunks
 
 _ops = torch.ops.compnet_ext
 
@@ -67,6 +68,20 @@ def _check_adam(epochs, lr, betas, eps, record_every):
     return float(lr), float(betas[0]), float(betas[1]), float(eps)
 
 
+def min_peak(dtype):
+    """The smallest valid peak of ``dtype``: below ``sqrt(finfo.tiny)`` 1/a^2 overflows
+    (about 1.1e-19 in float32, 1.5e-154 in float64)."""
+    return math.sqrt(torch.finfo(dtype).tiny)
+
+
+def check_peak_values(peaks):
+    """Value check of ``peaks`` (one device sync): in (0, 1), at least :func:`min_peak`, no NaN."""
+    lo = min_peak(peaks.dtype)
+    if peaks.numel() and not bool(((peaks >= lo) & (peaks < 1)).all()):
+        raise ValueError(f"`peaks` must lie in the open interval (0, 1), and be at least {lo:.3g} "
+                         f"in {peaks.dtype} (smaller peaks overflow 1/a^2; NaN is not allowed)")
+
+
 def _check_args(x, peaks, scales, sign, target=None):
     _check_tensor("peaks", peaks)
     if peaks.dim() != 2 or peaks.shape[1] < 2:
@@ -113,11 +128,13 @@ def _loss_and_grad_fake(x, target, peaks, scales, sign, validate):
 
 @torch.library.register_fake("compnet_ext::train_peaks")
 def _train_peaks_fake(x, target, peaks, scales, sign, epochs, lr, beta1, beta2, eps, peak_min,
-                      peak_max, record_every, validate):
+                      peak_max, record_every, validate, state=None, step=0):
     S, D = _check_args(x, target=target, peaks=peaks, scales=scales, sign=sign)
     records = -(-epochs // record_every) if record_every > 0 else 0
+    P = D + 1 + (D if scales is not None else 0)
     return (peaks.new_empty(S, D + 1), peaks.new_empty(S, D) if scales is not None
-            else peaks.new_empty(0), peaks.new_empty(S), peaks.new_empty(S, records))
+            else peaks.new_empty(0), peaks.new_empty(S), peaks.new_empty(S, records),
+            peaks.new_empty(S, 2, P))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,25 +206,29 @@ def smooth_scales(peaks, sign=-1, *, validate=True):
     if peaks.dim() != 2 or peaks.shape[1] < 2:
         raise ValueError(f"`peaks` must be [S, D+1] with D >= 1, got shape {list(peaks.shape)}")
     _check_sign(sign)
-    if validate and peaks.numel() and not bool(((peaks > 0) & (peaks < 1)).all()):
-        raise ValueError("`peaks` must lie in the open interval (0, 1) (and not be NaN)")
+    if validate:
+        check_peak_values(peaks)
     return reference.smooth_scales(peaks, sign)
 
 
 def train_peaks(x, target, peaks, scales=None, sign=-1, *, epochs, lr=1e-2, betas=(0.9, 0.999),
                 eps=1e-8, peak_bounds=(1e-4, 1 - 1e-4), record_every=0, validate=True):
-    """Stage 1 of the paper's method, fused: ``epochs`` Adam steps on the peaks in one launch.
+    """Stage 1 of the paper's method, fused: ``epochs`` Adam steps on the peaks.
 
     Every seed is trained independently (a CUDA warp or a CPU task owns a seed and keeps its
-    parameters, gradients and Adam moments to itself). Each step is exactly
-    :func:`loss_and_grad` followed by ``torch.optim.Adam``'s update (no weight decay, fresh
-    state) and ``peaks.clamp_(*peak_bounds)``; free ``scales`` are trained too, unclamped.
+    parameters and gradients to itself). Each step is exactly :func:`loss_and_grad` followed by
+    the Adam update of :class:`compnet_ext.optim.BatchedAdam` (``torch.optim.Adam``'s formula,
+    no weight decay, fresh state) and ``peaks.clamp_(*peak_bounds)``; free ``scales`` are
+    trained too, unclamped. The epochs run as launches of about 0.25 s each
+    (:mod:`compnet_ext.chunks`), so Ctrl-C raises KeyboardInterrupt promptly; the result does
+    not depend on the chunking.
 
     Args:
         x, target, peaks, scales, sign, validate: as in :func:`loss_and_grad` (not modified).
         epochs: number of Adam steps (>= 0).
         lr, betas, eps: Adam's hyper-parameters (ValueError naming the argument when out of range).
-        peak_bounds: ``(lo, hi)`` with ``0 < lo <= hi < 1``; keeps the peaks in (0, 1).
+        peak_bounds: ``(lo, hi)`` with ``min_peak(dtype) <= lo <= hi < 1``; keeps the peaks
+            valid (:func:`min_peak`).
         record_every: record the loss before every k-th step (0: no curve).
 
     Returns:
@@ -219,7 +240,17 @@ def train_peaks(x, target, peaks, scales=None, sign=-1, *, epochs, lr=1e-2, beta
     lo, hi = peak_bounds
     if not 0 < lo <= hi < 1:
         raise ValueError(f"`peak_bounds` must satisfy 0 < lo <= hi < 1, got {peak_bounds!r}")
-    p, s, loss, curve = _ops.train_peaks(x, target, peaks, scales, int(sign), epochs, lr, beta1,
-                                         beta2, eps, float(lo), float(hi), record_every,
-                                         bool(validate))
-    return p, (s if scales is not None else None), loss, curve
+    if lo < min_peak(peaks.dtype):
+        raise ValueError(f"`peak_bounds` lo must be at least min_peak({peaks.dtype}) = "
+                         f"{min_peak(peaks.dtype):.3g} (smaller peaks overflow 1/a^2), got {lo!r}")
+    def launch(params, state, n, step):
+        p, s = params
+        p, s, loss, curve, state = _ops.train_peaks(
+            x, target, p, s, int(sign), n, lr, beta1, beta2, eps, float(lo), float(hi),
+            record_every, bool(validate) and step == 0, state, step)
+        return (p, s if scales is not None else None), loss, curve, state
+
+    cost = peaks.shape[0] * x.shape[-1] * peaks.shape[1]
+    (p, s), loss, curve, _ = run_in_chunks(launch, (peaks, scales), epochs, record_every, cost,
+                                           peaks.device)
+    return p, s, loss, curve

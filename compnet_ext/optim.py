@@ -1,10 +1,38 @@
 """Adam on raw tensors whose first dimension is the seed, with a step counter per seed.
 
-Same update as ``torch.optim.Adam`` (no weight decay, no amsgrad; tests check equality), but the
-per-seed step count lets networks that started at different times share one batched optimiser
-(:meth:`BatchedAdam.cat`): stage-2 networks join weight-only networks mid-run.
+``torch.optim.Adam``'s formula (no weight decay, no amsgrad), computed exactly as the fused
+training stages compute it (``cn::AdamStep`` in csrc/compnet_math.h): the same single IEEE
+operations in the same order, and the step-dependent scalars rounded once from float64. So the
+step-by-step engine built on it gives bitwise the fused engine's result on any CPU.
+``torch.optim.Adam`` itself agrees to rounding: its kernels fuse the lerp and addcmul on some
+CPUs, and torch's CPU ``sqrt`` is not correctly rounded (a ``sqrt`` here is).
+
+The per-seed step count lets networks that started at different times share one batched
+optimiser (:meth:`BatchedAdam.cat`): stage-2 networks join weight-only networks mid-run.
 """
+import math
+
+import numpy as np
 import torch
+
+
+def ipow(b, t):
+    """``b ** t`` by squaring, as ``cn::ipow`` (libm's and CUDA's ``pow`` may differ by an ulp)."""
+    r = 1.0
+    while t > 0:
+        if t & 1:
+            r *= b
+        t >>= 1
+        b *= b
+    return r
+
+
+def _sqrt(v):
+    # torch's CPU sqrt is not correctly rounded (measured: 1 in 80 float64 values differ);
+    # NumPy's and CUDA's are.
+    if v.device.type == "cpu":
+        return torch.from_numpy(np.sqrt(v.numpy()))
+    return torch.sqrt(v)
 
 
 class BatchedAdam:
@@ -20,39 +48,48 @@ class BatchedAdam:
         if isinstance(lr, torch.Tensor):
             if lr.shape != (S,) or not bool((lr > 0).all()):
                 raise ValueError(f"`lr` tensor must be [S] = [{S}] positive, got {list(lr.shape)}")
-            lr = lr.to(self.params[0].device, self.params[0].dtype)
+            lr = lr.to(self.params[0].device, torch.float64)
         elif not lr > 0:
             raise ValueError(f"`lr` must be > 0, got {lr}")
         self.lr, self.betas, self.eps = lr, betas, eps
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
-        self.t = torch.zeros(S, dtype=torch.float64, device=self.params[0].device)
+        self.t = torch.zeros(S, dtype=torch.int64, device=self.params[0].device)
+
+    def _scalars(self):
+        """Per-seed ``neg_step`` and ``sqrt(1 - beta2^t)`` ``[S]``, in the parameters' dtype."""
+        b1, b2 = self.betas
+        S, dev, dtype = self.t.shape[0], self.t.device, self.params[0].dtype
+        c1 = torch.empty(S, dtype=torch.float64, device=dev)  # 1 - beta1^t
+        c2s = torch.empty(S, dtype=torch.float64, device=dev)  # sqrt(1 - beta2^t)
+        for t in self.t.unique().tolist():  # a few distinct step counts
+            rows = self.t == t
+            c1[rows] = 1.0 - ipow(b1, t)
+            c2s[rows] = math.sqrt(1.0 - ipow(b2, t))
+        lr = self.lr if isinstance(self.lr, torch.Tensor) else torch.full_like(c1, self.lr)
+        neg_step = -(lr / c1)  # float64, as -(lr / (1 - beta1^t)) in C++
+        return neg_step.to(dtype), c2s.to(dtype)
 
     @torch.no_grad()
     def step(self, grads):
         b1, b2 = self.betas
         self.t += 1
-        # Bias corrections in float64: 0.999**t is rounded badly in float32 at large t.
-        c1 = (1 - b1**self.t).to(self.params[0].dtype)
-        c2s = (1 - b2**self.t).sqrt().to(self.params[0].dtype)
+        neg_step, c2s = self._scalars()
         for p, g, m, v in zip(self.params, grads, self.m, self.v):
             shape = (-1,) + (1,) * (p.dim() - 1)
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v.sqrt() / c2s.view(shape)).add_(self.eps)
-            if isinstance(self.lr, torch.Tensor):
-                p.addcdiv_(m * (self.lr / c1).view(shape), denom, value=-1)
-            else:
-                p.addcdiv_(m / c1.view(shape), denom, value=-self.lr)
+            m.add_((g - m).mul_(1.0 - b1))              # m + (1 - b1) * (g - m)
+            v.mul_(b2).add_(g.mul(1.0 - b2).mul_(g))    # v * b2 + ((1 - b2) * g) * g
+            denom = _sqrt(v).div_(c2s.view(shape)).add_(self.eps)
+            p.add_(m.mul(neg_step.view(shape)).div_(denom))
 
     @staticmethod
     def cat(optimisers, params):
         """One optimiser over ``params`` = the optimisers' parameters concatenated along dim 0."""
         first = optimisers[0]
-        lrs = [o.lr if isinstance(o.lr, torch.Tensor) else torch.full_like(o.t, o.lr)
+        lrs = [o.lr if isinstance(o.lr, torch.Tensor)
+               else torch.full(o.t.shape, o.lr, dtype=torch.float64, device=o.t.device)
                for o in optimisers]
-        out = BatchedAdam(params, torch.cat([l.to(o.t) for l, o in zip(lrs, optimisers)]),
-                          first.betas, first.eps)
+        out = BatchedAdam(params, torch.cat(lrs), first.betas, first.eps)
         out.m = [torch.cat(ms) for ms in zip(*(o.m for o in optimisers))]
         out.v = [torch.cat(vs) for vs in zip(*(o.v for o in optimisers))]
         out.t = torch.cat([o.t for o in optimisers])

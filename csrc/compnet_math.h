@@ -39,12 +39,20 @@
 
 namespace cn {
 
+// The build turns off the compiler's own FMA contraction (-ffp-contract=off, nvcc --fmad=false):
+// whether it fuses a*b+c depends on the inlining context and the target, so two call sites of
+// the same math could round differently. Every FMA is written out instead: fma_ in the triangle
+// step, madd in the hot sums (an FMA where the target has one, else a multiply and an add).
 #if defined(__CUDACC__) || defined(__FMA__)
 #define CN_HAS_FMA 1
 CN_HD float fma_(float a, float b, float c) { return fmaf(a, b, c); }
 CN_HD double fma_(double a, double b, double c) { return fma(a, b, c); }
+template <typename T>
+CN_HD T madd(T a, T b, T c) { return fma_(a, b, c); }
 #else
 #define CN_HAS_FMA 0
+template <typename T>
+CN_HD T madd(T a, T b, T c) { return a * b + c; }
 #endif
 
 // One triangle layer; the reciprocals are computed once per layer, not per point.
@@ -134,7 +142,7 @@ CN_HD void forward_lanes_impl(const T (&x)[L], const T* a, const T* s, int D, in
     const T ss = T(sign) * (SMOOTH ? sm : s[i]);
     CN_LANES for (int l = 0; l < L; ++l) {
       u[l] = t.value(u[l]);
-      acc[l] += ss * u[l];
+      acc[l] = madd(ss, u[l], acc[l]);
     }
     if (SMOOTH && i + 1 < D) sm = smooth_next(sm, a, i);
   }
@@ -183,7 +191,7 @@ CN_HD void backward_lanes(const T (&x)[L], const T* a, const T* s, int D, int si
       const T ss = T(sign) * s[i];
       CN_LANES for (int l = 0; l < L; ++l) {
         u[l] = t.value(u[l]);
-        if (top) y[l] += ss * u[l];
+        if (top) y[l] = madd(ss, u[l], y[l]);
       }
     }
     const int jn = D - c0 < CHUNK ? D - c0 : CHUNK;  // layers in this chunk
@@ -195,7 +203,7 @@ CN_HD void backward_lanes(const T (&x)[L], const T* a, const T* s, int D, int si
         CN_LANES for (int l = 0; l < L; ++l) {
           win[j][l] = u[l];
           u[l] = t.value(u[l]);
-          if (top) y[l] += ss * u[l];
+          if (top) y[l] = madd(ss, u[l], y[l]);
         }
       }
     }
@@ -219,7 +227,7 @@ CN_HD void backward_lanes(const T (&x)[L], const T* a, const T* s, int D, int si
           const T w = win[j][l];
           ga[l] = lam[l] * t.da(w);
           gs[l] = T(sign) * (gy[l] * wout[l]);
-          lam[l] = gy[l] * ss_prev + lam[l] * t.du(w);
+          lam[l] = madd(lam[l], t.du(w), gy[l] * ss_prev);
           wout[l] = w;
         }
         acc.layer(i, ga, gs);
@@ -237,20 +245,33 @@ struct AdamConfig {
   double lr, beta1, beta2, eps;
   double peak_min, peak_max;  // peaks are clamped to [peak_min, peak_max] after every step
   long long record_every;     // loss curve: every k epochs (0: none)
+  long long step0;            // Adam steps already taken (a run continued in chunks)
 };
 
 CN_HD float sqrt_(float v) { return sqrtf(v); }
 CN_HD double sqrt_(double v) { return sqrt(v); }
 
-// torch.optim.Adam's single-tensor update (no weight decay, no amsgrad) for step t >= 1, with
-// the same operation order and the step-dependent scalars computed in double as Python does,
-// so a fused stage follows the step-by-step path to rounding.
+// b^t by squaring: plain IEEE multiplications, so the host, the device and Python
+// (compnet_ext.optim.ipow) get the same bits, which libm's and CUDA's pow do not promise.
+CN_HD double ipow(double b, long long t) {
+  double r = 1.0;
+  for (; t > 0; t >>= 1, b *= b)
+    if (t & 1) r *= b;
+  return r;
+}
+
+// torch.optim.Adam's update (no weight decay, no amsgrad) for step t >= 1. Every operation is a
+// single IEEE operation in a fixed order (the build turns off FMA contraction), and the
+// step-dependent scalars are computed in double and rounded once, so that
+// compnet_ext.optim.BatchedAdam, which performs the same operations with torch ops, gives the
+// same bits on every CPU. torch.optim.Adam computes the same formula; its kernels may round the
+// lerp and addcmul differently in the last bit.
 template <typename T>
 struct AdamStep {
   T neg_step, bc2_sqrt, w1, b2, w2, eps;
   CN_HD AdamStep(const AdamConfig& c, long long t)
-      : neg_step(T(-(c.lr / (1.0 - pow(c.beta1, double(t)))))),
-        bc2_sqrt(T(pow(1.0 - pow(c.beta2, double(t)), 0.5))),
+      : neg_step(T(-(c.lr / (1.0 - ipow(c.beta1, t))))),
+        bc2_sqrt(T(sqrt(1.0 - ipow(c.beta2, t)))),
         w1(T(1.0 - c.beta1)),
         b2(T(c.beta2)),
         w2(T(1.0 - c.beta2)),

@@ -57,11 +57,12 @@ inline MlpProblem make_mlp_problem(const char* op, const at::Tensor& x, const at
 }
 
 // Outputs of mlp_train, initialised from the inputs: params [S, P], final loss [S] (0 with no
-// points), loss curve [S, ceil(epochs / record_every)].
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor> make_mlp_train_outputs(const MlpProblem& p,
-                                                                             const AdamConfig& cfg) {
+// points), loss curve [S, ceil(epochs / record_every)], Adam state [S, 2, P].
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> make_mlp_train_outputs(
+    const MlpProblem& p, const AdamConfig& cfg, const std::optional<at::Tensor>& state) {
   const auto opts = p.params.options();
-  return {p.params.clone(), at::zeros({p.S}, opts), at::zeros({p.S, curve_records(cfg)}, opts)};
+  return {p.params.clone(), at::zeros({p.S}, opts), at::zeros({p.S, curve_records(cfg)}, opts),
+          adam_state("compnet_ext.mlp_train", state, p.params, p.S, p.shape.params)};
 }
 
 }  // namespace cn

@@ -68,13 +68,14 @@ CN_HD void forward_lanes(const Shape& s, const T* __restrict p, const T (&x)[L],
       for (int i = 0; i < in; ++i) {
         const T w = W[o * in + i];
         const T* __restrict si = src + i * L;
-        CN_LANES for (int k = 0; k < L; ++k) z[k] += w * si[k];
+        CN_LANES for (int k = 0; k < L; ++k) z[k] = madd(w, si[k], z[k]);
       }
       if (last) {
         CN_LANES for (int k = 0; k < L; ++k) y[k] = z[k];
       } else {
         T* __restrict dst = h + (s.h_off[l] + o) * L;
-        CN_LANES for (int k = 0; k < L; ++k) dst[k] = z[k] > T(0) ? z[k] : T(0);
+        // relu that keeps NaN, as torch.relu does (z > 0 ? z : 0 would turn NaN into 0)
+        CN_LANES for (int k = 0; k < L; ++k) dst[k] = z[k] < T(0) ? T(0) : z[k];
       }
     }
   }
@@ -111,7 +112,7 @@ CN_HD void backward_lanes(const Shape& s, const T* __restrict p, const T (&x)[L]
       for (int o = 0; o < out; ++o) {
         const T w = W[o * in + i];
         const T* __restrict go = g + o * L;
-        CN_LANES for (int k = 0; k < L; ++k) v[k] += w * go[k];
+        CN_LANES for (int k = 0; k < L; ++k) v[k] = madd(w, go[k], v[k]);
       }
       T* __restrict gi = gn + i * L;
       if (l == 0) {

@@ -3,8 +3,14 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <limits>
 
 namespace cn {
+
+double min_peak_of(at::ScalarType t) {
+  return std::sqrt(t == at::kFloat ? double(std::numeric_limits<float>::min())
+                                   : std::numeric_limits<double>::min());
+}
 
 namespace {
 
@@ -61,11 +67,13 @@ Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peak
     p.target = target->contiguous();
   }
   if (validate) {
+    // Below sqrt(smallest normal) 1/a^2 (the peak gradient) overflows, and below 1/max 1/a does.
+    const double min_peak = min_peak_of(p.peaks.scalar_type());
     // One combined reduction so that a CUDA input costs one sync.
     const auto no = at::zeros({}, p.peaks.options().dtype(at::kBool));
     std::vector<at::Tensor> bad = {
         p.peaks.isfinite().logical_not().any(),
-        ((p.peaks <= 0) | (p.peaks >= 1)).any(),
+        ((p.peaks < min_peak) | (p.peaks >= 1)).any(),
         p.x.isfinite().logical_not().any(),
         ((p.x < 0) | (p.x > 1)).any(),
         p.scales.defined() ? p.scales.isfinite().logical_not().any() : no,
@@ -74,7 +82,8 @@ Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peak
     const auto flags = at::stack(bad).to(at::kCPU);
     const bool* f = flags.data_ptr<bool>();
     TORCH_CHECK(!f[0], op, ": `peaks` contains NaN or Inf");
-    TORCH_CHECK(!f[1], op, ": `peaks` must lie in the open interval (0, 1)");
+    TORCH_CHECK(!f[1], op, ": `peaks` must lie in the open interval (0, 1), and be at least ",
+                min_peak, " in ", p.peaks.scalar_type(), " (smaller peaks overflow 1/a^2)");
     TORCH_CHECK(!f[2], op, ": `x` contains NaN or Inf");
     TORCH_CHECK(!f[3], op, ": `x` must lie in [0, 1]");
     TORCH_CHECK(!f[4], op, ": `scales` contains NaN or Inf");
@@ -84,21 +93,26 @@ Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peak
 }
 
 AdamConfig make_adam_config(int64_t epochs, double lr, double beta1, double beta2, double eps,
-                            double peak_min, double peak_max, int64_t record_every) {
+                            double peak_min, double peak_max, int64_t record_every, int64_t step,
+                            at::ScalarType dtype) {
   const char* op = "compnet_ext.train_peaks";
-  AdamConfig cfg = make_adam_config(op, epochs, lr, beta1, beta2, eps, record_every);
+  AdamConfig cfg = make_adam_config(op, epochs, lr, beta1, beta2, eps, record_every, step);
   TORCH_CHECK(peak_min > 0 && peak_max < 1 && peak_min <= peak_max, op,
               ": `peak_bounds` must satisfy 0 < lo <= hi < 1, got (", peak_min, ", ", peak_max, ")");
+  TORCH_CHECK(peak_min >= min_peak_of(dtype), op, ": `peak_bounds` lo must be at least ",
+              min_peak_of(dtype), " in ", dtype, " (smaller peaks overflow 1/a^2), got ", peak_min);
   cfg.peak_min = peak_min;
   cfg.peak_max = peak_max;
   return cfg;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> make_train_outputs(
-    const Problem& p, const AdamConfig& cfg) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> make_train_outputs(
+    const Problem& p, const AdamConfig& cfg, const std::optional<at::Tensor>& state) {
   const auto opts = p.peaks.options();
+  const int64_t P = p.D + 1 + (p.smooth() ? 0 : p.D);
   return {p.peaks.clone(), p.smooth() ? at::empty({0}, opts) : p.scales.clone(),
-          at::zeros({p.S}, opts), at::zeros({p.S, curve_records(cfg)}, opts)};
+          at::zeros({p.S}, opts), at::zeros({p.S, curve_records(cfg)}, opts),
+          adam_state("compnet_ext.train_peaks", state, p.peaks, p.S, P)};
 }
 
 }  // namespace cn

@@ -29,14 +29,19 @@ Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peak
                      const std::optional<at::Tensor>& scales, int64_t sign,
                      const std::optional<at::Tensor>& target, bool validate);
 
-// Checks the stage-1 hyper-parameters (names the argument on error); the peaks are clamped to
-// [peak_min, peak_max].
+// The smallest valid peak of a dtype, sqrt(smallest normal): below it 1/a^2 overflows.
+double min_peak_of(at::ScalarType t);
+
+// Checks the stage-1 hyper-parameters (names the argument on error); the peaks (of `dtype`) are
+// clamped to [peak_min, peak_max].
 AdamConfig make_adam_config(int64_t epochs, double lr, double beta1, double beta2, double eps,
-                            double peak_min, double peak_max, int64_t record_every);
+                            double peak_min, double peak_max, int64_t record_every, int64_t step,
+                            at::ScalarType dtype);
 
 // Outputs of train_peaks, initialised from the inputs: peaks, scales (empty in smooth mode),
-// final loss [S], loss curve [S, epochs / record_every].
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> make_train_outputs(
-    const Problem& p, const AdamConfig& cfg);
+// final loss [S], loss curve [S, epochs / record_every], Adam state [S, 2, (D+1) + D] (the
+// peaks' moments, then the free scales'; D + 1 columns in smooth mode).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> make_train_outputs(
+    const Problem& p, const AdamConfig& cfg, const std::optional<at::Tensor>& state);
 
 }  // namespace cn

@@ -17,12 +17,15 @@ TORCH_LIBRARY(compnet_ext, m) {
       "bool validate) -> (Tensor, Tensor, Tensor)");
   // Stage 1 fused: `epochs` Adam steps on the peaks (and free scales) of every seed, each on the
   // loss_and_grad gradient, peaks clamped to [peak_min, peak_max]. Returns the trained peaks,
-  // scales (empty in smooth mode), the final per-seed loss [S] and the loss before every
-  // `record_every`-th step [S, ceil(epochs / record_every)].
+  // scales (empty in smooth mode), the final per-seed loss [S], the loss before every
+  // `record_every`-th step [S, ceil(epochs / record_every)] and the Adam state [S, 2, P] to
+  // continue from: `state` (None: fresh) and `step` (steps already taken) continue a run, so a
+  // run in chunks equals one launch bitwise.
   m.def(
       "train_peaks(Tensor x, Tensor target, Tensor peaks, Tensor? scales, int sign, int epochs, "
       "float lr, float beta1, float beta2, float eps, float peak_min, float peak_max, "
-      "int record_every, bool validate) -> (Tensor, Tensor, Tensor, Tensor)");
+      "int record_every, bool validate, Tensor? state=None, int step=0) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor)");
 
   // Batched scalar-in, scalar-out ReLU MLPs (compnet_ext.nn.BatchedMLP). `params` [S, P] holds per
   // seed, for each layer l, W_l [out, in] row-major then b_l [out]; `widths` = (1, hidden.., 1).
@@ -34,11 +37,13 @@ TORCH_LIBRARY(compnet_ext, m) {
   // Per-seed MSE [S] and the gradient of its sum w.r.t. params, in one pass.
   m.def("mlp_loss_and_grad(Tensor x, Tensor target, Tensor params, int[] widths) -> (Tensor, Tensor)");
   // Stage 2 fused: `epochs` Adam steps on every seed's params, each on the mlp_loss_and_grad
-  // gradient. Returns the trained params [S, P], the final per-seed loss [S] and the loss before
-  // every `record_every`-th step [S, ceil(epochs / record_every)].
+  // gradient. Returns the trained params [S, P], the final per-seed loss [S], the loss before
+  // every `record_every`-th step [S, ceil(epochs / record_every)] and the Adam state [S, 2, P]
+  // (`state`, `step`: as train_peaks).
   m.def(
       "mlp_train(Tensor x, Tensor target, Tensor params, int[] widths, int epochs, float lr, "
-      "float beta1, float beta2, float eps, int record_every) -> (Tensor, Tensor, Tensor)");
+      "float beta1, float beta2, float eps, int record_every, Tensor? state=None, int step=0) -> "
+      "(Tensor, Tensor, Tensor, Tensor)");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

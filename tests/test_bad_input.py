@@ -24,7 +24,7 @@ def with_value(t, index, value):
 
 @pytest.mark.parametrize("value", [0.0, 1.0, -0.1, 1.5])
 def test_peaks_outside_open_interval(value):
-    with pytest.raises(RuntimeError, match=r"`peaks` must lie in the open interval \(0, 1\)"):
+    with pytest.raises(RuntimeError, match=r"`peaks` must lie in the open interval \(0, 1\), and be at least"):
         call_all(peaks=with_value(PEAKS, (1, 2), value))
 
 
@@ -131,3 +131,35 @@ def test_non_contiguous_inputs():
     for a, b in zip(compnet_ext.loss_and_grad(xt, target, pt, st),
                     compnet_ext.loss_and_grad(x, target.contiguous(), peaks, scales)):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype,value", [(torch.float64, 1e-310), (torch.float64, 1e-200),
+                                         (torch.float32, 1e-39), (torch.float32, 1e-20)])
+def test_peaks_too_small_for_the_dtype_are_rejected(dtype, value):
+    # Subnormal peaks made 1/a overflow (forward gave NaN); below sqrt(tiny) 1/a^2 overflows.
+    p = torch.full((1, 3), 0.5, dtype=dtype)
+    p[0, 1] = value
+    x = torch.tensor([0.0, 1.0], dtype=dtype)
+    for call in (lambda: compnet_ext.forward(x, p), lambda: compnet_ext.loss_and_grad(x, x, p),
+                 lambda: compnet_ext.train_peaks(x, x, p, epochs=1)):
+        with pytest.raises(RuntimeError, match="`peaks` must lie in .* at least"):
+            call()
+    for call in (lambda: compnet_ext.smooth_scales(p), lambda: compnet_ext.encode(p)):
+        with pytest.raises(ValueError, match="`peaks` must lie in .* at least"):
+            call()
+    with pytest.raises(ValueError, match="`peak_bounds`"):
+        compnet_ext.train_peaks(x, x, torch.full((1, 3), 0.5, dtype=dtype), epochs=1,
+                                peak_bounds=(value, 0.5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_smallest_valid_peak_gives_no_nan(dtype):
+    p = torch.full((2, 4), 0.5, dtype=dtype)
+    p[0, 1] = compnet_ext.ops.min_peak(dtype)
+    x = torch.linspace(0, 1, 9, dtype=dtype)
+    y = compnet_ext.forward(x, p)
+    assert torch.isfinite(y).all()
+    # D = 3 terms of size <= 1 summed with one rounding each (the waves equal the reference's).
+    assert (y - compnet_ext.reference.forward(x, p, None, -1)).abs().max() <= 8 * torch.finfo(dtype).eps
+    loss, gp, _ = compnet_ext.loss_and_grad(x, x**3, p)
+    assert not torch.isnan(loss).any() and not torch.isnan(gp).any()

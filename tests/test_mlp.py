@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import compnet_ext
-from compnet_ext.nn import BatchedMLP, matmul_forward
+from compnet_ext.nn import BatchedMLP, matmul_forward, train_mlp
 
 F64 = torch.float64
 
@@ -222,3 +222,21 @@ def test_cuda_equals_cpu(widths):
     l2, g2 = mc.loss_and_grad(x.cuda(), t.cuda())
     assert torch.equal(l1, l2) and all(torch.equal(p, q) for a, b in zip(g1, g2)
                                        for p, q in zip(a, b))
+
+
+def test_nan_propagates_as_in_torch():
+    # relu(NaN) is NaN in PyTorch; the fused kernels must not turn it into 0.
+    m = BatchedMLP(1, (1, 4, 1), generator=torch.Generator().manual_seed(0), dtype=F64)
+    x = torch.tensor([0.5, float("nan")], dtype=F64)
+    for fused in (True, False):
+        y = m(x, fused=fused).detach()
+        assert torch.isfinite(y[0, 0]) and torch.isnan(y[0, 1]), fused
+    with torch.no_grad():
+        m.weights[0][0, 2, 0] = float("nan")
+    x = torch.linspace(0, 1, 5, dtype=F64)
+    for fused in (True, False):
+        assert torch.isnan(m(x, fused=fused)).all(), fused
+        loss, grads = m.loss_and_grad(x, x, fused=fused)
+        assert torch.isnan(loss).all(), fused
+    loss, _ = train_mlp(m, x, x, epochs=2)
+    assert torch.isnan(loss).all()

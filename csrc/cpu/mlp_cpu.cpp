@@ -104,7 +104,7 @@ void block_sums(const MlpProblem& p, int64_t seed, const T* pw, int64_t b0, int6
 }
 
 // Reduces one seed's block sums (blocks x (P + 1), in block order) into its gradient row gp [P]
-// and its loss (mean of the lane losses; nullptr: not needed). Needs N > 0.
+// and its loss (mean of the lane losses; nullptr: not needed).
 template <typename T>
 void finish_seed(const T* partial, int64_t blocks, int64_t P, int64_t N, T* gp, T* loss) {
   std::fill(gp, gp + P, T(0));
@@ -114,7 +114,7 @@ void finish_seed(const T* partial, int64_t blocks, int64_t P, int64_t N, T* gp, 
     for (int64_t j = 0; j < P; ++j) gp[j] += part[j];
     sl += part[P];
   }
-  if (loss) *loss = sl / T(N);
+  if (loss) *loss = N > 0 ? sl / T(N) : T(0);  // no points: 0, not NaN
 }
 
 int64_t num_blocks(int64_t N) { return (N + kBlock - 1) / kBlock; }
@@ -161,20 +161,21 @@ void backward_kernel(const MlpProblem& p, const Head& head, T* gparams, T* gx, T
 }
 
 // Stage 2 fused: one task per seed runs every epoch (the block sums of mlp_loss_and_grad over
-// all points, in block order, then torch.optim.Adam's update of the whole row), so each step
-// equals mlp_loss_and_grad followed by Adam. `params` [S, P] is trained in place. Needs N > 0.
+// all points, in block order, then the Adam update of the whole row), so each step equals
+// mlp_loss_and_grad followed by compnet_ext.optim.BatchedAdam. `params` [S, P] and the Adam
+// moments `state` [S, 2, P] are trained in place.
 template <typename T>
 void train_kernel(const MlpProblem& p, const AdamConfig& cfg, at::Tensor& params,
-                  at::Tensor& loss, at::Tensor& curve) {
+                  at::Tensor& loss, at::Tensor& curve, at::Tensor& state) {
   const int64_t S = p.S, N = p.N, P = p.shape.params, blocks = num_blocks(N), R = curve.size(1);
   const MseHead<T> head(p);
   at::parallel_for(0, S, 1, [&](int64_t b, int64_t e) {
     Scratch<T> scratch(p.shape);
-    std::vector<T> partial(blocks * (P + 1)), g(P), m(P), v(P);
+    std::vector<T> partial(blocks * (P + 1)), g(P);
     for (int64_t seed = b; seed < e; ++seed) {
       T* pw = params.data_ptr<T>() + seed * P;
-      std::fill(m.begin(), m.end(), T(0));
-      std::fill(v.begin(), v.end(), T(0));
+      T* m = state.data_ptr<T>() + seed * 2 * P;
+      T* v = m + P;
       for (int64_t epoch = 0; epoch <= cfg.epochs; ++epoch) {
         for (int64_t blk = 0; blk < blocks; ++blk)
           block_sums<T>(p, seed, pw, blk * kBlock, std::min(N, (blk + 1) * kBlock), head,
@@ -187,8 +188,8 @@ void train_kernel(const MlpProblem& p, const AdamConfig& cfg, at::Tensor& params
         }
         if (cfg.record_every > 0 && epoch % cfg.record_every == 0)
           curve.data_ptr<T>()[seed * R + epoch / cfg.record_every] = l;
-        AdamStep<T>(cfg, epoch + 1).apply(pw, g.data(), m.data(), v.data(), P, T(-INFINITY),
-                                          T(INFINITY));
+        AdamStep<T>(cfg, cfg.step0 + epoch + 1)
+            .apply(pw, g.data(), m, v, P, T(-INFINITY), T(INFINITY));
       }
     }
   });
@@ -246,20 +247,22 @@ std::tuple<at::Tensor, at::Tensor> mlp_loss_and_grad_cpu(const at::Tensor& x,
   return {loss, gp};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_train_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_train_cpu(
     const at::Tensor& x, const at::Tensor& target, const at::Tensor& params,
     at::IntArrayRef widths, int64_t epochs, double lr, double beta1, double beta2, double eps,
-    int64_t record_every) {
+    int64_t record_every, const std::optional<at::Tensor>& state, int64_t step) {
   const char* op = "compnet_ext.mlp_train";
   const MlpProblem p = make_mlp_problem(op, x, params, widths, target);
-  const AdamConfig cfg = make_adam_config(op, epochs, lr, beta1, beta2, eps, record_every);
-  auto [out, loss, curve] = make_mlp_train_outputs(p, cfg);
-  // With no points every gradient is zero and Adam leaves the parameters as they are.
-  if (p.S > 0 && p.N > 0) {
-    AT_DISPATCH_FLOATING_TYPES(p.params.scalar_type(), "mlp_train_cpu",
-                               [&] { train_kernel<scalar_t>(p, cfg, out, loss, curve); });
+  const AdamConfig cfg = make_adam_config(op, epochs, lr, beta1, beta2, eps, record_every, step);
+  auto [out, loss, curve, out_state] = make_mlp_train_outputs(p, cfg, state);
+  // With no points every gradient is 0, but a continued run's Adam moments still move the
+  // parameters, so the steps run all the same.
+  if (p.S > 0) {
+    AT_DISPATCH_FLOATING_TYPES(p.params.scalar_type(), "mlp_train_cpu", [&] {
+      train_kernel<scalar_t>(p, cfg, out, loss, curve, out_state);
+    });
   }
-  return {out, loss, curve};
+  return {out, loss, curve, out_state};
 }
 
 }  // namespace

@@ -152,7 +152,7 @@ void finish_seed(const T* partial, int64_t blocks, int64_t N, int D, int sign, b
   std::fill(row, row + W, T(0));
   for (int64_t blk = 0; blk < blocks; ++blk)
     for (int64_t j = 0; j < W; ++j) row[j] += partial[blk * W + j];
-  if (loss) *loss = row[2 * D] / T(N);
+  if (loss) *loss = N > 0 ? row[2 * D] / T(N) : T(0);  // no points: 0, not NaN
   T* gsum = row + D;
   if (gs) std::copy(gsum, gsum + D, gs);
   if (gp) {
@@ -273,24 +273,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_and_grad_cpu(
 
 // Stage 1 fused: one task per seed runs every epoch (loss and gradient over all points, then an
 // Adam step) with the same block sums and reduction order as loss_and_grad, so each step equals
-// loss_and_grad followed by torch.optim.Adam's update.
+// loss_and_grad followed by the Adam update of compnet_ext.optim.BatchedAdam. `state` [S, 2, P]
+// holds the Adam moments of the row [peaks (D + 1) | free scales (D)], trained in place.
 template <typename T>
 void train_kernel(const Problem& p, const AdamConfig& cfg, at::Tensor& peaks, at::Tensor& scales,
-                  at::Tensor& loss, at::Tensor& curve) {
+                  at::Tensor& loss, at::Tensor& curve, at::Tensor& state) {
   constexpr int L = kLanes<T>;
   const int64_t S = p.S, N = p.N, D = p.D, blocks = num_blocks(N), W = 2 * D + 1;
+  const int64_t P = state.size(2);
   const bool smooth = p.smooth();
   const int64_t R = curve.size(1);
-  at::parallel_for(0, S, grain(N, D * std::max<int64_t>(cfg.epochs, 1)), [&](int64_t b, int64_t e) {
+  at::parallel_for(0, S, grain(std::max<int64_t>(N, 1), D * std::max<int64_t>(cfg.epochs, 1)), [&](int64_t b, int64_t e) {
     std::vector<T> lane_ga(D * L), lane_gs(D * L), partial(blocks * W), row(W);
-    std::vector<T> s_row(D), gp(D + 1), gs(D), m_p(D + 1), v_p(D + 1), m_s(D), v_s(D);
+    std::vector<T> s_row(D), gp(D + 1), gs(D);
     for (int64_t seed = b; seed < e; ++seed) {
       T* a = peaks.data_ptr<T>() + seed * (D + 1);
       T* s = smooth ? s_row.data() : scales.data_ptr<T>() + seed * D;
-      std::fill(m_p.begin(), m_p.end(), T(0));
-      std::fill(v_p.begin(), v_p.end(), T(0));
-      std::fill(m_s.begin(), m_s.end(), T(0));
-      std::fill(v_s.begin(), v_s.end(), T(0));
+      T* m = state.data_ptr<T>() + seed * 2 * P;  // peaks' moments at [0, D], scales' after
+      T* v = m + P;
       for (int64_t epoch = 0; epoch <= cfg.epochs; ++epoch) {
         if (smooth) smooth_scales_row<T>(a, p.D, p.sign, s);
         const SeedRows<T> r{p.x.data_ptr<T>() + (p.x_shared ? 0 : seed * N),
@@ -308,31 +308,33 @@ void train_kernel(const Problem& p, const AdamConfig& cfg, at::Tensor& peaks, at
         }
         if (cfg.record_every > 0 && epoch % cfg.record_every == 0 && epoch / cfg.record_every < R)
           curve.data_ptr<T>()[seed * R + epoch / cfg.record_every] = l;
-        const AdamStep<T> step(cfg, epoch + 1);
-        step.apply(a, gp.data(), m_p.data(), v_p.data(), p.D + 1, T(cfg.peak_min),
-                   T(cfg.peak_max));
-        if (!smooth) step.apply(s, gs.data(), m_s.data(), v_s.data(), p.D, -INFINITY, INFINITY);
+        const AdamStep<T> step(cfg, cfg.step0 + epoch + 1);
+        step.apply(a, gp.data(), m, v, p.D + 1, T(cfg.peak_min), T(cfg.peak_max));
+        if (!smooth)
+          step.apply(s, gs.data(), m + D + 1, v + D + 1, p.D, -INFINITY, INFINITY);
       }
     }
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> train_peaks_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> train_peaks_cpu(
     const at::Tensor& x, const at::Tensor& target, const at::Tensor& peaks,
     const std::optional<at::Tensor>& scales, int64_t sign, int64_t epochs, double lr,
     double beta1, double beta2, double eps, double peak_min, double peak_max,
-    int64_t record_every, bool validate) {
+    int64_t record_every, bool validate, const std::optional<at::Tensor>& state, int64_t step) {
   const Problem p =
       make_problem("compnet_ext.train_peaks", x, peaks, scales, sign, target, validate);
   const AdamConfig cfg = make_adam_config(epochs, lr, beta1, beta2, eps, peak_min, peak_max,
-                                          record_every);
-  auto [out_peaks, out_scales, loss, curve] = make_train_outputs(p, cfg);
-  if (p.S > 0 && p.N > 0) {
+                                          record_every, step, p.peaks.scalar_type());
+  auto [out_peaks, out_scales, loss, curve, out_state] = make_train_outputs(p, cfg, state);
+  // With no points every gradient is 0, but a continued run's Adam moments still move the
+  // parameters, so the steps run all the same.
+  if (p.S > 0) {
     AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_train_peaks_cpu", [&] {
-      train_kernel<scalar_t>(p, cfg, out_peaks, out_scales, loss, curve);
+      train_kernel<scalar_t>(p, cfg, out_peaks, out_scales, loss, curve, out_state);
     });
   }
-  return {out_peaks, out_scales, loss, curve};
+  return {out_peaks, out_scales, loss, curve, out_state};
 }
 
 }  // namespace

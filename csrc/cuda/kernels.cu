@@ -113,25 +113,28 @@ __global__ void backward_kernel(Dims d, const T* __restrict__ x, const T* __rest
   }
 }
 
-// Stage 1 fused: one warp per seed runs all epochs with its parameters, gradients and Adam
-// moments in shared memory: per warp 8D + 4 values (see train_smem_values).
+// Stage 1 fused: one warp per seed runs all epochs with its parameters and gradients in shared
+// memory (per warp 4D + 2 values, see train()); the Adam moments stay in `state` [S, 2, P]
+// (row [peaks (D + 1) | free scales (D)]), touched once per epoch by the lead lane.
 template <typename T>
 __global__ void train_kernel(Dims d, AdamConfig cfg, const T* __restrict__ x,
                              const T* __restrict__ target, T* peaks, T* scales, T* loss,
-                             T* curve, int64_t records) {
+                             T* curve, int64_t records, T* state, int64_t P) {
   extern __shared__ unsigned char smem_raw[];
   const int64_t seed = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
   if (seed >= d.S) return;
   const int D = d.D;
   const bool lead = threadIdx.x == 0, smooth = scales == nullptr;
-  T* base = reinterpret_cast<T*>(smem_raw) + threadIdx.y * (8 * D + 4);
-  T *a = base, *ga = a + D + 1, *ma = ga + D + 1, *va = ma + D + 1;  // peaks: D + 1 each
-  T *s = va + D + 1, *gs = s + D, *ms = gs + D, *vs = ms + D;        // scales: D each
+  T* base = reinterpret_cast<T*>(smem_raw) + threadIdx.y * (4 * D + 2);
+  T *a = base, *ga = a + D + 1;   // peaks and their gradient: D + 1 each
+  T *s = ga + D + 1, *gs = s + D;  // scales and their gradient: D each
+  T* m = state + seed * 2 * P;
+  T* v = m + P;
   T* pk_row = peaks + seed * (D + 1);
   T* sc_row = smooth ? nullptr : scales + seed * D;
   if (lead) {
-    for (int i = 0; i <= D; ++i) { a[i] = pk_row[i]; ma[i] = va[i] = T(0); }
-    for (int i = 0; i < D; ++i) { s[i] = smooth ? T(0) : sc_row[i]; ms[i] = vs[i] = T(0); }
+    for (int i = 0; i <= D; ++i) a[i] = pk_row[i];
+    for (int i = 0; i < D; ++i) s[i] = smooth ? T(0) : sc_row[i];
   }
   const T* xrow = x + (d.x_shared ? 0 : seed * d.N);
   const T* trow = target + (d.target_shared ? 0 : seed * d.N);
@@ -140,7 +143,7 @@ __global__ void train_kernel(Dims d, AdamConfig cfg, const T* __restrict__ x,
     __syncwarp();
     const T sse = warp_seed_pass(d, xrow, trow, true, a, s, ga, gs, static_cast<T*>(nullptr));
     if (lead) {
-      const T l = sse * (T(1) / T(d.N));
+      const T l = d.N > 0 ? sse * (T(1) / T(d.N)) : T(0);
       if (epoch == cfg.epochs) {
         loss[seed] = l;
       } else {
@@ -148,9 +151,9 @@ __global__ void train_kernel(Dims d, AdamConfig cfg, const T* __restrict__ x,
           curve[seed * records + epoch / cfg.record_every] = l;
         ga[D] = T(0);
         if (smooth) smooth_scales_backward_row(a, s, D, d.sign, gs, ga);
-        const AdamStep<T> step(cfg, epoch + 1);
-        step.apply(a, ga, ma, va, D + 1, T(cfg.peak_min), T(cfg.peak_max));
-        if (!smooth) step.apply(s, gs, ms, vs, D, T(-INFINITY), T(INFINITY));
+        const AdamStep<T> step(cfg, cfg.step0 + epoch + 1);
+        step.apply(a, ga, m, v, D + 1, T(cfg.peak_min), T(cfg.peak_max));
+        if (!smooth) step.apply(s, gs, m + D + 1, v + D + 1, D, T(-INFINITY), T(INFINITY));
       }
     }
     __syncwarp();
@@ -193,9 +196,9 @@ const char* backward(const Dims& d, const T* x, const T* peaks, const T* scales,
 
 template <typename T>
 const char* train(const Dims& d, const AdamConfig& cfg, const T* x, const T* target, T* peaks,
-                  T* scales, T* loss, T* curve, int64_t records, void* stream) {
-  if (d.S == 0 || d.N == 0) return nullptr;
-  const size_t per_warp = (8 * size_t(d.D) + 4) * sizeof(T);
+                  T* scales, T* loss, T* curve, int64_t records, T* state, void* stream) {
+  if (d.S == 0) return nullptr;  // with N = 0 the steps still run (carried Adam moments)
+  const size_t per_warp = (4 * size_t(d.D) + 2) * sizeof(T);
   // Four warps (seeds) per block when they fit the default 48 KiB, else one per block with the
   // opt-in shared memory of the device.
   const int warps = 4 * per_warp <= 48 * 1024 ? 4 : 1;
@@ -213,7 +216,8 @@ const char* train(const Dims& d, const AdamConfig& cfg, const T* x, const T* tar
   const int64_t blocks = (d.S + warps - 1) / warps;
   train_kernel<T><<<static_cast<unsigned>(blocks), dim3(kWarp, warps), bytes,
                     static_cast<cudaStream_t>(stream)>>>(d, cfg, x, target, peaks, scales, loss,
-                                                         curve, records);
+                                                         curve, records, state,
+                                                         d.D + 1 + (scales ? d.D : 0));
   return last_error();
 }
 
@@ -222,7 +226,7 @@ const char* train(const Dims& d, const AdamConfig& cfg, const T* x, const T* tar
   template const char* backward<T>(const Dims&, const T*, const T*, const T*, const T*, T*, T*, \
                                    T*, T*, T*, void*);                                          \
   template const char* train<T>(const Dims&, const AdamConfig&, const T*, const T*, T*, T*, T*, \
-                                T*, int64_t, void*);
+                                T*, int64_t, T*, void*);
 CN_INSTANTIATE(float)
 CN_INSTANTIATE(double)
 

@@ -31,11 +31,12 @@ template <typename T>
 const char* backward(const Dims& d, const T* x, const T* peaks, const T* scales, const T* head,
                      T* loss, T* gx, T* g_peaks, T* g_scales, T* scratch, void* stream);
 
-// Stage 1 fused (one launch, all epochs): peaks [S, D+1] and scales [S, D] (nullptr: smooth)
-// are trained in place; loss [S] gets the final loss, curve [S, records] the recorded losses.
+// Stage 1 fused (one launch, all epochs): peaks [S, D+1], scales [S, D] (nullptr: smooth) and
+// the Adam moments `state` [S, 2, D+1 (+ D free)] are trained in place; loss [S] gets the final
+// loss, curve [S, records] the recorded losses.
 template <typename T>
 const char* train(const Dims& d, const AdamConfig& cfg, const T* x, const T* target, T* peaks,
-                  T* scales, T* loss, T* curve, int64_t records, void* stream);
+                  T* scales, T* loss, T* curve, int64_t records, T* state, void* stream);
 
 }  // namespace cuda
 }  // namespace cn

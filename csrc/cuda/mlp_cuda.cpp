@@ -72,15 +72,15 @@ std::tuple<at::Tensor, at::Tensor> mlp_loss_and_grad_cuda(const at::Tensor& x,
   return {loss, gp};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_train_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_train_cuda(
     const at::Tensor& x, const at::Tensor& target, const at::Tensor& params,
     at::IntArrayRef widths, int64_t epochs, double lr, double beta1, double beta2, double eps,
-    int64_t record_every) {
+    int64_t record_every, const std::optional<at::Tensor>& state, int64_t step) {
   const char* op = "compnet_ext.mlp_train";
   const c10::cuda::CUDAGuard guard(params.device());
   const MlpProblem p = make_mlp_problem(op, x, params, widths, target);
-  const AdamConfig cfg = make_adam_config(op, epochs, lr, beta1, beta2, eps, record_every);
-  auto [out, loss, curve] = make_mlp_train_outputs(p, cfg);
+  const AdamConfig cfg = make_adam_config(op, epochs, lr, beta1, beta2, eps, record_every, step);
+  auto [out, loss, curve, out_state] = make_mlp_train_outputs(p, cfg, state);
   AT_DISPATCH_FLOATING_TYPES(p.params.scalar_type(), "mlp_train_cuda", [&] {
     using T = scalar_t;
     int64_t spill_elements = 0;
@@ -89,10 +89,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mlp_train_cuda(
     check_launch(op, cuda::mlp_train<T>(p.shape, dims(p), cfg, p.x.data_ptr<T>(),
                                         p.head.data_ptr<T>(), out.data_ptr<T>(),
                                         loss.data_ptr<T>(), curve.data_ptr<T>(), curve.size(1),
+                                        out_state.data_ptr<T>(),
                                         spill_elements ? spill.data_ptr<T>() : nullptr,
                                         c10::cuda::getCurrentCUDAStream()));
   });
-  return {out, loss, curve};
+  return {out, loss, curve, out_state};
 }
 
 }  // namespace

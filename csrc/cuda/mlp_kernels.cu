@@ -99,23 +99,23 @@ __global__ void backward_kernel(const mlp::Shape sh, MlpDims d, const T* __restr
   if (loss && threadIdx.x == 0) loss[seed] = mean_of(sse, d.N);
 }
 
-// Stage 2 fused: one warp per seed runs all epochs with its parameters, gradient and Adam moments
-// in a 4P workspace: shared memory, or `spill` [S, 4P] in global memory when that does not fit.
+// Stage 2 fused: one warp per seed runs all epochs with its parameters and gradient in a 2P
+// workspace: shared memory, or `spill` [S, 2P] in global memory when that does not fit. The Adam
+// moments stay in `state` [S, 2, P] (each lane owns the same columns every epoch).
 template <typename T, int Units>
 __global__ void train_kernel(const mlp::Shape sh, MlpDims d, AdamConfig cfg,
                              const T* __restrict__ x, const T* __restrict__ target, T* params,
-                             T* loss, T* curve, int64_t records, T* spill) {
+                             T* loss, T* curve, int64_t records, T* state, T* spill) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const int64_t seed = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
   if (seed >= d.S) return;
   const int lane = threadIdx.x, P = sh.params;
-  T* ws = spill ? spill + seed * 4 * P : reinterpret_cast<T*>(smem_raw) + threadIdx.y * 4 * P;
-  T *p = ws, *g = p + P, *m = g + P, *v = m + P;
+  T* ws = spill ? spill + seed * 2 * P : reinterpret_cast<T*>(smem_raw) + threadIdx.y * 2 * P;
+  T *p = ws, *g = p + P;
+  T* m = state + seed * 2 * P;
+  T* v = m + P;
   T* row = params + seed * P;
-  for (int j = lane; j < P; j += kWarp) {
-    p[j] = row[j];
-    m[j] = v[j] = T(0);
-  }
+  for (int j = lane; j < P; j += kWarp) p[j] = row[j];
   __syncwarp();
   const T* xrow = x + (d.x_shared ? 0 : seed * d.N);
   const T* trow = target + (d.head_shared ? 0 : seed * d.N);
@@ -128,7 +128,7 @@ __global__ void train_kernel(const mlp::Shape sh, MlpDims d, AdamConfig cfg,
     if (lane == 0 && cfg.record_every > 0 && epoch % cfg.record_every == 0)
       curve[seed * records + epoch / cfg.record_every] = l;
     // Adam is element-wise: the lanes share the row.
-    const AdamStep<T> step(cfg, epoch + 1);
+    const AdamStep<T> step(cfg, cfg.step0 + epoch + 1);
     for (int j = lane; j < P; j += kWarp)
       step.apply(p + j, g + j, m + j, v + j, 1, T(-INFINITY), T(INFINITY));
     __syncwarp();
@@ -151,7 +151,7 @@ struct TrainPlan {
 
 template <typename T>
 const char* train_plan(const mlp::Shape& sh, TrainPlan& plan) {
-  const size_t per_warp = 4 * size_t(sh.params) * sizeof(T);
+  const size_t per_warp = 2 * size_t(sh.params) * sizeof(T);
   if (4 * per_warp <= 48 * 1024) {
     plan = {4, 4 * per_warp};
     return nullptr;
@@ -167,7 +167,7 @@ const char* train_plan(const mlp::Shape& sh, TrainPlan& plan) {
 template <typename T, int Units>
 const char* launch_train(const mlp::Shape& sh, const MlpDims& d, const AdamConfig& cfg,
                          const TrainPlan& plan, const T* x, const T* target, T* params, T* loss,
-                         T* curve, int64_t records, T* spill, cudaStream_t s) {
+                         T* curve, int64_t records, T* state, T* spill, cudaStream_t s) {
   if (plan.smem > 48 * 1024) {
     const cudaError_t e =
         cudaFuncSetAttribute(train_kernel<T, Units>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -176,7 +176,7 @@ const char* launch_train(const mlp::Shape& sh, const MlpDims& d, const AdamConfi
   }
   const unsigned grid = static_cast<unsigned>((d.S + plan.warps - 1) / plan.warps);
   train_kernel<T, Units><<<grid, dim3(kWarp, plan.warps), plan.smem, s>>>(
-      sh, d, cfg, x, target, params, loss, curve, records, spill);
+      sh, d, cfg, x, target, params, loss, curve, records, state, spill);
   return status();
 }
 
@@ -216,15 +216,15 @@ template <typename T>
 const char* mlp_train_spill(const mlp::Shape& sh, int64_t S, int64_t* elements) {
   TrainPlan plan;
   const char* err = train_plan<T>(sh, plan);
-  *elements = err == nullptr && plan.smem == 0 ? S * 4 * sh.params : 0;
+  *elements = err == nullptr && plan.smem == 0 ? S * 2 * sh.params : 0;
   return err;
 }
 
 template <typename T>
 const char* mlp_train(const mlp::Shape& sh, const MlpDims& d, const AdamConfig& cfg, const T* x,
-                      const T* target, T* params, T* loss, T* curve, int64_t records, T* spill,
-                      void* stream) {
-  if (d.S == 0 || d.N == 0) return nullptr;
+                      const T* target, T* params, T* loss, T* curve, int64_t records, T* state,
+                      T* spill, void* stream) {
+  if (d.S == 0) return nullptr;  // with N = 0 the steps still run (carried Adam moments)
   TrainPlan plan;
   if (const char* err = train_plan<T>(sh, plan)) return err;
   if (plan.smem == 0 && spill == nullptr) return "mlp_train: missing spill workspace";
@@ -232,9 +232,9 @@ const char* mlp_train(const mlp::Shape& sh, const MlpDims& d, const AdamConfig& 
   auto s = static_cast<cudaStream_t>(stream);
   if (sh.units <= kSmallUnits)
     return launch_train<T, kSmallUnits>(sh, d, cfg, plan, x, target, params, loss, curve, records,
-                                        spill, s);
+                                        state, spill, s);
   return launch_train<T, kLargeUnits>(sh, d, cfg, plan, x, target, params, loss, curve, records,
-                                      spill, s);
+                                      state, spill, s);
 }
 
 template const char* mlp_forward<float>(const mlp::Shape&, const MlpDims&, const float*,
@@ -250,7 +250,7 @@ template const char* mlp_backward<double>(const mlp::Shape&, const MlpDims&, con
 #define CN_INSTANTIATE_TRAIN(T)                                                                \
   template const char* mlp_train_spill<T>(const mlp::Shape&, int64_t, int64_t*);               \
   template const char* mlp_train<T>(const mlp::Shape&, const MlpDims&, const AdamConfig&,      \
-                                    const T*, const T*, T*, T*, T*, int64_t, T*, void*);
+                                    const T*, const T*, T*, T*, T*, int64_t, T*, T*, void*);
 CN_INSTANTIATE_TRAIN(float)
 CN_INSTANTIATE_TRAIN(double)
 

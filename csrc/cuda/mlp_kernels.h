@@ -30,17 +30,18 @@ const char* mlp_backward(const mlp::Shape& sh, const MlpDims& d, const T* x, con
                          const T* head, T* loss, T* gx, T* gparams, void* stream);
 
 // Elements of the global workspace that mlp_train needs (`*elements`, 0 when the per-seed
-// parameters and Adam moments fit in shared memory, as they do for all but the largest nets).
+// parameters and gradient fit in shared memory, as they do for all but the largest nets).
 template <typename T>
 const char* mlp_train_spill(const mlp::Shape& sh, int64_t S, int64_t* elements);
 
-// Stage 2 fused (one launch, all epochs, one warp per seed): params [S, P] are trained in place;
-// loss [S] gets the final loss, curve [S, records] the recorded losses. `target` is [N] or
-// [S, N] (d.head_shared). `spill` has mlp_train_spill's elements (nullptr when 0).
+// Stage 2 fused (one launch, all epochs, one warp per seed): params [S, P] and the Adam moments
+// `state` [S, 2, P] are trained in place; loss [S] gets the final loss, curve [S, records] the
+// recorded losses. `target` is [N] or [S, N] (d.head_shared). `spill` has mlp_train_spill's
+// elements (nullptr when 0).
 template <typename T>
 const char* mlp_train(const mlp::Shape& sh, const MlpDims& d, const AdamConfig& cfg, const T* x,
-                      const T* target, T* params, T* loss, T* curve, int64_t records, T* spill,
-                      void* stream);
+                      const T* target, T* params, T* loss, T* curve, int64_t records, T* state,
+                      T* spill, void* stream);
 
 }  // namespace cuda
 }  // namespace cn

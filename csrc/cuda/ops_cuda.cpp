@@ -92,26 +92,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_and_grad_cuda(
   return {loss, gp, gs};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> train_peaks_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> train_peaks_cuda(
     const at::Tensor& x, const at::Tensor& target, const at::Tensor& peaks,
     const std::optional<at::Tensor>& scales, int64_t sign, int64_t epochs, double lr,
     double beta1, double beta2, double eps, double peak_min, double peak_max,
-    int64_t record_every, bool validate) {
+    int64_t record_every, bool validate, const std::optional<at::Tensor>& state, int64_t step) {
   const c10::cuda::CUDAGuard guard(peaks.device());
   const Problem p =
       make_problem("compnet_ext.train_peaks", x, peaks, scales, sign, target, validate);
   const AdamConfig cfg = make_adam_config(epochs, lr, beta1, beta2, eps, peak_min, peak_max,
-                                          record_every);
-  auto [out_peaks, out_scales, loss, curve] = make_train_outputs(p, cfg);
+                                          record_every, step, p.peaks.scalar_type());
+  auto [out_peaks, out_scales, loss, curve, out_state] = make_train_outputs(p, cfg, state);
   AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_train_peaks_cuda", [&] {
     using T = scalar_t;
     check_launch("compnet_ext.train_peaks",
                  cuda::train<T>(dims(p), cfg, p.x.data_ptr<T>(), p.target.data_ptr<T>(),
                                 out_peaks.data_ptr<T>(), mut_or_null<T>(out_scales),
                                 loss.data_ptr<T>(), mut_or_null<T>(curve), curve.size(1),
+                                out_state.data_ptr<T>(),
                                 c10::cuda::getCurrentCUDAStream().stream()));
   });
-  return {out_peaks, out_scales, loss, curve};
+  return {out_peaks, out_scales, loss, curve, out_state};
 }
 
 }  // namespace
