@@ -170,11 +170,18 @@ class BatchedMLP(nn.Module):
         plain batched-matmul path (torch.baddbmm), the reference the tests compare to.
         """
         _check_like("x", x, self.weights[0], "weights[0]")
-        _check_points_mlp(x, self.S)
         if fused is None:
             fused = _fused_available(x.device)
+        from .mlp_ops import mlp_forward, pack
+        if torch.jit.is_tracing():
+            # torch.jit.trace makes sizes traced tensors: the Python shape checks would only be
+            # frozen into the trace (with TracerWarnings), so the op checks x itself and the
+            # widths come from self.widths (ints).
+            if fused:
+                return torch.ops.compnet_ext.mlp_forward(x, pack(self.layers()), list(self.widths))
+            return matmul_forward(x, self.layers())
+        _check_points_mlp(x, self.S)
         if fused:
-            from .mlp_ops import mlp_forward
             return mlp_forward(x, self.layers())
         return matmul_forward(x, self.layers())
 
@@ -192,7 +199,7 @@ class BatchedMLP(nn.Module):
         if fused:
             from .mlp_ops import mlp_loss_and_grad
             return mlp_loss_and_grad(x, target, self.layers())
-        _check_like("target", target, self.weights[0], "weights[0]")
+        _check_target_mlp(target, x, self.S, self.weights[0], "weights[0]")
         params = [t.detach().requires_grad_(True) for t in self.parameters()]
         layers = list(zip(params[: len(self.weights)], params[len(self.weights):]))
         with torch.enable_grad():
@@ -244,6 +251,15 @@ def train_mlp(mlp, x, target, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, 
 def _check_points_mlp(x, S):
     if not ((x.dim() == 1) or (x.dim() == 2 and x.shape[0] == S)):
         raise ValueError(f"`x` has shape {list(x.shape)}, expected [N] or [S, N] with S = {S}")
+
+
+def _check_target_mlp(target, x, S, ref, ref_name):
+    """``target`` is ``[N]`` or ``[S, N]`` like ``x``, with the dtype and device of ``ref``."""
+    _check_like("target", target, ref, ref_name)
+    if not (target.dim() in (1, 2) and target.shape[-1] == x.shape[-1]
+            and (target.dim() == 1 or target.shape[0] == S)):
+        raise ValueError(f"`target` has shape {list(target.shape)}, expected [N] or [S, N] "
+                         f"with S = {S}, N = {x.shape[-1]}")
 
 
 def _fused_available(device):
