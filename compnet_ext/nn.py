@@ -271,7 +271,7 @@ def _fused_available(device):
 def matmul_forward(x, layers):
     """Plain batched-matmul forward of ``layers`` at ``x [N] or [S, N]`` -> ``[S, N]``."""
     S = layers[0][0].shape[0]
-    h = x.expand(S, x.shape[-1]).unsqueeze(-1)  # [S, N, 1]
+    h = x.expand(S, -1).unsqueeze(-1)  # [S, N, 1] (-1, not x.shape[-1]: jit.trace keeps any rank)
     last = len(layers) - 1
     for l, (W, b) in enumerate(layers):
         h = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))  # [S, N, out]
