@@ -108,8 +108,9 @@ def mlp_forward(x, layers):
 
     ``layers`` is a list of ``(W [S, out, in], b [S, out])`` (float32/float64, one device), as
     :meth:`compnet_ext.nn.BatchedMLP.layers` or :func:`compnet_ext.encode` return. Differentiable
-    w.r.t. x and every W, b (first order; the backward is one fused pass that recomputes the
-    activations per point).
+    w.r.t. x and every W, b: first order by one fused pass that recomputes the activations per
+    point; higher orders (``create_graph=True``) by the backward of the batched-matmul path
+    (:func:`compnet_ext.nn.matmul_forward`), which is then used in its place.
     """
     _, widths = _check(x, layers)
     return _ops.mlp_forward(x, pack(layers), widths)

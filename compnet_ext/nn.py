@@ -188,7 +188,8 @@ class BatchedMLP(nn.Module):
     def loss_and_grad(self, x, target, *, fused=None):
         """Per-seed MSE ``[S]`` and the gradients of its sum, without touching ``.grad``.
 
-        Returns ``(loss [S], [(dW [S, out, in], db [S, out]), ...])``. ``fused`` (default when
+        Returns ``(loss [S], [(dW [S, out, in], db [S, out]), ...])``, detached (constants: for
+        a differentiable loss use ``self(x)`` and a torch loss). ``fused`` (default when
         available) runs forward and backward in one kernel launch; ``False`` uses autograd over
         the batched-matmul path.
         """
@@ -198,7 +199,10 @@ class BatchedMLP(nn.Module):
             fused = _fused_available(x.device)
         if fused:
             from .mlp_ops import mlp_loss_and_grad
-            return mlp_loss_and_grad(x, target, self.layers())
+            # detached as on the fused=False path; no_grad also skips the ~0.1 ms of Python
+            # autograd bookkeeping that an op with requires-grad inputs costs per call
+            with torch.no_grad():
+                return mlp_loss_and_grad(x, target, self.layers())
         _check_target_mlp(target, x, self.S, self.weights[0], "weights[0]")
         params = [t.detach().requires_grad_(True) for t in self.parameters()]
         layers = list(zip(params[: len(self.weights)], params[len(self.weights):]))

@@ -175,8 +175,8 @@ def _backward(ctx, grad_y):
     need_x, need_peaks, need_scales = ctx.needs_input_grad[:3]
     if torch.is_grad_enabled():
         f = lambda x, peaks, scales: reference.forward(x, peaks, scales, ctx.sign)
-        return (*_differentiable_vjp(f, (x, peaks, scales), ctx.needs_input_grad[:3], grad_y),
-                None, None)
+        return (*_differentiable_vjp(f, (x, peaks, scales), (need_x, need_peaks, need_scales),
+                                     grad_y), None, None)
     gx, gp, gs = _ops.backward(grad_y, x, peaks, scales, ctx.sign, need_x, need_peaks,
                                need_scales and scales is not None)
     return (gx if need_x else None, gp if need_peaks else None,
@@ -247,7 +247,9 @@ def forward(x, peaks, scales=None, sign=-1, *, validate=True):
             sync on CUDA; pass False in hot loops once inputs are known to be valid.
 
     Returns:
-        ``y`` of shape ``[S, N]``, differentiable w.r.t. x, peaks and scales (first order).
+        ``y`` of shape ``[S, N]``, differentiable w.r.t. x, peaks and scales: first order by
+        the fused backward; higher orders (``create_graph=True``) by the backward of
+        :func:`compnet_ext.reference.forward`, which is then used in its place.
     """
     _check_args(x, peaks, scales, sign)
     return _ops.forward(x, peaks, scales, int(sign), bool(validate))
@@ -265,6 +267,8 @@ def loss_and_grad(x, target, peaks, scales=None, sign=-1, *, validate=True):
         ``(loss [S], g_peaks [S, D+1], g_scales [S, D] or None)``: ``loss[s]`` is the mean
         squared error over the N points (0 when N = 0); the gradients are of ``loss.sum()``.
         ``g_scales`` is None in smooth mode (the scales' gradient flows into ``g_peaks``).
+        Not differentiable: a backward through the results raises (use :func:`forward` and a
+        torch loss for a differentiable loss).
     """
     _check_args(x, peaks, scales, sign, target)
     loss, gp, gs = _ops.loss_and_grad(x, target, peaks, scales, int(sign), bool(validate))
