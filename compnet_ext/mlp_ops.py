@@ -8,6 +8,7 @@ import torch
 
 from ._extension import _C  # noqa: F401  (registers the ops)
 from .chunks import run_in_chunks
+from .ops import _differentiable_vjp, _register_not_differentiable
 
 _ops = torch.ops.compnet_ext
 
@@ -72,26 +73,36 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_y):
     x, params = ctx.saved_tensors
     need_x, need_params = ctx.needs_input_grad[:2]
+    if torch.is_grad_enabled():  # create_graph=True: through the batched-matmul path (as ops.py)
+        from .nn import matmul_forward
+
+        f = lambda x, params: matmul_forward(x, unpack(params, ctx.widths))
+        return (*_differentiable_vjp(f, (x, params), (need_x, need_params), grad_y), None)
     gx, gp = _ops.mlp_backward(grad_y.contiguous(), x, params, ctx.widths, need_x)
     return (gx if need_x else None), (gp if need_params else None), None
 
 
 torch.library.register_autograd("compnet_ext::mlp_forward", _backward,
                                 setup_context=_setup_context)
+_register_not_differentiable("mlp_backward", "gradients", "For higher-order gradients "
+                             "differentiate BatchedMLP.forward (or mlp_forward) with "
+                             "create_graph=True")
+_register_not_differentiable("mlp_loss_and_grad", "a loss and its gradients", "For a "
+                             "differentiable loss use BatchedMLP.forward (or mlp_forward) and a "
+                             "torch loss, e.g. ((mlp(x) - target) ** 2).mean(1)")
+_register_not_differentiable("mlp_train", "trained parameters", "To differentiate through "
+                             "training, unroll it with BatchedMLP.forward and an update in "
+                             "torch ops")
 
 
 def _check(x, layers, target=None):
-    from .nn import _check_layers, _check_like, _check_points_mlp
+    from .nn import _check_layers, _check_like, _check_points_mlp, _check_target_mlp
 
     S, widths = _check_layers(layers)
     _check_like("x", x, layers[0][0], "layers[0][0]")
     _check_points_mlp(x, S)
     if target is not None:
-        _check_like("target", target, layers[0][0], "layers[0][0]")
-        if not (target.dim() in (1, 2) and target.shape[-1] == x.shape[-1]
-                and (target.dim() == 1 or target.shape[0] == S)):
-            raise ValueError(f"`target` has shape {list(target.shape)}, expected [N] or [S, N] "
-                             f"with S = {S}, N = {x.shape[-1]}")
+        _check_target_mlp(target, x, S, layers[0][0], "layers[0][0]")
     return S, list(widths)
 
 
@@ -100,8 +111,9 @@ def mlp_forward(x, layers):
 
     ``layers`` is a list of ``(W [S, out, in], b [S, out])`` (float32/float64, one device), as
     :meth:`compnet_ext.nn.BatchedMLP.layers` or :func:`compnet_ext.encode` return. Differentiable
-    w.r.t. x and every W, b (first order; the backward is one fused pass that recomputes the
-    activations per point).
+    w.r.t. x and every W, b: first order by one fused pass that recomputes the activations per
+    point; higher orders (``create_graph=True``) by the backward of the batched-matmul path
+    (:func:`compnet_ext.nn.matmul_forward`), which is then used in its place.
     """
     _, widths = _check(x, layers)
     return _ops.mlp_forward(x, pack(layers), widths)
@@ -118,11 +130,10 @@ def mlp_loss_and_grad(x, target, layers):
     Returns:
         ``(loss [S], grads)``: ``loss[s]`` is the mean of ``(y[s] - target)^2`` over the N points
         (0 when N = 0) and ``grads`` the list of ``(dW, db)`` of ``loss.sum()``, shaped like
-        ``layers``. Not differentiable itself (detached inputs are used).
+        ``layers``. Not differentiable itself: a backward through them raises.
     """
     _, widths = _check(x, layers, target)
-    with torch.no_grad():
-        loss, gp = _ops.mlp_loss_and_grad(x, target, pack(layers), widths)
+    loss, gp = _ops.mlp_loss_and_grad(x, target, pack(layers), widths)
     return loss, unpack(gp, widths)
 
 
@@ -146,7 +157,7 @@ def mlp_train(x, target, layers, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-
     Returns:
         ``(layers, loss [S], curve [S, ceil(epochs / k)])``: the trained ``(W, b)`` (new tensors,
         shaped like ``layers``), the loss at the trained parameters, and ``curve[:, r]``, the loss
-        before step ``r * k``. Not differentiable.
+        before step ``r * k``. Not differentiable: a backward through them raises.
     """
     from .ops import _check_adam
 
@@ -157,8 +168,7 @@ def mlp_train(x, target, layers, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-
                                                     beta2, eps, record_every, state, step)
         return params, loss, curve, state
 
-    with torch.no_grad():
-        params = pack(layers)
-        params, loss, curve, _ = run_in_chunks(launch, params, epochs, record_every,
-                                               params.numel() * x.shape[-1], params.device)
+    params = pack(layers)
+    params, loss, curve, _ = run_in_chunks(launch, params, epochs, record_every,
+                                           params.numel() * x.shape[-1], params.device)
     return unpack(params, widths), loss, curve

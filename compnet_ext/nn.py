@@ -170,18 +170,26 @@ class BatchedMLP(nn.Module):
         plain batched-matmul path (torch.baddbmm), the reference the tests compare to.
         """
         _check_like("x", x, self.weights[0], "weights[0]")
-        _check_points_mlp(x, self.S)
         if fused is None:
             fused = _fused_available(x.device)
+        from .mlp_ops import mlp_forward, pack
+        if torch.jit.is_tracing():
+            # torch.jit.trace makes sizes traced tensors: the Python shape checks would only be
+            # frozen into the trace (with TracerWarnings), so the op checks x itself and the
+            # widths come from self.widths (ints).
+            if fused:
+                return torch.ops.compnet_ext.mlp_forward(x, pack(self.layers()), list(self.widths))
+            return matmul_forward(x, self.layers())
+        _check_points_mlp(x, self.S)
         if fused:
-            from .mlp_ops import mlp_forward
             return mlp_forward(x, self.layers())
         return matmul_forward(x, self.layers())
 
     def loss_and_grad(self, x, target, *, fused=None):
         """Per-seed MSE ``[S]`` and the gradients of its sum, without touching ``.grad``.
 
-        Returns ``(loss [S], [(dW [S, out, in], db [S, out]), ...])``. ``fused`` (default when
+        Returns ``(loss [S], [(dW [S, out, in], db [S, out]), ...])``, detached (constants: for
+        a differentiable loss use ``self(x)`` and a torch loss). ``fused`` (default when
         available) runs forward and backward in one kernel launch; ``False`` uses autograd over
         the batched-matmul path.
         """
@@ -191,8 +199,11 @@ class BatchedMLP(nn.Module):
             fused = _fused_available(x.device)
         if fused:
             from .mlp_ops import mlp_loss_and_grad
-            return mlp_loss_and_grad(x, target, self.layers())
-        _check_like("target", target, self.weights[0], "weights[0]")
+            # detached as on the fused=False path; no_grad also skips the ~0.1 ms of Python
+            # autograd bookkeeping that an op with requires-grad inputs costs per call
+            with torch.no_grad():
+                return mlp_loss_and_grad(x, target, self.layers())
+        _check_target_mlp(target, x, self.S, self.weights[0], "weights[0]")
         params = [t.detach().requires_grad_(True) for t in self.parameters()]
         layers = list(zip(params[: len(self.weights)], params[len(self.weights):]))
         with torch.enable_grad():
@@ -247,6 +258,15 @@ def _check_points_mlp(x, S):
         raise ValueError(f"`x` has shape {list(x.shape)}, expected [N] or [S, N] with S = {S}")
 
 
+def _check_target_mlp(target, x, S, ref, ref_name):
+    """``target`` is ``[N]`` or ``[S, N]`` like ``x``, with the dtype and device of ``ref``."""
+    _check_like("target", target, ref, ref_name)
+    if not (target.dim() in (1, 2) and target.shape[-1] == x.shape[-1]
+            and (target.dim() == 1 or target.shape[0] == S)):
+        raise ValueError(f"`target` has shape {list(target.shape)}, expected [N] or [S, N] "
+                         f"with S = {S}, N = {x.shape[-1]}")
+
+
 def _fused_available(device):
     from ._extension import WITH_CUDA
 
@@ -256,7 +276,7 @@ def _fused_available(device):
 def matmul_forward(x, layers):
     """Plain batched-matmul forward of ``layers`` at ``x [N] or [S, N]`` -> ``[S, N]``."""
     S = layers[0][0].shape[0]
-    h = x.expand(S, x.shape[-1]).unsqueeze(-1)  # [S, N, 1]
+    h = x.expand(S, -1).unsqueeze(-1)  # [S, N, 1] (-1, not x.shape[-1]: jit.trace keeps any rank)
     last = len(layers) - 1
     for l, (W, b) in enumerate(layers):
         h = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))  # [S, N, out]

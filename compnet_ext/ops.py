@@ -5,6 +5,7 @@ torch.compile); value checks (range, NaN/Inf) run inside the C++ op when ``valid
 """
 import math
 import numbers
+from typing import Sequence
 
 import torch
 
@@ -52,20 +53,49 @@ def _check_sign(sign):
         raise ValueError(f"`sign` must be -1 or +1, got {sign!r}")
 
 
+INT64_MAX = 2**63 - 1
+"""Largest value of an ``int`` argument of the op schemas (C++ int64_t)."""
+
+
+def _check_int(name, value):
+    """An int in [0, INT64_MAX]: a larger one would fail inside the op schema, unnamed."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
+        raise ValueError(f"`{name}` must be an int >= 0 (at most 2**63 - 1), got {value!r}")
+
+
+def _real(value):
+    """float(value) for a real number, inf for one too large for a float, None otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # a huge Python int
+        return math.inf
+
+
 def _check_adam(epochs, lr, betas, eps, record_every):
     """Hyper-parameters of the fused training stages; returns (lr, beta1, beta2, eps) as floats."""
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"`epochs` must be an int >= 0, got {epochs!r}")
-    if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 0:
-        raise ValueError(f"`record_every` must be an int >= 0, got {record_every!r}")
-    if not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr >= 0):
+    _check_int("epochs", epochs)
+    _check_int("record_every", record_every)
+    lr_, eps_ = _real(lr), _real(eps)
+    if lr_ is None or not (math.isfinite(lr_) and lr_ >= 0):
         raise ValueError(f"`lr` must be a finite number >= 0, got {lr!r}")
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2
-            and all(isinstance(b, numbers.Real) and 0 <= b < 1 for b in betas)):
+            and all(_real(b) is not None and 0 <= b < 1 for b in betas)):
         raise ValueError(f"`betas` must be a pair of numbers in [0, 1), got {betas!r}")
-    if not (isinstance(eps, numbers.Real) and math.isfinite(eps) and eps > 0):
+    if eps_ is None or not (math.isfinite(eps_) and eps_ > 0):
         raise ValueError(f"`eps` must be a finite number > 0, got {eps!r}")
-    return float(lr), float(betas[0]), float(betas[1]), float(eps)
+    return lr_, float(betas[0]), float(betas[1]), eps_
+
+
+def _check_peak_bounds(peak_bounds):
+    """``(lo, hi)`` with ``0 < lo <= hi < 1``, as floats."""
+    if not (isinstance(peak_bounds, (tuple, list)) and len(peak_bounds) == 2
+            and all(_real(b) is not None for b in peak_bounds)
+            and 0 < peak_bounds[0] <= peak_bounds[1] < 1):
+        raise ValueError("`peak_bounds` must be a pair (lo, hi) with 0 < lo <= hi < 1, got "
+                         f"{peak_bounds!r}")
+    return float(peak_bounds[0]), float(peak_bounds[1])
 
 
 def min_peak(dtype):
@@ -138,7 +168,17 @@ def _train_peaks_fake(x, target, peaks, scales, sign, epochs, lr, beta1, beta2, 
 
 
 # ---------------------------------------------------------------------------------------------
-# autograd: one fused backward launch computes only the requested gradients
+# autograd: one fused backward launch computes only the requested gradients. The fused kernels
+# have no derivatives of their own, so a backward that must itself be differentiable
+# (create_graph=True, which runs it with grad mode on) goes through the plain-PyTorch reference.
+
+
+def _differentiable_vjp(f, inputs, need, grad_y):
+    """Gradients of ``sum(grad_y * f(*inputs))`` w.r.t. the inputs flagged in ``need`` (None for
+    the others), as autograd graphs: higher derivatives go through them."""
+    wanted = [t for t, n in zip(inputs, need) if n]
+    grads = iter(torch.autograd.grad(f(*inputs), wanted, grad_y, create_graph=True))
+    return [next(grads) if n else None for n in need]
 
 
 def _setup_context(ctx, inputs, output):
@@ -150,6 +190,10 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_y):
     x, peaks, scales = ctx.saved_tensors
     need_x, need_peaks, need_scales = ctx.needs_input_grad[:3]
+    if torch.is_grad_enabled():
+        f = lambda x, peaks, scales: reference.forward(x, peaks, scales, ctx.sign)
+        return (*_differentiable_vjp(f, (x, peaks, scales), (need_x, need_peaks, need_scales),
+                                     grad_y), None, None)
     gx, gp, gs = _ops.backward(grad_y, x, peaks, scales, ctx.sign, need_x, need_peaks,
                                need_scales and scales is not None)
     return (gx if need_x else None, gp if need_peaks else None,
@@ -157,6 +201,50 @@ def _backward(ctx, grad_y):
 
 
 torch.library.register_autograd("compnet_ext::forward", _backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("compnet_ext::_not_differentiable", mutates_args=())
+def _not_differentiable(grads: list[torch.Tensor], shape: Sequence[int], message: str
+                        ) -> torch.Tensor:
+    """Raises ``message``: the gradient of an op that has none. An op rather than a plain
+    ``raise`` in the backward because torch.compile traces the backward ahead of time: the error
+    must come when a backward runs, not when a function whose outputs require grad is compiled.
+    It takes the incoming gradients so that the compiled graph cannot move it into the forward."""
+    raise RuntimeError(message)
+
+
+@_not_differentiable.register_fake
+def _(grads, shape, message):
+    return grads[0].new_empty(shape)
+
+
+def _register_not_differentiable(op, returns, instead):
+    """Autograd for ``compnet_ext::op``, whose outputs (``returns``) come from a fused kernel
+    without a derivative: differentiating through them raises, with ``instead`` saying what to
+    do, rather than torch's default of a warning and silently missing terms."""
+    message = (f"compnet_ext::{op} is not differentiable: it returns {returns}, computed by a "
+               f"fused kernel that has no derivative. {instead}. To use its results as "
+               "constants, call it under torch.no_grad() or on detached tensors.")
+
+    def setup_context(ctx, inputs, output):
+        ctx.shapes = [t.shape if isinstance(t, torch.Tensor) else None for t in inputs]
+
+    def backward(ctx, *grads):
+        grads = [g for g in grads if g is not None]
+        return tuple(_not_differentiable(grads, shape, message) if need else None
+                     for shape, need in zip(ctx.shapes, ctx.needs_input_grad))
+
+    torch.library.register_autograd(f"compnet_ext::{op}", backward, setup_context=setup_context)
+
+
+_register_not_differentiable("backward", "gradients", "For higher-order gradients "
+                             "differentiate compnet_ext.forward with create_graph=True")
+_register_not_differentiable("loss_and_grad", "a loss and its gradients", "For a differentiable "
+                             "loss use compnet_ext.forward and a torch loss, e.g. "
+                             "((compnet_ext.forward(x, peaks) - target) ** 2).mean(1)")
+_register_not_differentiable("train_peaks", "trained parameters", "To differentiate through "
+                             "training, unroll it with compnet_ext.forward and an update in "
+                             "torch ops")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,7 +264,9 @@ def forward(x, peaks, scales=None, sign=-1, *, validate=True):
             sync on CUDA; pass False in hot loops once inputs are known to be valid.
 
     Returns:
-        ``y`` of shape ``[S, N]``, differentiable w.r.t. x, peaks and scales (first order).
+        ``y`` of shape ``[S, N]``, differentiable w.r.t. x, peaks and scales: first order by
+        the fused backward; higher orders (``create_graph=True``) by the backward of
+        :func:`compnet_ext.reference.forward`, which is then used in its place.
     """
     _check_args(x, peaks, scales, sign)
     return _ops.forward(x, peaks, scales, int(sign), bool(validate))
@@ -194,6 +284,8 @@ def loss_and_grad(x, target, peaks, scales=None, sign=-1, *, validate=True):
         ``(loss [S], g_peaks [S, D+1], g_scales [S, D] or None)``: ``loss[s]`` is the mean
         squared error over the N points (0 when N = 0); the gradients are of ``loss.sum()``.
         ``g_scales`` is None in smooth mode (the scales' gradient flows into ``g_peaks``).
+        Not differentiable: a backward through the results raises (use :func:`forward` and a
+        torch loss for a differentiable loss).
     """
     _check_args(x, peaks, scales, sign, target)
     loss, gp, gs = _ops.loss_and_grad(x, target, peaks, scales, int(sign), bool(validate))
@@ -237,17 +329,16 @@ def train_peaks(x, target, peaks, scales=None, sign=-1, *, epochs, lr=1e-2, beta
     """
     _check_args(x, peaks, scales, sign, target)
     lr, beta1, beta2, eps = _check_adam(epochs, lr, betas, eps, record_every)
-    lo, hi = peak_bounds
-    if not 0 < lo <= hi < 1:
-        raise ValueError(f"`peak_bounds` must satisfy 0 < lo <= hi < 1, got {peak_bounds!r}")
+    lo, hi = _check_peak_bounds(peak_bounds)
     if lo < min_peak(peaks.dtype):
         raise ValueError(f"`peak_bounds` lo must be at least min_peak({peaks.dtype}) = "
                          f"{min_peak(peaks.dtype):.3g} (smaller peaks overflow 1/a^2), got {lo!r}")
+
     def launch(params, state, n, step):
         p, s = params
         p, s, loss, curve, state = _ops.train_peaks(
-            x, target, p, s, int(sign), n, lr, beta1, beta2, eps, float(lo), float(hi),
-            record_every, bool(validate) and step == 0, state, step)
+            x, target, p, s, int(sign), n, lr, beta1, beta2, eps, lo, hi, record_every,
+            bool(validate) and step == 0, state, step)
         return (p, s if scales is not None else None), loss, curve, state
 
     cost = peaks.shape[0] * x.shape[-1] * peaks.shape[1]

@@ -200,7 +200,8 @@ def _weight_step(mlp, opt, x, target):
         # autograd through the baddbmm layers on this CPU.
         from .mlp_ops import mlp_loss_and_grad
 
-        loss, grads = mlp_loss_and_grad(x, target, mlp.layers())
+        with torch.no_grad():  # the gradients are used as constants: no autograd graph
+            loss, grads = mlp_loss_and_grad(x, target, mlp.layers())
         opt.step([g for gW, gb in grads for g in (gW, gb)])
         return loss
     params = _flat_params(mlp)
@@ -222,9 +223,12 @@ def train_weights(mlp, x, target, epochs, lr=LR_WEIGHTS["enforced"], *, opt=None
     Returns:
         ``losses [epochs, S]``: the per-seed MSE before each step.
     """
+    from .nn import _check_target_mlp
+
     if opt is None:
         opt = BatchedAdam(_flat_params(mlp), lr)
     S = next(mlp.parameters()).shape[0]
+    _check_target_mlp(target, x, S, x, "x")  # a module's loss would broadcast a wrong shape
     losses = x.new_empty(epochs, S)
     for t in range(epochs):
         losses[t] = _weight_step(mlp, opt, x, target)

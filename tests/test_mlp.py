@@ -1,4 +1,6 @@
 """BatchedMLP: construction, forward paths, round trips, argument checks."""
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -94,6 +96,58 @@ def test_bad_arguments_name_the_argument():
                                 (torch.zeros(2, 1, 3), torch.zeros(2, 1))])
     with pytest.raises(TypeError, match="`models"):
         BatchedMLP.from_sequentials([nn.Linear(1, 1), nn.Linear(1, 1)])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("shape", [(5,), (4, 10), (3, 7), (10, 1), (1, 10)])
+def test_loss_and_grad_rejects_a_target_that_would_broadcast(fused, shape):
+    # x [10], S = 3: each of these targets broadcasts against y [3, 10] or fails unnamed
+    m = _mlp(S=3)
+    x = torch.rand(10, dtype=F64)
+    dims = ", ".join(map(str, shape))
+    with pytest.raises(ValueError, match=rf"`target` has shape \[{dims}\], expected \[N\] or "
+                                         r"\[S, N\] with S = 3, N = 10"):
+        m.loss_and_grad(x, torch.rand(shape, dtype=F64), fused=fused)
+
+
+def test_train_weights_rejects_a_target_that_would_broadcast():
+    from compnet_ext.train import train_weights
+
+    m = _mlp(S=3)
+    x = torch.rand(10, dtype=F64)
+    with pytest.raises(ValueError, match=r"`target` has shape \[1, 10\]"):
+        train_weights(m, x, x[None], 1, 1e-3)
+    # any module mapping x -> [S, N] (the generic path computes the loss in torch ops)
+    seq = nn.Sequential(nn.Linear(1, 1, dtype=F64))
+    with pytest.raises(ValueError, match=r"`target` has shape \[10, 1\]"):
+        train_weights(seq, x, x[:, None], 1, 1e-3)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_jit_trace(fused):
+    # x [S, N] as example input (the shape check would convert traced sizes to bools)
+    class Unfused(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m(x, fused=False)
+
+    m = _mlp(S=3, widths=(1, 4, 3, 1), seed=5)
+    x = torch.rand(3, 7, dtype=F64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", r"`torch\.jit\.trace.*` is deprecated",
+                                DeprecationWarning)
+        traced = torch.jit.trace(m if fused else Unfused(m), (x,))
+    # the trace replays the same ops on new points, shared [N] or per seed [S, N]: equal
+    for x2 in (torch.rand(11, dtype=F64), torch.rand(3, 11, dtype=F64, requires_grad=True)):
+        torch.testing.assert_close(traced(x2), m(x2, fused=fused), rtol=0, atol=0)
+    grads = torch.autograd.grad(traced(x2).sum(), [x2, *m.parameters()])
+    expected = torch.autograd.grad(m(x2, fused=fused).sum(), [x2, *m.parameters()])
+    for a, b in zip(grads, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 # ---- fused kernels ------------------------------------------------------------------------------

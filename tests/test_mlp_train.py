@@ -164,6 +164,9 @@ def test_opcheck():
         (dict(betas=(0.9, 1.0)), "`betas`"),
         (dict(betas=(0.9,)), "`betas`"),
         (dict(eps=0.0), "`eps`"),
+        (dict(epochs=2**63), "`epochs` must be an int >= 0"),  # beyond the schema's int64
+        (dict(record_every=2**63), "`record_every`"),
+        (dict(lr=10**400), "`lr`"),  # too large for a float
     ],
 )
 def test_bad_hyper_parameters_name_the_argument(kwargs, match):

@@ -115,6 +115,14 @@ def test_peaks_stay_within_bounds():
         (dict(epochs=3, record_every=-2), "`record_every`"),
         (dict(epochs=3, peak_bounds=(0.0, 0.5)), "`peak_bounds`"),
         (dict(epochs=3, peak_bounds=(0.6, 0.5)), "`peak_bounds`"),
+        # beyond the op schema's int64 / unpacking errors that named no argument
+        (dict(epochs=2**63), "`epochs` must be an int >= 0"),
+        (dict(epochs=3, record_every=2**63), "`record_every`"),
+        (dict(epochs=3, peak_bounds=(0.1, 0.5, 0.9)), "`peak_bounds` must be a pair"),
+        (dict(epochs=3, peak_bounds=0.5), "`peak_bounds` must be a pair"),
+        (dict(epochs=3, peak_bounds=(0.1, None)), "`peak_bounds` must be a pair"),
+        (dict(epochs=3, lr=10**400), "`lr`"),  # too large for a float
+        (dict(epochs=3, eps=10**400), "`eps`"),
     ],
 )
 def test_bad_hyper_parameters(kwargs, match):
