@@ -55,7 +55,7 @@ class OutDir:
 
     def __init__(self, path):
         if not path.strip():
-            raise OutDirError("--out must name a folder, got ''")
+            raise OutDirError(f"--out must name a folder, got {path!r}")
         if os.path.exists(path) and not os.path.isdir(path):
             raise OutDirError(f"--out {path!r} is an existing file, not a folder")
         self.path = path
