@@ -24,6 +24,10 @@ import torch
 F64 = torch.float64
 
 
+class CountLimitError(RuntimeError):
+    """Exact piece counting would exceed its memory limit."""
+
+
 class Pieces(NamedTuple):
     """Piecewise-linear structure of one seed on [lo, hi] (float64)."""
 

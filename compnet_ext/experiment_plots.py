@@ -1,14 +1,21 @@
 """PNG plots of a reproduction and of a depth sweep (matplotlib, Agg backend, imported lazily)."""
+from .outdir import atomic_write
 from .paper import KIND_LABELS
 from .targets import TARGETS
 
 
-def _pyplot():
+def matplotlib_missing():
+    """None when matplotlib imports, else a one-line reason with the install hint."""
     try:
-        import matplotlib
-    except ImportError:
-        raise RuntimeError("plotting needs matplotlib: `pip install matplotlib` "
-                           "(or pass --no-plots)") from None
+        import matplotlib  # noqa: F401
+    except ImportError as e:
+        return f"matplotlib is missing ({e}); install it with `pip install matplotlib`"
+    return None
+
+
+def _pyplot():
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -41,7 +48,7 @@ def plot_best_fits(path, x, ys, res):
 
 def _save(plt, fig, path):
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
     plt.close(fig)
 
 

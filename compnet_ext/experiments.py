@@ -4,7 +4,10 @@
 with the paper's figures beside ours; ``sweep`` trains the kinds over a range of depths and reports
 MSE and the exact number of linear pieces of the trained networks vs depth.
 """
+import argparse
 import csv
+import json
+import math
 import os
 import sys
 import time
@@ -12,6 +15,9 @@ import time
 import torch
 
 from . import report, train
+from .breakpoints import CountLimitError
+from .nn import MAX_HIDDEN
+from .outdir import OutDir, OutDirError, atomic_write
 from .targets import TARGETS, get_target
 
 QUICK = {"seeds": 6, "epochs": (300, 300)}
@@ -19,7 +25,40 @@ SWEEP_QUICK = {"seeds": 4, "epochs": (100, 100), "depths": "2:6"}
 
 
 # ---------------------------------------------------------------------------------------------
-# argument parsing helpers (errors name the option)
+# option types: each option is checked in one place, its argparse ``type=``; an error is a usage
+# error (exit 2) naming the option, before any work
+
+
+def int_range(lo, hi=None):
+    """argparse type: an int in [lo, hi] (hi None: no upper bound)."""
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(
+                f"must be an int in [{lo}, {hi}], got {v}" if hi is not None
+                else f"must be an int >= {lo}, got {v}")
+        return v
+    return parse
+
+
+# torch.Generator.manual_seed takes an unsigned 64-bit seed (negatives would alias large ones)
+seed_type = int_range(0, 2**64 - 1)
+# torch.set_num_threads: more threads than CPUs only slows down (and absurd counts crash OpenMP)
+threads_type = int_range(1, os.cpu_count() or 1)
+
+
+def learning_rate(text):
+    """argparse type: a finite number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = None
+    if v is None or not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return v
 
 
 def parse_epochs(text):
@@ -27,25 +66,34 @@ def parse_epochs(text):
     try:
         e = tuple(int(v) for v in str(text).split(","))
     except ValueError:
-        raise ValueError(f"--epochs must be 'STAGE1,STAGE2' (two ints), got {text!r}") from None
+        e = ()
     if len(e) != 2 or min(e) < 0:
-        raise ValueError(f"--epochs must be two non-negative ints 'STAGE1,STAGE2', got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must be two non-negative ints 'STAGE1,STAGE2', got {text!r}")
     return e
 
 
-def parse_list(text, known, option):
-    """'a,b' -> validated tuple; 'all' -> every known name."""
-    if text in (None, "all"):
-        return tuple(known)
-    items = tuple(v.strip() for v in text.split(",") if v.strip())
-    bad = [v for v in items if v not in known]
-    if bad or not items:
-        raise ValueError(f"{option}: unknown {bad or text!r}; choose from {', '.join(known)}")
-    return items
+def name_list(known):
+    """argparse type: 'a,b' -> tuple of known names, repeats dropped (order kept); 'all' -> all.
+
+    Repeats are dropped rather than rejected: 'x3,x3' can only mean x3, and keeping both would
+    train one target but report two.
+    """
+    def parse(text):
+        if text == "all":
+            return tuple(known)
+        items = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+        bad = [v for v in items if v not in known]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(map(repr, bad or [text]))}; choose from "
+                f"{', '.join(known)} or 'all'")
+        return items
+    return parse
 
 
 def parse_depths(text):
-    """'2:32' (inclusive), '2:32:2' or '2,4,8' -> sorted tuple of depths >= 1."""
+    """'2:32' (inclusive), '2:32:2' or '2,4,8' -> sorted tuple of depths in [1, MAX_HIDDEN]."""
     try:
         if ":" in text:
             parts = [int(v) for v in text.split(":")]
@@ -58,23 +106,32 @@ def parse_depths(text):
         else:
             depths = tuple(sorted({int(v) for v in text.split(",")}))
     except ValueError:
-        raise ValueError(f"--depths must be 'LO:HI', 'LO:HI:STEP' or 'D1,D2,...', got {text!r}") from None
-    if not depths or depths[0] < 1:
-        raise ValueError(f"--depths: depth must be >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must be 'LO:HI', 'LO:HI:STEP' or 'D1,D2,...', got {text!r}") from None
+    if not depths or depths[0] < 1 or depths[-1] > MAX_HIDDEN:
+        raise argparse.ArgumentTypeError(
+            f"depths must lie in [1, {MAX_HIDDEN}] (the fused kernels' limit), got {text!r}")
     return depths
 
 
 def parse_lr_weights(text):
-    """None -> per-kind defaults; '0.001' -> every kind; 'default=3e-3,enforced=1e-4' -> those kinds."""
-    if text is None:
-        return dict(train.LR_WEIGHTS)
+    """'0.001' -> every kind; 'default=3e-3,enforced=1e-4' -> those kinds (others: defaults)."""
+    if "=" not in text:
+        return train.weight_lrs(learning_rate(text))
     try:
-        if "=" not in text:
-            return train.weight_lrs(float(text))
         pairs = dict(item.split("=") for item in text.split(","))
         return train.weight_lrs({k.strip(): float(v) for k, v in pairs.items()})
     except ValueError as e:
-        raise ValueError(f"--lr-weights must be a positive number or 'KIND=LR,...': {e}") from None
+        raise argparse.ArgumentTypeError(f"must be one number or 'KIND=LR,...': {e}") from None
+
+
+def device_type(text):
+    """argparse type: 'auto', 'cpu' or 'cuda[:i]' that this machine has."""
+    try:
+        train.resolve_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _targets(names):
@@ -123,10 +180,51 @@ def stage1_pieces(res, depth):
     return out, checks
 
 
-def reproduce(args, out=None):
-    """Run the experiment of MATH.md section 6 as configured by ``args``; write files; print."""
+def _claim_out(parser, path):
+    """``--out`` claimed before any work (a usage error naming it otherwise); see outdir."""
+    try:
+        od = OutDir(path)
+    except OutDirError as e:
+        parser.error(str(e))
+    if od.removed:
+        print(f"compnet: --out {path}: deleted the earlier run's {', '.join(od.removed)}",
+              file=sys.stderr)
+    return od
+
+
+def _skip(skipped, key, what, reason):
+    """Record in results.json ('skipped') and say once on stderr why ``what`` was left out."""
+    skipped[key] = reason
+    print(f"compnet: {what} skipped: {reason}", file=sys.stderr)
+
+
+def _plots(args, skipped, draw):
+    """``draw(experiment_plots)`` -> PNG names written; none with --no-plots or without matplotlib
+    (an optional dependency: the results are complete without the pictures, so the run goes on)."""
+    if args.no_plots:
+        return []
+    from . import experiment_plots
+
+    reason = experiment_plots.matplotlib_missing()
+    if reason:
+        _skip(skipped, "plots", "plots", reason)
+        return []
+    return draw(experiment_plots)
+
+
+def _write_json(path, doc):
+    atomic_write(path, lambda f: json.dump(doc, f, indent=1))
+
+
+def reproduce(args, od, out=None):
+    """Run the experiment of MATH.md section 6 as configured by ``args`` into the claimed
+    :class:`OutDir` ``od``; write files; print.
+
+    The training results (results.csv) are written as soon as training ends, before the piece
+    counting and plotting that can hit a limit, take long or be interrupted; results.json is
+    written last and marks the run complete.
+    """
     out = out or sys.stdout
-    os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
     x, res = train.run(_targets(args.targets), kinds=args.kinds, seeds=args.seeds,
                        points=args.points, depth=args.depth, epochs=args.epochs,
@@ -135,22 +233,28 @@ def reproduce(args, out=None):
                        fused=not args.step_by_step)
     wall = time.perf_counter() - t0
     results = report.summaries(res)
+    report.write_csv(od.file("results.csv"), results)
+    files, skipped = ["results.csv"], {}
     cfg = _config(args, depth=args.depth, targets=list(args.targets), kinds=list(args.kinds))
     checks = report.qualitative_checks(results)
-    pieces, piece_checks = stage1_pieces(res, args.depth)
+    try:
+        pieces, piece_checks = stage1_pieces(res, args.depth)
+    except CountLimitError as e:
+        pieces, piece_checks = None, []
+        _skip(skipped, "stage1_pieces", "stage-1 piece counts", str(e))
     checks += piece_checks
-    report.write_json(os.path.join(args.out, "results.json"), cfg, results,
-                      {"wall_seconds": wall, "stage1_pieces": pieces,
-                       "checks": [{"claim": c, "holds": ok} for c, ok in checks]})
-    report.write_csv(os.path.join(args.out, "results.csv"), results)
-    files = ["results.json", "results.csv"]
-    if not args.no_plots:
-        from . import experiment_plots as plots
 
+    def draw(plots):
         ys = {n: get_target(n).fn(x) for n in res}
-        plots.plot_best_fits(os.path.join(args.out, "best_fits.png"), x, ys, res)
-        plots.plot_loss_curves(os.path.join(args.out, "loss_curves.png"), res, args.epochs[0])
-        files += ["best_fits.png", "loss_curves.png"]
+        plots.plot_best_fits(od.file("best_fits.png"), x, ys, res)
+        plots.plot_loss_curves(od.file("loss_curves.png"), res, args.epochs[0])
+        return ["best_fits.png", "loss_curves.png"]
+
+    files += _plots(args, skipped, draw) + ["results.json"]
+    report.write_json(od.file("results.json"), cfg, results,
+                      {"command": "reproduce", "wall_seconds": wall, "stage1_pieces": pieces,
+                       "checks": [{"claim": c, "holds": ok} for c, ok in checks],
+                       "skipped": skipped, "files": files})
     print(report.markdown_tables(results, args.seeds), file=out)
     for claim, ok in checks:
         print(f"- [{'x' if ok else ' '}] {claim}", file=out)
@@ -161,23 +265,27 @@ def reproduce(args, out=None):
 
 
 def _common(p, seeds, epochs):
-    p.add_argument("--targets", default="all",
+    p.add_argument("--targets", type=name_list(tuple(TARGETS)), default="all",
                    help=f"comma-separated targets ({', '.join(TARGETS)}) or 'all'")
-    p.add_argument("--kinds", default="all",
+    p.add_argument("--kinds", type=name_list(train.KINDS), default="all",
                    help=f"comma-separated kinds ({', '.join(train.KINDS)}) or 'all'")
-    p.add_argument("--seeds", type=int, default=seeds, help=f"networks per kind (default {seeds})")
-    p.add_argument("--epochs", default=f"{epochs[0]},{epochs[1]}",
+    p.add_argument("--seeds", type=int_range(1), default=seeds,
+                   help=f"networks per kind (default {seeds})")
+    p.add_argument("--epochs", type=parse_epochs, default=f"{epochs[0]},{epochs[1]}",
                    help="Adam steps 'STAGE1,STAGE2' (weight-only kinds train the sum)")
-    p.add_argument("--points", type=int, default=500, help="evenly spaced points on [0, 1]")
-    p.add_argument("--lr-peaks", type=float, default=train.LR_PEAKS, help="stage-1 learning rate")
-    p.add_argument("--lr-weights", default=None,
+    p.add_argument("--points", type=int_range(2), default=500,
+                   help="evenly spaced points on [0, 1]")
+    p.add_argument("--lr-peaks", type=learning_rate, default=train.LR_PEAKS,
+                   help="stage-1 learning rate")
+    p.add_argument("--lr-weights", type=parse_lr_weights, default=None,
                    help="weights' learning rate: one number, or 'KIND=LR,...' (default: per kind, "
                         + ", ".join(f"{k}={v:g}" for k, v in train.LR_WEIGHTS.items()) + ")")
-    p.add_argument("--seed", type=int, default=0, help="generator seed")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads while training (default: torch's, all cores; 1 is faster "
-                        "on a busy shared machine)")
+    p.add_argument("--seed", type=seed_type, default=0, help="generator seed (0 to 2^64 - 1)")
+    p.add_argument("--device", type=device_type, default="auto",
+                   help="auto (CUDA if available), cpu or cuda")
+    p.add_argument("--threads", type=threads_type, default=None,
+                   help="CPU threads while training, at most the CPU count (default: torch's, all "
+                        "cores; 1 is faster on a busy shared machine)")
     p.add_argument("--quick", action="store_true", help="small run (overrides --seeds/--epochs)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -186,36 +294,26 @@ def _common(p, seeds, epochs):
 
 
 def _finish_common(args, quick):
-    """Parse and validate the shared options in place (ValueError names the option)."""
-    args.targets = parse_list(args.targets, tuple(TARGETS), "--targets")
-    args.kinds = parse_list(args.kinds, train.KINDS, "--kinds")
-    args.epochs = parse_epochs(args.epochs)
+    """--quick's settings and the per-kind default learning rates (options are checked by their
+    argparse types)."""
     if args.quick:
         args.seeds, args.epochs = quick["seeds"], quick["epochs"]
-    for opt, v, lo in (("--seeds", args.seeds, 1), ("--points", args.points, 2),
-                       ("--threads", 1 if args.threads is None else args.threads, 1)):
-        if v < lo:
-            raise ValueError(f"{opt} must be >= {lo}, got {v}")
-    if not args.lr_peaks > 0:
-        raise ValueError(f"--lr-peaks must be > 0, got {args.lr_peaks}")
-    args.lr_weights = parse_lr_weights(args.lr_weights)
-    train.resolve_device(args.device)
+    if args.lr_weights is None:
+        args.lr_weights = dict(train.LR_WEIGHTS)
 
 
 def add_reproduce_parser(sub):
     p = sub.add_parser("reproduce", help="the paper's Tables 1-2 (section 4.1), with its figures")
     _common(p, 30, (1000, 1000))
-    p.add_argument("--depth", type=int, default=5, help="hidden layers (default 5)")
-    p.add_argument("--out", default="./compnet-results", help="output folder")
+    p.add_argument("--depth", type=int_range(1, MAX_HIDDEN), default=5,
+                   help=f"hidden layers, 1 to {MAX_HIDDEN} (default 5)")
+    p.add_argument("--out", default="./compnet-results",
+                   help="output folder (its earlier compnet results are replaced)")
 
     def run(args):
-        try:
-            _finish_common(args, QUICK)
-            if args.depth < 1:
-                raise ValueError(f"--depth must be >= 1, got {args.depth}")
-        except ValueError as e:  # a usage error (exit 2) naming the option, before any work
-            p.error(str(e))
-        return reproduce(args)
+        _finish_common(args, QUICK)
+        with _claim_out(p, args.out) as od:
+            return reproduce(args, od)
 
     p.set_defaults(func=run)
     return p
@@ -224,6 +322,9 @@ def add_reproduce_parser(sub):
 # ---------------------------------------------------------------------------------------------
 # sweep
 
+SWEEP_FIELDS = ("depth", "target", "kind", "min", "median", "mean", "pieces_min",
+                "pieces_median", "pieces_max")
+
 
 def _count_pieces(layers):
     from . import count_pieces
@@ -231,16 +332,27 @@ def _count_pieces(layers):
     return count_pieces(layers)
 
 
-def sweep(args, out=None):
-    """Train every kind at every depth; CSV + PNG of MSE and linear pieces vs depth.
+def _write_rows(path, rows):
+    def write(f):
+        w = csv.DictWriter(f, fieldnames=SWEEP_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+    atomic_write(path, write)
+
+
+def sweep(args, od, out=None):
+    """Train every kind at every depth into the claimed :class:`OutDir` ``od``; CSV + PNG of MSE
+    and linear pieces vs depth.
 
     Pieces are counted exactly (``compnet_ext.count_pieces``, issue 3's activation walk) on the
     trained float32 weights as they are; rounding of the weights can add a tiny real piece to a
-    compositional network (seen: 5 instead of 4 at depth 2 before any training).
+    compositional network (seen: 5 instead of 4 at depth 2 before any training). sweep.csv is
+    rewritten after every depth's training and again after its counting, so an interrupted or
+    failing sweep keeps every depth trained so far; results.json is written last.
     """
     out = out or sys.stdout
-    os.makedirs(args.out, exist_ok=True)
-    rows, t0 = [], time.perf_counter()
+    rows, not_counted, t0 = [], [], time.perf_counter()
     for i, d in enumerate(args.depths):
         print(f"depth {d} ({i + 1}/{len(args.depths)})", file=sys.stderr)
         _, res = train.run(_targets(args.targets), kinds=args.kinds, seeds=args.seeds,
@@ -249,29 +361,46 @@ def sweep(args, out=None):
                            keep_curves=False, keep_layers=not args.no_pieces,
                            progress=not args.no_progress, threads=args.threads,
                            fused=not args.step_by_step)
+        trained = []
         for t, per_kind in res.items():
             for k, r in per_kind.items():
                 s = report.summarize(r.final)
                 row = {"depth": d, "target": t, "kind": k, "min": s["min"],
                        "median": s["median"], "mean": s["mean"], "pieces_min": None,
                        "pieces_median": None, "pieces_max": None}
-                if not args.no_pieces:
-                    pc = _count_pieces(r.mlp_layers).double()
-                    row.update(pieces_min=int(pc.min()), pieces_median=float(pc.median()),
-                               pieces_max=int(pc.max()))
                 rows.append(row)
+                trained.append((row, r))
+        _write_rows(od.file("sweep.csv"), rows)
+        if args.no_pieces:
+            continue
+        for row, r in trained:
+            try:
+                pc = _count_pieces(r.mlp_layers).double()
+            except CountLimitError as e:
+                not_counted.append({"depth": d, "target": row["target"], "kind": row["kind"],
+                                    "reason": str(e)})
+                continue
+            row.update(pieces_min=int(pc.min()), pieces_median=float(pc.median()),
+                       pieces_max=int(pc.max()))
+        _write_rows(od.file("sweep.csv"), rows)
     wall = time.perf_counter() - t0
-    path = os.path.join(args.out, "sweep.csv")
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    files = ["sweep.csv"]
-    if not args.no_plots:
-        from . import experiment_plots as plots
+    files, skipped = ["sweep.csv"], {}
+    if not_counted:
+        depths = sorted({n["depth"] for n in not_counted})
+        _skip(skipped, "pieces", "counting linear pieces",
+              f"{len(not_counted)} of {len(rows)} rows not counted (depths "
+              f"{', '.join(map(str, depths))}): {not_counted[0]['reason']}")
 
-        plots.plot_sweep(os.path.join(args.out, "sweep.png"), rows, args.kinds)
-        files.append("sweep.png")
+    def draw(plots):
+        plots.plot_sweep(od.file("sweep.png"), rows, args.kinds)
+        return ["sweep.png"]
+
+    files += _plots(args, skipped, draw) + ["results.json"]
+    cfg = _config(args, depths=list(args.depths), targets=list(args.targets),
+                  kinds=list(args.kinds), pieces=not args.no_pieces)
+    _write_json(od.file("results.json"),
+                {"command": "sweep", "config": cfg, "rows": rows, "wall_seconds": wall,
+                 "skipped": skipped, "not_counted": not_counted, "files": files})
     print("| depth | target | kind | min MSE | median MSE | mean MSE | pieces (median) |", file=out)
     print("|---|---|---|---|---|---|---|", file=out)
     for r in rows:
@@ -287,20 +416,19 @@ def add_sweep_parser(sub):
     p = sub.add_parser("sweep", help="MSE and linear pieces vs depth per kind (CSV + PNG)")
     _common(p, 30, (1000, 1000))
     p.set_defaults(targets="x3")
-    p.add_argument("--depths", default="2:32", help="'LO:HI' (inclusive), 'LO:HI:STEP' or list")
+    p.add_argument("--depths", type=parse_depths, default=None,
+                   help=f"'LO:HI' (inclusive), 'LO:HI:STEP' or list, within 1 to {MAX_HIDDEN} "
+                        f"(default 2:32; --quick: {SWEEP_QUICK['depths']})")
     p.add_argument("--no-pieces", action="store_true", help="skip counting linear pieces")
-    p.add_argument("--out", default="./compnet-sweep", help="output folder")
+    p.add_argument("--out", default="./compnet-sweep",
+                   help="output folder (its earlier compnet results are replaced)")
 
     def run(args):
-        try:
-            quick_depths = args.quick and args.depths == "2:32"
-            _finish_common(args, SWEEP_QUICK)
-            args.depths = parse_depths(SWEEP_QUICK["depths"] if quick_depths else args.depths)
-            if args.depths[-1] > 64:
-                raise ValueError(f"--depths: at most 64 hidden layers (BatchedMLP), got {args.depths[-1]}")
-        except ValueError as e:  # a usage error (exit 2) naming the option, before any work
-            p.error(str(e))
-        return sweep(args)
+        _finish_common(args, SWEEP_QUICK)
+        if args.depths is None:
+            args.depths = parse_depths(SWEEP_QUICK["depths"] if args.quick else "2:32")
+        with _claim_out(p, args.out) as od:
+            return sweep(args, od)
 
     p.set_defaults(func=run)
     return p

@@ -2,6 +2,7 @@
 import csv
 import json
 
+from .outdir import atomic_write
 from .paper import KIND_LABELS, PAPER
 from .targets import TARGETS
 
@@ -78,13 +79,12 @@ def write_json(path, config, results, extra=None):
     doc = {"config": config, "results": results,
            "paper": {t: PAPER[t] for t in results if t in PAPER}}
     doc.update(extra or {})
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=1)
+    atomic_write(path, lambda f: json.dump(doc, f, indent=1))
 
 
 def write_csv(path, results):
     """One row per (target, kind): our min/median/mean and the paper's min/mean."""
-    with open(path, "w", newline="") as f:
+    def write(f):
         w = csv.writer(f)
         w.writerow(["target", "kind", "min", "median", "mean", "paper_min", "paper_mean", "seeds"])
         for t, per_kind in results.items():
@@ -92,4 +92,6 @@ def write_csv(path, results):
                 p = PAPER.get(t, {}).get(k, {})
                 w.writerow([t, k, f"{s['min']:.6e}", f"{s['median']:.6e}", f"{s['mean']:.6e}",
                             p.get("min", ""), p.get("mean", ""), len(s["per_seed"])])
+
+    atomic_write(path, write)
 

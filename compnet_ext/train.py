@@ -18,6 +18,7 @@ networks as possible -- weight-only kinds (default, raai, no_pretraining) train 
 the others, then everything trains as ONE BatchedMLP for the last ``epochs[1]`` steps.
 """
 import contextlib
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -86,8 +87,9 @@ def _check_int(name, value, minimum):
 
 
 def _check_lr(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"`{name}` must be a positive number, got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
+            or not math.isfinite(value)):
+        raise ValueError(f"`{name}` must be a finite positive number, got {value!r}")
 
 
 def check_kinds(kinds):

@@ -54,15 +54,59 @@ def test_reproduce_subset_and_same_seed_same_numbers(tmp_path):
     (["reproduce", "--epochs", "5,-1"], "--epochs"),
     (["reproduce", "--epochs", "5"], "--epochs"),
     (["reproduce", "--lr-weights", "enforced=-1"], "--lr-weights"),
+    (["reproduce", "--depth", "65"], "--depth"),  # nn.MAX_HIDDEN, the fused kernels' limit
+    (["reproduce", "--lr-peaks", "inf"], "--lr-peaks"),
+    (["reproduce", "--lr-peaks", "nan"], "--lr-peaks"),
+    (["reproduce", "--lr-weights", "inf"], "--lr-weights"),
+    (["reproduce", "--lr-weights", "raai=inf"], "--lr-weights"),
+    (["reproduce", "--lr-weights", "raai=1=2"], "--lr-weights"),
+    (["reproduce", "--seed", "1e20"], "--seed"),
+    (["reproduce", "--seed", str(2**64)], "--seed"),
+    (["reproduce", "--seed", "-1"], "--seed"),
+    (["reproduce", "--threads", "100000"], "--threads"),  # once a segfault in OpenMP
+    (["reproduce", "--points", "1"], "--points"),
+    (["reproduce", "--device", "tpu"], "--device"),
     (["sweep", "--depths", "0:3"], "--depths"),
     (["sweep", "--depths", "5:2"], "--depths"),
+    (["sweep", "--depths", "60:65"], "--depths"),
+    (["sweep", "--targets", ""], "--targets"),
 ])
 def test_bad_options_are_usage_errors(tmp_path, capsys, argv, option):
     with pytest.raises(SystemExit) as e:
         cli.main([*argv, "--out", str(tmp_path / "never")])
     assert e.value.code == 2
-    assert option in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert option in err.splitlines()[-1] and "Traceback" not in err
     assert not os.path.exists(tmp_path / "never")  # nothing ran
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--width", "17", "--kind", "default"], "--width"),  # nn.MAX_WIDTH
+    (["--depth", "65"], "--depth"),
+    (["--dpi", "0"], "--dpi"),
+    (["--seed", "1e20"], "--seed"),
+    (["--out", ""], "--out"),
+    (["--out", "."], "--out"),  # a folder
+    (["--out", "{tmp}/no/such/folder.png"], "--out"),
+    (["--out", "{tmp}/fit.txt"], "--out"),  # a format matplotlib does not write
+])
+def test_bad_plot_options_are_usage_errors(tmp_path, capsys, argv, option):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "fit.png")]
+    with pytest.raises(SystemExit) as e:
+        cli.main(["plot", "fit", *argv])
+    assert e.value.code == 2
+    assert option in capsys.readouterr().err.splitlines()[-1]
+    assert os.listdir(tmp_path) == []
+
+
+def test_repeated_targets_and_kinds_count_once(tmp_path, capsys):
+    out = tmp_path / "res"
+    assert cli.main(["reproduce", *TINY, "--targets", "x3,x3", "--kinds", "raai,raai",
+                     "--no-plots", "--out", str(out)]) == 0
+    assert "1 target(s) x 1 kind(s)" in capsys.readouterr().out
+    assert list(json.loads((out / "results.json").read_text())["results"]) == ["x3"]
 
 
 def test_sweep_counts_pieces_exactly(tmp_path, capsys):

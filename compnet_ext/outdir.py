@@ -1,0 +1,127 @@
+"""The output folder of ``compnet reproduce`` / ``compnet sweep`` (``--out``), and atomic writes.
+
+A run claims its folder before any work (:class:`OutDir`): it creates the folder, takes an
+exclusive lock on ``.compnet.lock`` in it (``fcntl.flock``: the kernel drops the lock when the
+process dies, so a crashed or killed run never leaves a lock that blocks the next one), and
+deletes the files an earlier run left there (:data:`OUTPUT_NAMES`, ``results.json`` first), so
+that everything in the folder afterwards belongs to this run. Every file is written atomically
+(:func:`atomic_write`), and ``results.json`` is written last: its presence means the run finished.
+"""
+import contextlib
+import fcntl
+import glob
+import os
+import socket
+
+LOCK_NAME = ".compnet.lock"
+# Every file either command writes, the completion marker first (so it is deleted first). Both
+# commands clear all of them: a sweep's results.json beside a reproduction's PNGs would otherwise
+# look like one finished run.
+OUTPUT_NAMES = ("results.json", "results.csv", "best_fits.png", "loss_curves.png",
+                "sweep.csv", "sweep.png")
+
+
+class OutDirError(ValueError):
+    """``--out`` cannot be used; the message names the option."""
+
+
+def atomic_write(path, write, binary=False):
+    """Call ``write(f)`` on a temporary file beside ``path``, then rename it onto ``path``.
+
+    A reader (or a run that dies half-way) never sees a half-written file: ``path`` is either the
+    old file or the complete new one. The temporary name is unique per process; the folder lock
+    keeps other runs out.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") if binary else open(tmp, "w", newline="") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+class OutDir:
+    """``--out`` claimed for one run; a context manager that releases the lock on exit.
+
+    Raises :class:`OutDirError` (naming ``--out``) when the path is empty, an existing file, not
+    writable, or locked by another run. ``removed`` lists the earlier run's files it deleted.
+    """
+
+    def __init__(self, path):
+        if not path.strip():
+            raise OutDirError(f"--out must name a folder, got {path!r}")
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise OutDirError(f"--out {path!r} is an existing file, not a folder")
+        self.path = path
+        try:
+            os.makedirs(path, exist_ok=True)
+            # access() sees read-only file systems and (for non-root) permissions; creating the
+            # lock file below is the real test.
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied")
+            self._fd = self._lock(os.path.join(path, LOCK_NAME))
+        except OSError as e:
+            raise OutDirError(f"--out {path!r} is not a writable folder: "
+                              f"{e.strerror or e}") from None
+        try:
+            self.removed = self._clear()
+        except OSError as e:
+            self.close()
+            raise OutDirError(f"--out {path!r}: cannot delete an earlier run's file: {e}") from None
+
+    def _lock(self, lock):
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode(errors="replace").strip() or "pid unknown"
+                os.close(fd)
+                raise OutDirError(f"--out {self.path!r} is in use by another compnet run "
+                                  f"({holder}); wait for it to end or choose another folder") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            # The previous holder unlinks the file before unlocking it; if that happened between
+            # our open and flock, we hold a lock on a deleted file: start again on the new one.
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+                    return fd
+            os.close(fd)
+
+    def _clear(self):
+        removed = []
+        for name in OUTPUT_NAMES:
+            path = os.path.join(self.path, name)
+            if os.path.lexists(path):
+                os.remove(path)
+                removed.append(name)
+            # temporary files of a run that was killed mid-write
+            for tmp in glob.glob(os.path.join(glob.escape(self.path), f".{name}.*.tmp")):
+                os.remove(tmp)
+        return removed
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    def close(self):
+        if self._fd is not None:
+            # Unlink while still holding the lock (see _lock), then release it.
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(self.path, LOCK_NAME))
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
