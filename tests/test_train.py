@@ -23,6 +23,11 @@ def _paper_targets(*names):
 
 
 def test_batched_adam_matches_torch_adam():
+    # Open loop (the same gradients for both), so differences do not feed back: each step's
+    # update lr * m_hat / (sqrt(v_hat) + eps) has |update| <= lr * (1 - b1) / sqrt(1 - b2)
+    # ~ 3.2 lr and is computed in about eight operations each within an ulp (torch's lerp and
+    # addcmul may fuse, its CPU sqrt is not correctly rounded); m and v differ by a few ulps,
+    # which changes the ratio by a few u. Per step: <= 16 u * 3.2 lr + u |p|; summed over k steps.
     g = torch.Generator().manual_seed(1)
     p0 = torch.randn(5, 3, 2, generator=g, dtype=torch.float64)
     grads = [torch.randn(5, 3, 2, generator=g, dtype=torch.float64) for _ in range(7)]
@@ -34,7 +39,10 @@ def test_batched_adam_matches_torch_adam():
         ref.grad = gr.clone()
         opt_ref.step()
         opt.step([gr])
-    torch.testing.assert_close(mine, ref.detach(), rtol=1e-12, atol=1e-14)
+    u, k, lr = torch.finfo(torch.float64).eps / 2, len(grads), 3e-2
+    bound = k * (16 * u * 3.2 * lr + u * ref.detach().abs().max())
+    assert (mine - ref.detach()).abs().max() <= bound
+    assert not torch.equal(mine, p0)
 
 
 def test_batched_adam_cat_continues_each_row_like_its_own_run():
@@ -57,7 +65,7 @@ def test_batched_adam_cat_continues_each_row_like_its_own_run():
     opt = BatchedAdam.cat([oja, BatchedAdam([b.clone()], 5e-2)], [joint])
     for gr_a, gr_b in zip(ga[3:], gb):
         opt.step([torch.cat([gr_a, gr_b])])
-    torch.testing.assert_close(joint, torch.cat([solo_a, solo_b]), rtol=1e-12, atol=1e-14)
+    assert torch.equal(joint, torch.cat([solo_a, solo_b]))  # row-wise the same operations
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,8 +227,8 @@ def test_bad_targets(no_work, target, sign, exc, match):
 
 @pytest.mark.parametrize("free", [False, True])
 def test_fused_stage1_equals_step_by_step_path(free):
-    # The training module runs stage 1 fused by default; the step-by-step path is the reference.
-    # Short run: Adam amplifies last-bit differences exponentially (see test_train_peaks.py).
+    # The training module runs stage 1 fused by default; the step-by-step path is the reference,
+    # and the same arithmetic: bitwise (see test_train_peaks.py).
     D, sign = 5, 1
     x = torch.linspace(0, 1, 300, dtype=torch.float64)
     y = torch.sin(torch.pi / 2 * x)
@@ -230,8 +238,7 @@ def test_fused_stage1_equals_step_by_step_path(free):
     steps = train.train_peaks(x, y, p0, s0, sign, 8, 1e-2, fused=False)
     for a, b in zip(fused, steps):
         if b is not None:
-            assert a.shape == b.shape
-            assert (a - b).abs().max() <= 1e-13 * b.abs().max()
+            assert torch.equal(a, b)
 
 
 def test_fused_engine_equals_step_by_step_engine():
@@ -247,6 +254,7 @@ def test_fused_engine_equals_step_by_step_engine():
         for k in train.KINDS:
             a, b = fused[n][k], steps[n][k]
             assert a.curve.shape == b.curve.shape == (11, 3)
-            assert torch.allclose(a.final, b.final, rtol=1e-9, atol=0), (n, k)
-            assert torch.allclose(a.curve, b.curve, rtol=1e-9, atol=0), (n, k)
-            assert torch.allclose(a.best_fit, b.best_fit, rtol=1e-9, atol=1e-12), (n, k)
+            # the same kernels and the same Adam operations: bitwise (see test_train_peaks.py)
+            assert torch.equal(a.final, b.final), (n, k)
+            assert torch.equal(a.curve, b.curve), (n, k)
+            assert torch.equal(a.best_fit, b.best_fit), (n, k)
