@@ -4,6 +4,8 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include "compnet_math.h"  // CN_HAS_FMA
+
 TORCH_LIBRARY(compnet_ext, m) {
   // y [S, N] = x + sign * sum_i s_i W_i(x); scales None means smooth scales from the peaks.
   m.def("forward(Tensor x, Tensor peaks, Tensor? scales, int sign, bool validate) -> Tensor");
@@ -49,6 +51,9 @@ TORCH_LIBRARY(compnet_ext, m) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "compnet_ext compiled kernels (ops are registered under torch.ops.compnet_ext)";
   m.attr("torch_version") = COMPNET_TORCH_VERSION;
+  // Whether the CPU kernels use FMA (the default -march=native build on an FMA CPU) or not (a
+  // portable COMPNET_NATIVE=0 build): results of the two differ by rounding.
+  m.attr("cpu_fma") = bool(CN_HAS_FMA);
 #ifdef COMPNET_WITH_CUDA
   m.attr("with_cuda") = true;
 #else
