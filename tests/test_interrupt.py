@@ -23,8 +23,9 @@ CATCH = ("try:\n    go()\nexcept KeyboardInterrupt:\n    print('interrupted', fl
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
-def test_ctrl_c_interrupts_a_long_run(name):
-    proc = subprocess.Popen([sys.executable, "-c", RUNS[name] + WAIT + CATCH],
+def test_ctrl_c_interrupts_a_long_run(name, tmp_path):
+    # cwd outside the source tree: CI installs the package, the tree has no compiled extension
+    proc = subprocess.Popen([sys.executable, "-c", RUNS[name] + WAIT + CATCH], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
