@@ -46,13 +46,14 @@ are the rounding of the weights, not pieces of the network they encode.
 **Limits.** :func:`count_pieces` in closed form needs no memory and no time to speak of; its
 int64 result caps it at 2^63 - 1 pieces (D <= 62). Everything else raises
 :class:`CountLimitError` once it would walk or return more than ``max_pieces`` pieces, summed
-over the seeds. The default, ``MAX_PIECES = 2^23``, is set by what :func:`breakpoints` holds
-at its peak: measured 34 bytes a piece in closed form (kinks, their midpoints, slopes) and 32
-for the walk (its chunks' kinks and slopes, then joined), so at most 290 MiB, plus the walk's
-working set, which is kept under ``WALK_BYTES = 128 MiB`` whatever the count: the walk covers
-``[lo, hi]`` in chunks, depth first and left to right, keeping only the chunk at hand. Time
-grows with the count (closed form: 1.4 s at the limit; walk: about 4 s a million pieces at
-D = 20), so ``count_pieces(mlp)`` has the same limit.
+over the seeds. The walk covers ``[lo, hi]`` in chunks, depth first and left to right, keeping
+only the chunk at hand, sized to stay under ``WALK_BYTES = 128 MiB`` (a count measured 40 MiB
+above the interpreter's 220 MiB at every D); so memory grows with the count only in what
+:func:`breakpoints` returns and builds: measured 40 bytes a piece in closed form (kinks,
+midpoints, slopes) and 65 for the walk (its chunks' kinks and slopes, joined at the end, and
+the allocator's slack). The default ``MAX_PIECES = 2^22`` keeps that under 170 and 280 MiB
+(processes of 390 and 495 MiB at the limit, D = 22), well under 1 GB; the walk's time, about
+5 us a piece at D = 20 on one core and growing with the depth, then stays under a minute.
 """
 import math
 from fractions import Fraction
@@ -62,7 +63,7 @@ import torch
 
 F64 = torch.float64
 U = 2.0 ** -53  # unit roundoff of float64
-MAX_PIECES = 2 ** 23
+MAX_PIECES = 2 ** 22
 """Default ``max_pieces`` (module docstring, 'Limits')."""
 WALK_BYTES = 128 * 2 ** 20
 """Working-set budget of one chunk of the activation walk (see :func:`_chunk_pieces`)."""
@@ -91,8 +92,8 @@ class Pieces(NamedTuple):
 def _limit_error(what, max_pieces):
     return CountLimitError(
         f"{what} more than max_pieces = {max_pieces} pieces (summed over the seeds). The limit "
-        "bounds memory and time: breakpoints() holds about 34 bytes a piece, and the walk takes "
-        "about 4 s a million pieces. Pass a larger `max_pieces=` if the machine has the room, "
+        "bounds memory and time: breakpoints() holds up to 65 bytes a piece, and the walk takes "
+        "about 5 s a million pieces. Pass a larger `max_pieces=` if the machine has the room, "
         "or count the compositional network in closed form, count_pieces(peaks=...), which "
         "has no such limit")
 

@@ -242,7 +242,7 @@ def sweep(args, out=None):
     Pieces are counted exactly (``compnet_ext.count_pieces``, issue 3's activation walk) on the
     trained float32 weights as they are; rounding of the weights can add a tiny real piece to a
     compositional network (seen: 5 instead of 4 at depth 2 before any training). Beyond
-    ``max_pieces`` (2^23 summed over the seeds) the walk raises CountLimitError.
+    ``max_pieces`` (2^22 summed over the seeds) the walk raises CountLimitError.
     """
     out = out or sys.stdout
     os.makedirs(args.out, exist_ok=True)
