@@ -25,14 +25,16 @@ the two roots of one kink (a neuron touching 0 at an existing knot, two neurons 
 land up to thousands of ulps apart on trained free-scale networks and leave a sliver between
 them. What separates a sliver from a real piece is each root's own rounding bound:
 
-* every root gets a radius: a first-order bound on how far it moves when every rounding that
-  produced its ``A`` and ``B``, and the last bit of every weight, is perturbed by the unit
-  roundoff u (gamma_{n+2} a layer of fan-in n: the n products and their sum, the bias, the
-  weight). The layers' errors are carried to the root with the *signed* sensitivity
-  ``dz/dz_k`` on the piece's activation pattern (a backward sweep), then divided by ``|A|``.
-  (A bound carried with ``|W|`` is also valid but useless here: the encoded compositional
-  network cancels in every layer, ``t1/a - t2/(a(1-a))``, so such a bound grows like
-  ((2-a)/a)^D and swallowed 0.6% of the real pieces at D = 20);
+* every root gets a radius: a first-order bound (terms in u^2 dropped) on how far it moves
+  when every rounding that produced its ``A`` and ``B``, and every weight's last float64 bit,
+  is perturbed by the unit roundoff u = 2^-53: gamma_{n+2} a layer of fan-in n (the n products
+  and their sum, the bias, the weight). The layers' errors are carried to the root with the
+  *signed* sensitivity ``dz/dz_k`` on the piece's activation pattern (a backward sweep), then
+  divided by ``|A|``; so a neuron that is 0 on a whole piece up to rounding gets a radius
+  spanning the piece, not a spurious root. (A bound carried with ``|W|`` is valid too but
+  useless here: the encoded compositional network cancels in every layer,
+  ``t1/a - t2/(a(1-a))``, so such a bound grows like ((2-a)/a)^D; it swallowed 0.6% of the
+  real pieces at D = 20);
 * a root whose radius overlaps that of a knot of its piece (``lo`` and ``hi``: radius 0), or
   that of another new root, is the same kink;
 * a knot is a kink only if the slope changes by more than the two slopes' bounds (same sweep).
@@ -144,7 +146,7 @@ def _walk_layers(mlp):
 def _check_compositional(peaks, scales, sign):
     from .ops import _check_args
 
-    S, D = _check_args(torch.zeros(1, dtype=peaks.dtype, device=peaks.device), peaks, scales,
+    S, _ = _check_args(torch.zeros(1, dtype=peaks.dtype, device=peaks.device), peaks, scales,
                        sign)
     floor = math.sqrt(torch.finfo(peaks.dtype).tiny)  # smaller peaks overflow 1/a^2
     if not bool(((peaks >= floor) & (peaks < 1)).all()):
@@ -154,14 +156,14 @@ def _check_compositional(peaks, scales, sign):
         raise ValueError("`scales` contains NaN or Inf")
     a = peaks.detach().to("cpu", F64)
     s = None if scales is None else scales.detach().to("cpu", F64)
-    return S, D, a, s
+    return S, a, s
 
 
 # ---------------------------------------------------------------------------------------------
 # closed form (the compositional network)
 
 
-def _levels_that_kink(a, s, sign):
+def _levels_that_kink(a, s):
     """[D] bools: does the slope change at the level-j kinks, i.e. C_j != 0 (module docstring)?
 
     a: peaks [D+1], s: free scales [D] or None (float64). Decided exactly with fractions."""
@@ -195,10 +197,10 @@ def _kinks_below(a, t, inclusive):
     return out
 
 
-def _closed_levels(a, s, sign, lo, hi):
+def _closed_levels(a, s, lo, hi):
     """One seed: (does level j kink, number of level-j kinks in (lo, hi)) for j < D."""
     above, below = _kinks_below(a, hi, False), _kinks_below(a, lo, True)
-    return _levels_that_kink(a, s, sign), [h - l for h, l in zip(above, below)]
+    return _levels_that_kink(a, s), [h - l for h, l in zip(above, below)]
 
 
 def _compositional_kinks(a, kink, lo, hi):
@@ -429,8 +431,8 @@ def _pieces(mlp, lo, hi, peaks, scales, sign, max_pieces, keep):
         return out if keep else torch.tensor(counts, dtype=torch.int64)
 
     lo, hi = _check_interval(lo, hi, within=(0.0, 1.0))
-    S, D, a, s = _check_compositional(peaks, scales, sign)
-    levels = [_closed_levels(a[i], None if s is None else s[i], sign, lo, hi) for i in range(S)]
+    S, a, s = _check_compositional(peaks, scales, sign)
+    levels = [_closed_levels(a[i], None if s is None else s[i], lo, hi) for i in range(S)]
     counts = [1 + sum(n for k, n in zip(kink, ns) if k) for kink, ns in levels]
     if not keep:
         if max(counts, default=0) > 2**63 - 1:

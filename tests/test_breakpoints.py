@@ -159,8 +159,8 @@ def test_nan_inf_and_subnormal_inputs_raise_naming_the_argument(fn):
 
 def _exact_count(layers, i, lo, hi):
     """Pieces of seed i in exact rational arithmetic on the float weights (a reference walk)."""
-    L = [([[Fraction(v) for v in row] for row in W[i].tolist()], [Fraction(v) for v in b[i].tolist()])
-         for W, b in layers]
+    L = [([[Fraction(v) for v in row] for row in W[i].tolist()],
+          [Fraction(v) for v in b[i].tolist()]) for W, b in layers]
     knots, forms = [Fraction(lo), Fraction(hi)], [([Fraction(1)], [Fraction(0)])]
     for l, (W, b) in enumerate(L):
         z = [([sum(w * a for w, a in zip(row, A)) for row in W],
