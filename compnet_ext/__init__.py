@@ -6,10 +6,10 @@ Initialization and During Training" (arXiv 2311.18022, ICML 2025). See MATH.md f
 from . import reference
 from ._extension import WITH_CUDA
 from . import nn
-from .breakpoints import breakpoints, count_pieces
+from .breakpoints import CountLimitError, breakpoints, count_pieces
 from .network import encode
 from .ops import forward, loss_and_grad, smooth_scales, train_peaks
 
 __version__ = "0.1.0"
 __all__ = ["forward", "loss_and_grad", "smooth_scales", "train_peaks", "encode", "nn",
-           "breakpoints", "count_pieces", "reference", "WITH_CUDA"]
+           "breakpoints", "count_pieces", "CountLimitError", "reference", "WITH_CUDA"]

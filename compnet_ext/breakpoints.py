@@ -1,27 +1,78 @@
 """Exact breakpoints (kinks) and linear pieces of batched 1-D-input ReLU MLPs, found analytically.
 
-Two routes, both float64:
+Two routes, both float64.
 
-* any MLP (:class:`compnet_ext.nn.BatchedMLP` or a list of ``(W, b)``): activation-pattern
-  walking, layer by layer. On each current piece every neuron's pre-activation is affine,
-  ``z = A x + B``; its root ``-B / A`` splits the piece if it lies strictly inside; the ReLU pattern
-  of each new piece is read at its midpoint. Roots within a few ulps of an existing knot are
-  dropped (a neuron touching 0 at a knot, e.g. ``relu(W_k)`` where ``W_k = 0``, adds no kink).
-* the compositional network (``peaks=``, ``scales=``, ``sign=``): its kinks are the points where
-  some wave hits the next peak, ``W_{j-1}(x) = a_j``; they are computed by pulling the levels back
-  through the triangles' two inverse branches (2^D - 1 interior kinks), and each piece's slope is
-  the network's exact derivative at the piece's midpoint.
+**The compositional network** (``peaks=``, ``scales=``, ``sign=``), in closed form. Its kinks are
+the points where a wave hits the next peak, ``W_{j-1}(x) = a_j``: the 2^j kinks of level j, one on
+each of the 2^j pieces of ``W_{j-1}`` (which runs linearly from 0 to 1 or from 1 to 0 on each, so
+the kink is found by interpolation). At a level-j kink ``W_j`` peaks, ``W_{j+1}`` has a valley
+and every later wave follows it with slope factor ``1/a``, so the slope of ``y`` changes by
 
-Pieces whose slopes agree are merged: the kink at t counts only if
-``|slope_right - slope_left| > rtol * max(|slope_left|, |slope_right|)`` (default ``rtol = 1e-9``;
-genuine kinks of the networks here change the slope by far more, rounding by far less). So a
-constant (dead) network has one piece.
+    sign * |W_{j-1}'| / (a_j (1 - a_j)) * C_j,   C_j = Q_{j+1} / (1 - a_{j+1}) - s_j,
+    Q_D = 0,   Q_i = s_i + Q_{i+1} / a_{i+1}:
+
+a level's kinks are all kinks (C_j != 0) or none. Smooth scales telescope to
+``C_j = -s_j * prod_{m=j+2..D} (1 - a_m) != 0`` (every level: 2^D pieces on [0, 1]); for free
+scales, ``C_j != 0`` is decided exactly, in rational arithmetic on the float64 values. No
+tolerance. :func:`count_pieces` does not build the kinks: it counts those below ``lo`` and ``hi``
+by descending through the nested pieces that contain the point, O(D) a level.
+
+**Any MLP** (:class:`compnet_ext.nn.BatchedMLP` or a list of ``(W, b)``): activation-pattern
+walking, layer by layer. On each current piece every neuron's pre-activation is affine,
+``z = A x + B``; its root ``-B / A`` splits the piece if it lies inside; the ReLU pattern of each
+new piece is read at its midpoint. Floating point places a root only to within its rounding, so
+the two roots of one kink (a neuron touching 0 at an existing knot, two neurons sharing a root)
+land up to thousands of ulps apart on trained free-scale networks and leave a sliver between
+them. What separates a sliver from a real piece is each root's own rounding bound:
+
+* every root gets a radius: a first-order bound (terms in u^2 dropped) on how far it moves
+  when every rounding that produced its ``A`` and ``B``, and every weight's last float64 bit,
+  is perturbed by the unit roundoff u = 2^-53: gamma_{n+2} a layer of fan-in n (the n products
+  and their sum, the bias, the weight). The layers' errors are carried to the root with the
+  *signed* sensitivity ``dz/dz_k`` on the piece's activation pattern (a backward sweep), then
+  divided by ``|A|``; so a neuron that is 0 on a whole piece up to rounding gets a radius
+  spanning the piece, not a spurious root. (A bound carried with ``|W|`` is valid too but
+  useless here: the encoded compositional network cancels in every layer,
+  ``t1/a - t2/(a(1-a))``, so such a bound grows like ((2-a)/a)^D; it swallowed 0.6% of the
+  real pieces at D = 20);
+* a root whose radius overlaps that of a knot of its piece (``lo`` and ``hi``: radius 0), or
+  that of another new root, is the same kink;
+* a knot is a kink only if the slope changes by more than the two slopes' bounds (same sweep).
+
+So two roots closer than their own rounding are one kink, and a piece wider than that counts,
+whatever the interval ``[lo, hi]``. What this cannot see are real pieces narrower than the
+rounding of their kinks: the float64 weights :func:`compnet_ext.encode` returns have sub-ulp
+dips at some valleys (weights whose exact pieces number 37, not 32, in one D = 5 case), which
+are the rounding of the weights, not pieces of the network they encode.
+
+**Limits.** :func:`count_pieces` in closed form needs no memory and no time to speak of; its
+int64 result caps it at 2^63 - 1 pieces (D <= 62). Everything else raises
+:class:`CountLimitError` once it would walk or return more than ``max_pieces`` pieces, summed
+over the seeds. The walk covers ``[lo, hi]`` in chunks, depth first and left to right, keeping
+only the chunk at hand, sized to stay under ``WALK_BYTES = 128 MiB`` (a count measured 40 MiB
+above the interpreter's 220 MiB at every D); so memory grows with the count only in what
+:func:`breakpoints` returns and builds: measured 40 bytes a piece in closed form (kinks,
+midpoints, slopes) and 65 for the walk (its chunks' kinks and slopes, joined at the end, and
+the allocator's slack). The default ``MAX_PIECES = 2^22`` keeps that under 170 and 280 MiB
+(processes of 390 and 495 MiB at the limit, D = 22), well under 1 GB; the walk's time, about
+5 us a piece at D = 20 on one core and growing with the depth, then stays under a minute.
 """
+import math
+from fractions import Fraction
 from typing import NamedTuple
 
 import torch
 
 F64 = torch.float64
+U = 2.0 ** -53  # unit roundoff of float64
+MAX_PIECES = 2 ** 22
+"""Default ``max_pieces`` (module docstring, 'Limits')."""
+WALK_BYTES = 128 * 2 ** 20
+"""Working-set budget of one chunk of the activation walk (see :func:`_chunk_pieces`)."""
+
+
+class CountLimitError(RuntimeError):
+    """More pieces than ``max_pieces`` (or than an int64 holds) were asked for."""
 
 
 class CountLimitError(RuntimeError):
@@ -44,11 +95,24 @@ class Pieces(NamedTuple):
         return int(self.slopes.numel())
 
 
+def _limit_error(what, max_pieces):
+    return CountLimitError(
+        f"{what} more than max_pieces = {max_pieces} pieces (summed over the seeds). The limit "
+        "bounds memory and time: breakpoints() holds up to 65 bytes a piece, and the walk takes "
+        "about 5 s a million pieces. Pass a larger `max_pieces=` if the machine has the room, "
+        "or count the compositional network in closed form, count_pieces(peaks=...), which "
+        "has no such limit")
+
+
+# ---------------------------------------------------------------------------------------------
+# argument checks
+
+
 def _check_interval(lo, hi, within=None):
     for name, v in (("lo", lo), ("hi", hi)):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise TypeError(f"`{name}` must be a float, got {type(v).__name__}")
-        if v != v or v in (float("inf"), float("-inf")):
+        if not math.isfinite(v):
             raise ValueError(f"`{name}` must be finite, got {v}")
     if not lo < hi:
         raise ValueError(f"`lo` must be < `hi`, got lo={lo}, hi={hi}")
@@ -58,137 +122,347 @@ def _check_interval(lo, hi, within=None):
     return float(lo), float(hi)
 
 
-def _merge(knots, slopes, rtol, wtol=0.0):
-    """Drops interior knots where the slope does not change; knots includes lo and hi.
-
-    Pieces no wider than ``wtol`` are dropped first (their two knots become one, at the middle):
-    a root computed on a steep piece can land a few ulps of its slope away from the same kink
-    found through another neuron, and the sliver between them is rounding, not a piece.
-    """
-    if wtol > 0 and slopes.numel() > 1:
-        wide = (knots[1:] - knots[:-1]) > wtol
-        if wide.any() and not wide.all():
-            idx = torch.nonzero(wide).flatten()
-            inner = 0.5 * (knots[idx[:-1] + 1] + knots[idx[1:]])
-            knots = torch.cat([knots[:1], inner, knots[-1:]])
-            slopes = slopes[idx]
-    if slopes.numel() > 1:
-        d = (slopes[1:] - slopes[:-1]).abs()
-        big = torch.maximum(slopes[1:].abs(), slopes[:-1].abs())
-        keep = d > rtol * big
-        slopes = torch.cat([slopes[:1], slopes[1:][keep]])
-        knots = knots[1:-1][keep]
-    else:
-        knots = knots[1:-1]
-    return Pieces(knots, slopes)
+def _check_max_pieces(max_pieces):
+    if isinstance(max_pieces, bool) or not isinstance(max_pieces, int) or max_pieces < 1:
+        raise ValueError(f"`max_pieces` must be an int >= 1, got {max_pieces!r}")
 
 
-def _walk_seed(layers, lo, hi, rtol, wtol):
-    """One seed: layers = [(W [out, in], b [out])] in float64."""
-    knots = torch.tensor([lo, hi], dtype=F64)
-    A = torch.ones(1, 1, dtype=F64)   # input x = 1 * x + 0 on every piece
-    B = torch.zeros(1, 1, dtype=F64)
-    last = len(layers) - 1
-    snap = 8 * torch.finfo(F64).eps * max(abs(lo), abs(hi), 1.0)
-    for l, (W, b) in enumerate(layers):
-        Az = A @ W.T          # [pieces, out]
-        Bz = B @ W.T + b
-        if l == last:
-            return _merge(knots, Az[:, 0], rtol, wtol)
-        left, right = knots[:-1, None], knots[1:, None]
-        nz = Az != 0
-        r = torch.where(nz, -Bz / torch.where(nz, Az, torch.ones_like(Az)), left)
-        inside = nz & (r > left + snap) & (r < right - snap)
-        if inside.any():
-            old = knots
-            knots = torch.unique(torch.cat([knots, r[inside]]))  # sorted
-            mids = 0.5 * (knots[:-1] + knots[1:])
-            idx = (torch.searchsorted(old, mids, right=True) - 1).clamp(0, Az.shape[0] - 1)
-            Az, Bz = Az[idx], Bz[idx]  # each new piece inherits its parent piece's affine forms
-        mids = 0.5 * (knots[:-1] + knots[1:])
-        on = (Az * mids[:, None] + Bz) > 0
-        A = torch.where(on, Az, torch.zeros_like(Az))
-        B = torch.where(on, Bz, torch.zeros_like(Bz))
-    raise AssertionError("unreachable")
-
-
-def _compositional_kinks(a, lo, hi):
-    """Interior kinks on (lo, hi) of one seed's waves W_0..W_{D-1}: a = peaks [D+1] float64."""
-    D = a.numel() - 1
-    pts = []
-    for j in range(D):  # kinks of W_j beyond those of W_{j-1}: W_{j-1}(x) = a_j
-        v = a[j : j + 1]
-        for i in range(j - 1, -1, -1):  # pull back through T_{a_i}: u = a_i v or 1 - (1 - a_i) v
-            v = torch.cat([a[i] * v, 1 - (1 - a[i]) * v])
-        pts.append(v)
-    k = torch.sort(torch.cat(pts)).values
-    return k[(k > lo) & (k < hi)]
-
-
-def _layers_of(mlp):
+def _walk_layers(mlp):
+    """The layers as float64 CPU tensors, checked for NaN/Inf (named as the caller passed them)."""
     from .nn import BatchedMLP, _check_layers
 
     if isinstance(mlp, BatchedMLP):
-        return [(W.detach(), b.detach()) for W, b in mlp.layers()]
-    _check_layers(mlp)
-    return [(W.detach(), b.detach()) for W, b in mlp]
-
-
-def breakpoints(mlp=None, lo=0.0, hi=1.0, *, peaks=None, scales=None, sign=-1, rtol=1e-9,
-                wtol=1e-12):
-    """Exact kinks and piece slopes of S batched 1-D ReLU networks on ``[lo, hi]``.
-
-    Args:
-        mlp: a :class:`compnet_ext.nn.BatchedMLP` or a list of ``(W [S, out, in], b [S, out])``;
-            or None together with ``peaks`` (and ``scales``, ``sign``) for the compositional
-            network of :func:`compnet_ext.forward` (kinks computed in closed form; then
-            ``0 <= lo < hi <= 1``).
-        lo, hi: the interval.
-        rtol: relative slope-change tolerance below which adjacent pieces are merged.
-        wtol: for ``mlp``: pieces no wider than ``wtol * (hi - lo)`` are rounding slivers
-            between two roots of one kink and are merged away (the compositional networks'
-            narrowest genuine pieces, e.g. 0.3^20 = 3.5e-11 at D = 20, are far wider).
-
-    Returns:
-        A list of S :class:`Pieces` ``(kinks [K], slopes [K+1])``, float64 on the CPU.
-    """
-    if not isinstance(rtol, (int, float)) or isinstance(rtol, bool) or not rtol >= 0:
-        raise ValueError(f"`rtol` must be a non-negative float, got {rtol!r}")
-    if (mlp is None) == (peaks is None):
-        raise TypeError("pass either `mlp` or `peaks=` (with optional `scales=`, `sign=`)")
-    if mlp is not None:
-        lo, hi = _check_interval(lo, hi)
-        layers = [(W.to("cpu", F64), b.to("cpu", F64)) for W, b in _layers_of(mlp)]
-        S = layers[0][0].shape[0]
-        if not isinstance(wtol, (int, float)) or isinstance(wtol, bool) or not wtol >= 0:
-            raise ValueError(f"`wtol` must be a non-negative float, got {wtol!r}")
-        w = wtol * (hi - lo)
-        return [_walk_seed([(W[i], b[i]) for W, b in layers], lo, hi, rtol, w) for i in range(S)]
-    from .ops import _check_args
-
-    lo, hi = _check_interval(lo, hi, within=(0.0, 1.0))
-    x0 = torch.zeros(1, dtype=peaks.dtype, device=peaks.device)
-    S, D = _check_args(x0, peaks, scales, sign)
-    if not bool(((peaks > 0) & (peaks < 1)).all()):
-        raise ValueError("`peaks` must lie in the open interval (0, 1) (and not be NaN)")
-    from .ops import forward
-
-    a = peaks.detach().to("cpu", F64)
-    s = None if scales is None else scales.detach().to("cpu", F64)
+        pairs = mlp.layers()
+        names = [(f"mlp.weights[{l}]", f"mlp.biases[{l}]") for l in range(len(pairs))]
+    else:
+        _check_layers(mlp)
+        pairs = mlp
+        names = [(f"layers[{l}][0]", f"layers[{l}][1]") for l in range(len(pairs))]
     out = []
-    for i in range(S):
-        k = _compositional_kinks(a[i], lo, hi)
-        knots = torch.cat([torch.tensor([lo], dtype=F64), k, torch.tensor([hi], dtype=F64)])
-        mids = (0.5 * (knots[:-1] + knots[1:]))[None].requires_grad_(True)
-        with torch.enable_grad():
-            y = forward(mids, a[i : i + 1], None if s is None else s[i : i + 1], sign)
-            slopes, = torch.autograd.grad(y.sum(), mids)
-        out.append(_merge(knots, slopes[0], rtol))
+    for pair, pair_names in zip(pairs, names):
+        for t, name in zip(pair, pair_names):
+            if not bool(torch.isfinite(t.detach()).all()):
+                raise ValueError(f"`{name}` contains NaN or Inf")
+        out.append(tuple(t.detach().to("cpu", F64) for t in pair))
     return out
 
 
-def count_pieces(mlp=None, lo=0.0, hi=1.0, *, peaks=None, scales=None, sign=-1, rtol=1e-9,
-                 wtol=1e-12):
-    """Number of linear pieces per seed, ``int64 [S]``; arguments as :func:`breakpoints`."""
-    p = breakpoints(mlp, lo, hi, peaks=peaks, scales=scales, sign=sign, rtol=rtol, wtol=wtol)
-    return torch.tensor([q.count for q in p], dtype=torch.int64)
+def _check_compositional(peaks, scales, sign):
+    from .ops import _check_args, check_peak_values
+
+    S, _ = _check_args(torch.zeros(1, dtype=peaks.dtype, device=peaks.device), peaks, scales,
+                       sign)
+    check_peak_values(peaks)
+    if scales is not None and not bool(torch.isfinite(scales).all()):
+        raise ValueError("`scales` contains NaN or Inf")
+    a = peaks.detach().to("cpu", F64)
+    s = None if scales is None else scales.detach().to("cpu", F64)
+    return S, a, s
+
+
+# ---------------------------------------------------------------------------------------------
+# closed form (the compositional network)
+
+
+def _levels_that_kink(a, s):
+    """[D] bools: does the slope change at the level-j kinks, i.e. C_j != 0 (module docstring)?
+
+    a: peaks [D+1], s: free scales [D] or None (float64). Decided exactly with fractions."""
+    D = a.numel() - 1
+    if s is None:  # C_j = -s_j prod (1 - a_m), never 0
+        return [True] * D
+    a = [Fraction(v) for v in a.tolist()]
+    s = [Fraction(v) for v in s.tolist()]
+    out, q = [False] * D, Fraction(0)  # q = Q_{j+1}
+    for j in range(D - 1, -1, -1):
+        out[j] = q / (1 - a[j + 1]) != s[j]
+        q = s[j] + q / a[j + 1]
+    return out
+
+
+def _kinks_below(a, t, inclusive):
+    """Per level j < D: the number of level-j kinks x < t (x <= t if inclusive), t in [0, 1].
+
+    Descends through the pieces of W_{-1}, W_0, ... that contain t; piece i of each wave rises if
+    i is even. The kink arithmetic is that of :func:`_compositional_kinks`, so the two agree;
+    all kinks lie inside (0, 1), also those closer to 0 or 1 than float64 can tell (D > ~50)."""
+    a = a.tolist()
+    if t <= 0 or t >= 1:
+        return [0 if t <= 0 else 2**j for j in range(len(a) - 1)]
+    xl, xr, i, out = 0.0, 1.0, 0, []
+    for j in range(len(a) - 1):
+        d = xr - xl
+        k = xl + a[j] * d if i % 2 == 0 else xr - a[j] * d
+        out.append(i + (k <= t if inclusive else k < t))  # i whole pieces to the left, then this
+        xl, xr, i = (xl, k, 2 * i) if t < k else (k, xr, 2 * i + 1)
+    return out
+
+
+def _closed_levels(a, s, lo, hi):
+    """One seed: (does level j kink, number of level-j kinks in (lo, hi)) for j < D."""
+    above, below = _kinks_below(a, hi, False), _kinks_below(a, lo, True)
+    return _levels_that_kink(a, s), [h - l for h, l in zip(above, below)]
+
+
+def _compositional_kinks(a, kink, lo, hi):
+    """Sorted kinks in (lo, hi) of the levels that kink: the knots of W_0, W_1, ... built level by
+    level, keeping only the pieces that meet (lo, hi), so the work is bounded by what lies there
+    (written in place: the last level dominates the memory, 9 bytes a knot)."""
+    xs = torch.tensor([0.0, 1.0], dtype=F64)  # the knots of W_{j-1} around (lo, hi)
+    tag = torch.zeros(2, dtype=torch.bool)    # which of them are kinks of y
+    first = 0                                 # index of the first piece (even: W rises on it)
+    for j in range(max((j + 1 for j, k in enumerate(kink) if k), default=0)):
+        n = xs.numel() - 1
+        rising = torch.zeros(n, dtype=torch.bool)
+        rising[first % 2 :: 2] = True
+        new, new_tag = torch.empty(2 * n + 1, dtype=F64), torch.empty(2 * n + 1, dtype=torch.bool)
+        new[0::2], new_tag[0::2] = xs, tag
+        d = xs[1:] - xs[:-1]
+        new[1::2] = torch.where(rising, xs[:-1] + a[j] * d, xs[1:] - a[j] * d)
+        new_tag[1::2] = kink[j]
+        del d, rising
+        # the pieces i0..i1 meet (lo, hi)
+        i0 = max(int(torch.searchsorted(new, lo, right=True)) - 1, 0)
+        i1 = int(torch.searchsorted(new, hi)) - 1
+        xs, tag, first = new[i0 : i1 + 2], new_tag[i0 : i1 + 2], 2 * first + i0
+    return xs[tag & (xs > lo) & (xs < hi)]
+
+
+# ---------------------------------------------------------------------------------------------
+# activation walk (any MLP)
+
+
+def _gamma(n):
+    """Higham's gamma_n = n u / (1 - n u): the relative error bound of n roundings."""
+    return n * U / (1 - n * U)
+
+
+def _chunk_pieces(layers):
+    """Most pieces one chunk of the walk may carry into a layer, so that it stays in WALK_BYTES.
+
+    Bytes a piece, with n the widest layer and L layers (float64 and int64 tensors): the history
+    for the backward sweeps, L * (8 + 24 n) (parent, and ReLU mask and two error bounds a
+    neuron); a layer's state once it has split each piece in up to n + 1, (n + 1) * (24 + 88 n)
+    (knots, radii, A, B, Az, Bz, eA, eB, |A| and their temporaries); and the sweeps of up to n
+    roots a piece, n * 64 n. An over-estimate: a D = 20 walk peaks 40 MiB above the interpreter."""
+    n = max(W.shape[0] for W, _ in layers)
+    L = len(layers)
+    per_piece = L * (8 + 24 * n) + (n + 1) * (24 + 88 * n) + 64 * n * n
+    return max(WALK_BYTES // per_piece, 1)  # P > 1 pieces always split into >= 2 parts
+
+
+def _sweep(layers, hist, v, q):
+    """First-order error of targets at layer l = len(hist) from the rounding of layers < l.
+
+    v: [C, n_l] each target's dependence on z_l; q: its piece in the partition layer l reads.
+    Returns [C, 2]: sum_k |v_k| . (eA_k, eB_k), v_k = (v_{k+1} W_{k+1}) * mask_k the signed
+    sensitivity to z_k; the error at x is [:, 0] |x| + [:, 1]."""
+    err = v.new_zeros(v.shape[0], 2)
+    for k in range(len(hist) - 1, -1, -1):
+        parent, h = hist[k]  # h [P_k, 3, n_k]: ReLU mask, eA, eB of each piece of layer k
+        g = h.index_select(0, q)
+        v = (v @ layers[k + 1][0]) * g[:, 0]
+        err += torch.bmm(g[:, 1:], v.abs().unsqueeze(2)).squeeze(2)
+        q = parent.index_select(0, q)
+    return err
+
+
+def _new_knots(knots, rad, p, x, rho):
+    """Adds roots x (radius rho, inside piece p) to the knots (radius rad): a root overlapping a
+    knot of its piece is that knot; overlapping roots are one, placed at the best-bounded."""
+    apart = (x - knots[p] > rho + rad[p]) & (knots[p + 1] - x > rho + rad[p + 1])
+    x, order = torch.sort(x[apart])
+    rho = rho[apart][order]
+    start = torch.ones(x.numel(), dtype=torch.bool)
+    start[1:] = (x[1:] - x[:-1]) > (rho[1:] + rho[:-1])  # neighbours across a knot never overlap
+    cid = torch.cumsum(start, 0) - 1
+    best = torch.full((int(start.sum()),), math.inf, dtype=F64).scatter_reduce(
+        0, cid, rho, "amin")
+    cand = rho == best[cid]
+    seen = torch.cumsum(cand, 0)
+    first = cand & (seen - (seen - cand.long())[start][cid] == 1)  # the first best of a cluster
+    knots, order = torch.sort(torch.cat([knots, x[first]]))
+    return knots, torch.cat([rad, rho[first]])[order]
+
+
+def _walk_interval(layers, lo, hi, rlo, rhi, chunk):
+    """One seed on [lo, hi] (whose ends have radii rlo, rhi).
+
+    Returns (knots [P+1] with the ends, slopes [P], is-a-kink [P-1], slope bounds [P]: at least
+    of the first and last piece), or, once a layer would walk more than `chunk` pieces, the knots
+    (and their radii) to split [lo, hi] at: as many parts as the growth so far says are needed."""
+    knots = torch.tensor([lo, hi], dtype=F64)
+    rad = torch.tensor([rlo, rhi], dtype=F64)
+    A, B = torch.ones(1, 1, dtype=F64), torch.zeros(1, 1, dtype=F64)  # x = 1 x + 0
+    Aa, G = A, 0.0  # |W|-propagated |A| and the summed gammas: a cheap bound on the slope error
+    hist = []  # per layer k: (parent piece in layer k-1, [P_k, 3, n_k] ReLU mask, eA, eB)
+    for l, (W, b) in enumerate(layers):
+        P = knots.numel() - 1
+        if P > chunk:
+            grow = P / hist[-2][0].numel() if len(hist) > 1 else P
+            parts = min(P, math.ceil(P * grow ** (len(layers) - 1 - l) / chunk))
+            at = torch.unique(torch.linspace(0, P, parts + 1, dtype=F64).round().long()[1:-1])
+            return knots[at], rad[at]
+        Az, Bz = A @ W.T, B @ W.T + b
+        g = _gamma(W.shape[1] + 2)
+        G += g
+        eA, eB = g * (A.abs() @ W.abs().T), g * (B.abs() @ W.abs().T + b.abs())
+        Aa = Aa @ W.abs().T
+        if not bool(torch.isfinite(eA).all() and torch.isfinite(eB).all()):
+            raise ValueError(f"`mlp`: the walk's affine forms overflow float64 at layer {l}")
+        if l == len(layers) - 1:
+            s = Az[:, 0]
+            d = (s[1:] - s[:-1]).abs()
+            unsure = d <= G * (Aa[1:, 0] + Aa[:-1, 0])  # else a kink whatever the sweep says
+            need = torch.zeros(P, dtype=torch.bool)
+            need[:-1] |= unsure
+            need[1:] |= unsure
+            need[[0, -1]] = True  # the ends meet the neighbouring chunks
+            q = torch.nonzero(need).flatten()
+            es = torch.full((P,), math.nan, dtype=F64)
+            es[q] = eA[q, 0] + _sweep(layers, hist, torch.ones(q.numel(), 1, dtype=F64), q)[:, 0]
+            return knots, s, ~unsure | (d > es[1:] + es[:-1]), es
+        nz = Az != 0
+        r = -Bz / torch.where(nz, Az, torch.ones_like(Az))
+        p, o = torch.nonzero(nz & (r > knots[:-1, None]) & (r < knots[1:, None]), as_tuple=True)
+        parent = torch.arange(P)
+        if p.numel():
+            x, a = r[p, o], Az[p, o].abs()
+            # this layer's own rounding (and the division's) is a lower bound of the radius: a
+            # root that overlaps a knot with it already needs no sweep
+            rho = (eA[p, o] * x.abs() + eB[p, o]) / a + U * x.abs()
+            near = (x - knots[p] <= rho + rad[p]) | (knots[p + 1] - x <= rho + rad[p + 1])
+            p, o, x, a, rho = p[~near], o[~near], x[~near], a[~near], rho[~near]
+            onehot = torch.nn.functional.one_hot(o, W.shape[0]).to(F64)
+            e = _sweep(layers, hist, onehot, p)
+            rho = rho + (e[:, 0] * x.abs() + e[:, 1]) / a
+            old = knots
+            knots, rad = _new_knots(knots, rad, p, x, rho)
+            if knots.numel() > old.numel():
+                mids = 0.5 * (knots[:-1] + knots[1:])
+                parent = torch.searchsorted(old, mids, right=True) - 1
+                Az, Bz, eA, eB, Aa = Az[parent], Bz[parent], eA[parent], eB[parent], Aa[parent]
+        mids = 0.5 * (knots[:-1] + knots[1:])
+        on = (Az * mids[:, None] + Bz) > 0
+        hist.append((parent, torch.stack([on.to(F64), eA, eB], 1)))
+        zero = torch.zeros_like(Az)
+        A, B, Aa = torch.where(on, Az, zero), torch.where(on, Bz, zero), torch.where(on, Aa, zero)
+    raise AssertionError("unreachable")
+
+
+def _walk_seed(layers, lo, hi, used, max_pieces, keep):
+    """Pieces of one seed, walked chunk by chunk (depth first, left to right). Returns
+    (count, Pieces or None); raises CountLimitError once used + count > max_pieces."""
+    chunk = _chunk_pieces(layers)
+    todo = [(lo, hi, 0.0, 0.0)]
+    count, kinks, slopes, last = 1, [], [], None  # last: previous chunk's last (slope, bound)
+    while todo:
+        a, b, ra, rb = todo.pop()
+        res = _walk_interval(layers, a, b, ra, rb, chunk)
+        if len(res) == 2:  # split at these knots (with their radii); leftmost part on top
+            at = [a] + res[0].tolist() + [b]
+            r = [ra] + res[1].tolist() + [rb]
+            todo += [(at[i], at[i + 1], r[i], r[i + 1]) for i in range(len(at) - 2, -1, -1)]
+            continue
+        k, s, kink, e = res
+        if last is None:
+            slopes.append(s[:1])
+        elif (s[0] - last[0]).abs() > e[0] + last[1]:  # the kink where the chunks meet
+            count += 1
+            if keep:
+                kinks.append(k[:1])
+                slopes.append(s[:1])
+        count += int(kink.sum())
+        if used + count > max_pieces:
+            raise _limit_error("The activation walk found", max_pieces)
+        if keep:
+            kinks.append(k[1:-1][kink])
+            slopes.append(s[1:][kink])
+        last = (s[-1], e[-1])
+    return count, (Pieces(torch.cat(kinks), torch.cat(slopes)) if keep else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# public
+
+
+def breakpoints(mlp=None, lo=0.0, hi=1.0, *, peaks=None, scales=None, sign=-1,
+                max_pieces=MAX_PIECES):
+    """Exact kinks and piece slopes of S batched 1-D ReLU networks on ``[lo, hi]``.
+
+    Args:
+        mlp: a :class:`compnet_ext.nn.BatchedMLP` or a list of ``(W [S, out, in], b [S, out])``
+            (activation walk); or None together with ``peaks`` (and ``scales``, ``sign``) for the
+            compositional network of :func:`compnet_ext.forward` (kinks in closed form; then
+            ``0 <= lo < hi <= 1``).
+        lo, hi: the interval.
+        max_pieces: the most pieces returned over all seeds together (see the module docstring,
+            'Limits'); beyond it :class:`CountLimitError`.
+
+    Returns:
+        A list of S :class:`Pieces` ``(kinks [K], slopes [K+1])``, float64 on the CPU. What
+        counts as a kink (and what as rounding) is in the module docstring.
+    """
+    return _pieces(mlp, lo, hi, peaks, scales, sign, max_pieces, keep=True)
+
+
+def count_pieces(mlp=None, lo=0.0, hi=1.0, *, peaks=None, scales=None, sign=-1,
+                 max_pieces=MAX_PIECES):
+    """Number of linear pieces per seed, ``int64 [S]``; arguments as :func:`breakpoints`.
+
+    With ``peaks=`` the count is in closed form, without building the kinks: no limit (beyond
+    int64). With ``mlp`` the walk counts without keeping the pieces, but its time grows with the
+    count, so ``max_pieces`` (over all seeds) applies."""
+    return _pieces(mlp, lo, hi, peaks, scales, sign, max_pieces, keep=False)
+
+
+def _pieces(mlp, lo, hi, peaks, scales, sign, max_pieces, keep):
+    if (mlp is None) == (peaks is None):
+        raise TypeError("pass either `mlp` or `peaks=` (with optional `scales=`, `sign=`)")
+    _check_max_pieces(max_pieces)
+    if mlp is not None:
+        lo, hi = _check_interval(lo, hi)
+        layers = _walk_layers(mlp)
+        counts, out = [], []
+        for i in range(layers[0][0].shape[0]):
+            n, p = _walk_seed([(W[i], b[i]) for W, b in layers], lo, hi, sum(counts),
+                              max_pieces, keep)
+            counts.append(n)
+            out.append(p)
+        return out if keep else torch.tensor(counts, dtype=torch.int64)
+
+    lo, hi = _check_interval(lo, hi, within=(0.0, 1.0))
+    S, a, s = _check_compositional(peaks, scales, sign)
+    levels = [_closed_levels(a[i], None if s is None else s[i], lo, hi) for i in range(S)]
+    counts = [1 + sum(n for k, n in zip(kink, ns) if k) for kink, ns in levels]
+    if not keep:
+        if max(counts, default=0) > 2**63 - 1:
+            raise CountLimitError(f"a count of {max(counts)} pieces exceeds int64, so no "
+                                  "max_pieces can allow it: the closed form counts up to D = 62")
+        return torch.tensor(counts, dtype=torch.int64)
+    # building the kinks visits every wave's kinks in (lo, hi) up to the last level that kinks
+    work = sum(1 + sum(ns[: max((j for j, k in enumerate(kink) if k), default=-1) + 1])
+               for kink, ns in levels)
+    if work > max_pieces:
+        raise _limit_error(f"breakpoints(peaks=...) would build {work} pieces,", max_pieces)
+    from .ops import forward
+
+    out = []
+    for i, (kink, _) in enumerate(levels):
+        k = _compositional_kinks(a[i], kink, lo, hi)
+        knots = torch.cat([torch.tensor([lo], dtype=F64), k, torch.tensor([hi], dtype=F64)])
+        mids = (knots[:-1] + knots[1:]).mul_(0.5)
+        del knots
+        slopes = torch.empty_like(mids)
+        for j in range(0, mids.numel(), 2**20):  # slices bound autograd's temporaries
+            x = mids[None, j : j + 2**20].clone().requires_grad_(True)
+            with torch.enable_grad():
+                y = forward(x, a[i : i + 1], None if s is None else s[i : i + 1], sign)
+                slopes[j : j + 2**20], = torch.autograd.grad(y.sum(), x)[0]
+        out.append(Pieces(k, slopes))
+    return out
+
+
+# The package re-exports breakpoints() over this module's name, so `compnet_ext.breakpoints` is
+# the function: give it the error too, so `except compnet_ext.breakpoints.CountLimitError` works.
+breakpoints.CountLimitError = CountLimitError

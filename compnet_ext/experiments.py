@@ -160,6 +160,7 @@ def stage1_pieces(res, depth):
     ``{target: {kind: {"closed_form": [...], "encoded_walk": [...]}}}`` and check lines.
     """
     from . import count_pieces, encode
+    from .breakpoints import MAX_PIECES, CountLimitError
 
     out, checks = {}, []
     for t, per_kind in res.items():
@@ -169,7 +170,11 @@ def stage1_pieces(res, depth):
                 continue
             p = r.peaks.double()
             s = None if r.scales is None else r.scales.double()
-            closed = count_pieces(peaks=p, scales=s, sign=sign).tolist()
+            closed = count_pieces(peaks=p, scales=s, sign=sign).tolist()  # CountLimitError: D > 62
+            if sum(closed) > MAX_PIECES:  # the walk would give up there, after minutes: now
+                raise CountLimitError(
+                    f"the encoded networks have {sum(closed)} pieces (closed form), more than "
+                    f"the activation walk's max_pieces = {MAX_PIECES}")
             walk = count_pieces(encode(p, s, sign=sign)).tolist()
             out.setdefault(t, {})[k] = {"closed_form": closed, "encoded_walk": walk}
             n_ok = sum(c == 2**depth for c in closed)
@@ -347,7 +352,8 @@ def sweep(args, od, out=None):
 
     Pieces are counted exactly (``compnet_ext.count_pieces``, issue 3's activation walk) on the
     trained float32 weights as they are; rounding of the weights can add a tiny real piece to a
-    compositional network (seen: 5 instead of 4 at depth 2 before any training). sweep.csv is
+    compositional network (seen: 5 instead of 4 at depth 2 before any training). Beyond
+    ``max_pieces`` (2^22 summed over the seeds) the walk raises CountLimitError. sweep.csv is
     rewritten after every depth's training and again after its counting, so an interrupted or
     failing sweep keeps every depth trained so far; results.json is written last.
     """

@@ -144,7 +144,8 @@ def test_peaks_too_small_for_the_dtype_are_rejected(dtype, value):
                  lambda: compnet_ext.train_peaks(x, x, p, epochs=1)):
         with pytest.raises(RuntimeError, match="`peaks` must lie in .* at least"):
             call()
-    for call in (lambda: compnet_ext.smooth_scales(p), lambda: compnet_ext.encode(p)):
+    for call in (lambda: compnet_ext.smooth_scales(p), lambda: compnet_ext.encode(p),
+                 lambda: compnet_ext.count_pieces(peaks=p)):
         with pytest.raises(ValueError, match="`peaks` must lie in .* at least"):
             call()
     with pytest.raises(ValueError, match="`peak_bounds`"):
