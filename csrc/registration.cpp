@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "compnet_math.h"  // CN_HAS_FMA
+#include "mlp_math.h"      // the fused MLP kernels' limits
 
 TORCH_LIBRARY(compnet_ext, m) {
   // y [S, N] = x + sign * sum_i s_i W_i(x); scales None means smooth scales from the peaks.
@@ -54,6 +55,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // Whether the CPU kernels use FMA (the default -march=native build on an FMA CPU) or not (a
   // portable COMPNET_NATIVE=0 build): results of the two differ by rounding.
   m.attr("cpu_fma") = bool(CN_HAS_FMA);
+  // The one source of the fused MLP kernels' limits (compnet_ext reads them from here).
+  m.attr("mlp_max_width") = cn::mlp::kMaxWidth;
+  m.attr("mlp_max_hidden") = cn::mlp::kMaxHidden;
 #ifdef COMPNET_WITH_CUDA
   m.attr("with_cuda") = true;
 #else
