@@ -4,7 +4,7 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
-#include "compnet_math.h"  // CN_HAS_FMA
+#include "compnet/math.h"  // CN_HAS_FMA
 
 TORCH_LIBRARY(compnet_ext, m) {
   // y [S, N] = x + sign * sum_i s_i W_i(x); scales None means smooth scales from the peaks.

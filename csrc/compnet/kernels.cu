@@ -2,9 +2,9 @@
 // Includes nothing from torch so that nvcc compiles it without a CUDA build of torch.
 #include <cuda_runtime.h>
 
-#include "../compnet_math.h"
-#include "kernels.h"
-#include "warp.cuh"
+#include "compnet/math.h"
+#include "compnet/kernels.h"
+#include "common/warp.cuh"
 
 namespace cn {
 namespace cuda {

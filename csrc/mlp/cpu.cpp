@@ -10,8 +10,8 @@
 #include <cmath>
 #include <vector>
 
-#include "mlp_common.h"
-#include "mlp_math.h"
+#include "mlp/problem.h"
+#include "mlp/math.h"
 
 namespace cn {
 namespace {

@@ -7,8 +7,8 @@
 #include <algorithm>
 #include <vector>
 
-#include "compnet_math.h"
-#include "ops_common.h"
+#include "compnet/math.h"
+#include "compnet/problem.h"
 
 namespace cn {
 namespace {

@@ -4,8 +4,8 @@
 
 #include <cstdint>
 
-#include "../compnet_math.h"  // AdamConfig
-#include "../mlp_math.h"
+#include "compnet/math.h"  // AdamConfig
+#include "mlp/math.h"
 
 namespace cn {
 namespace cuda {

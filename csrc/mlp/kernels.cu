@@ -5,9 +5,9 @@
 // Includes nothing from torch so that nvcc compiles it without a CUDA build of torch.
 #include <cuda_runtime.h>
 
-#include "../mlp_math.h"
-#include "mlp_kernels.h"
-#include "warp.cuh"
+#include "mlp/math.h"
+#include "mlp/kernels.h"
+#include "common/warp.cuh"
 
 namespace cn {
 namespace cuda {

@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "../compnet_math.h"  // AdamConfig
+#include "compnet/math.h"  // AdamConfig
 
 namespace cn {
 namespace cuda {

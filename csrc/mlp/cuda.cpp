@@ -3,8 +3,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "../mlp_common.h"
-#include "mlp_kernels.h"
+#include "mlp/problem.h"
+#include "mlp/kernels.h"
 
 namespace cn {
 namespace {

@@ -9,7 +9,7 @@
 // backward for a point run on chip without a second pass over the weights' inputs.
 #pragma once
 
-#include "compnet_math.h"  // CN_HD, CN_LANES
+#include "compnet/math.h"  // CN_HD, CN_LANES
 
 namespace cn {
 namespace mlp {

@@ -9,8 +9,8 @@
 #include <optional>
 #include <tuple>
 
-#include "adam_config.h"
-#include "compnet_math.h"
+#include "common/adam_args.h"
+#include "compnet/math.h"
 
 namespace cn {
 

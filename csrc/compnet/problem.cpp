@@ -1,4 +1,4 @@
-#include "ops_common.h"
+#include "compnet/problem.h"
 
 #include <c10/util/Exception.h>
 

@@ -10,7 +10,7 @@
 #include <limits>
 #include <optional>
 
-#include "compnet_math.h"  // AdamConfig
+#include "compnet/math.h"  // AdamConfig
 
 namespace cn {
 

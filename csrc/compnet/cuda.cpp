@@ -3,8 +3,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "../ops_common.h"
-#include "kernels.h"
+#include "compnet/problem.h"
+#include "compnet/kernels.h"
 
 namespace cn {
 namespace {

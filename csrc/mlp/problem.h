@@ -8,8 +8,8 @@
 #include <optional>
 #include <tuple>
 
-#include "adam_config.h"
-#include "mlp_math.h"
+#include "common/adam_args.h"
+#include "mlp/math.h"
 
 namespace cn {
 
