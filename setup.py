@@ -36,8 +36,9 @@ def want_cuda():
 def extension():
     cuda = want_cuda()
     sources = ["csrc/registration.cpp", "csrc/compnet/problem.cpp", "csrc/compnet/cpu.cpp",
-               "csrc/mlp/cpu.cpp"]
-    # -fno-trapping-math lets GCC turn the sweeps' selects into SIMD blends (see compnet/math.h).
+               "csrc/mlp/problem.cpp", "csrc/mlp/cpu.cpp"]
+    # -fno-trapping-math lets GCC turn the sweeps' selects into SIMD blends (see
+    # common/portability.h).
     # -ffp-contract=off: the compiler must not fuse a*b+c on its own. Whether it does depends on
     # the inlining context and the target CPU, so two call sites of the same math (the fused
     # training stages and loss_and_grad) could round differently; FMAs are written out (cn::fma_).

@@ -1,5 +1,6 @@
-// Checks of the fused training stages' Adam hyper-parameters and state, shared by the stage-1
-// (ops_*.cpp) and stage-2 (mlp_*.cpp) torch glue. Inline, so that no extra source file is needed.
+// Torch glue of the fused training stages (train_peaks, mlp_train), shared by both network
+// families: checks of the Adam hyper-parameters, the Adam state to continue from, and the size of
+// the loss curve.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -10,7 +11,7 @@
 #include <limits>
 #include <optional>
 
-#include "compnet/math.h"  // AdamConfig
+#include "common/adam.h"
 
 namespace cn {
 

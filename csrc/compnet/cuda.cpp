@@ -1,31 +1,15 @@
-// Torch glue for the CUDA kernels: checks, allocation, stream, dispatch.
-#include <c10/cuda/CUDAStream.h>
+// Torch glue for the compositional network's CUDA kernels: checks, allocation, stream, dispatch.
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "compnet/problem.h"
+#include "common/cuda_glue.h"
 #include "compnet/kernels.h"
+#include "compnet/problem.h"
 
 namespace cn {
 namespace {
 
-cuda::Dims dims(const Problem& p) {
-  return {p.S, p.N, p.D, p.sign, p.x_shared, p.target_shared};
-}
-
-template <typename T>
-const T* ptr_or_null(const at::Tensor& t) {
-  return t.defined() && t.numel() > 0 ? t.data_ptr<T>() : nullptr;
-}
-
-template <typename T>
-T* mut_or_null(at::Tensor& t) {
-  return t.defined() && t.numel() > 0 ? t.data_ptr<T>() : nullptr;
-}
-
-void check_launch(const char* op, const char* err) {
-  TORCH_CHECK(err == nullptr, op, ": CUDA kernel launch failed: ", err);
-}
+cuda::Dims dims(const Problem& p) { return {p.S, p.N, p.D, p.sign, p.x_shared, p.head_shared}; }
 
 at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& peaks,
                         const std::optional<at::Tensor>& scales, int64_t sign, bool validate) {
@@ -33,10 +17,10 @@ at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& peaks,
   const Problem p = make_problem("compnet_ext.forward", x, peaks, scales, sign, {}, validate);
   at::Tensor y = at::empty({p.S, p.N}, p.peaks.options());
   AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_forward_cuda", [&] {
+    using T = scalar_t;
     check_launch("compnet_ext.forward",
-                 cuda::forward<scalar_t>(dims(p), p.x.data_ptr<scalar_t>(),
-                                         p.peaks.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(p.scales),
-                                         y.data_ptr<scalar_t>(), c10::cuda::getCurrentCUDAStream().stream()));
+                 cuda::forward<T>(dims(p), p.x.data_ptr<T>(), p.peaks.data_ptr<T>(),
+                                  ptr_or_null<T>(p.scales), y.data_ptr<T>(), current_stream()));
   });
   return y;
 }
@@ -60,11 +44,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(const char* op, cons
   AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_backward_cuda", [&] {
     using T = scalar_t;
     check_launch(op, cuda::backward<T>(dims(p), p.x.data_ptr<T>(), p.peaks.data_ptr<T>(),
-                                       ptr_or_null<T>(p.scales), p.target.data_ptr<T>(),
+                                       ptr_or_null<T>(p.scales), p.head.data_ptr<T>(),
                                        loss_mode ? loss->data_ptr<T>() : nullptr,
-                                       mut_or_null<T>(gx), mut_or_null<T>(gp),
-                                       mut_or_null<T>(gs), mut_or_null<T>(scratch),
-                                       c10::cuda::getCurrentCUDAStream().stream()));
+                                       ptr_or_null<T>(gx), ptr_or_null<T>(gp),
+                                       ptr_or_null<T>(gs), ptr_or_null<T>(scratch),
+                                       current_stream()));
   });
   if (need_x && p.x_shared) gx = gx.sum(0);
   return {gx, gp, gs};
@@ -75,8 +59,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(
     const std::optional<at::Tensor>& scales, int64_t sign, bool need_x, bool need_peaks,
     bool need_scales) {
   const c10::cuda::CUDAGuard guard(peaks.device());
-  const Problem p = make_problem("compnet_ext.backward", x, peaks, scales, sign, grad_y, false);
-  TORCH_CHECK(!p.target_shared, "compnet_ext.backward: `grad_y` must be [S, N]");
+  const Problem p =
+      make_problem("compnet_ext.backward", x, peaks, scales, sign, {"grad_y", grad_y}, false);
+  TORCH_CHECK(!p.head_shared, "compnet_ext.backward: `grad_y` must be [S, N]");
   return run_backward("compnet_ext.backward", p, false, need_x, need_peaks, need_scales, nullptr);
 }
 
@@ -84,8 +69,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_and_grad_cuda(
     const at::Tensor& x, const at::Tensor& target, const at::Tensor& peaks,
     const std::optional<at::Tensor>& scales, int64_t sign, bool validate) {
   const c10::cuda::CUDAGuard guard(peaks.device());
-  const Problem p =
-      make_problem("compnet_ext.loss_and_grad", x, peaks, scales, sign, target, validate);
+  const Problem p = make_problem("compnet_ext.loss_and_grad", x, peaks, scales, sign,
+                                 {"target", target}, validate);
   at::Tensor loss = at::zeros({p.S}, p.peaks.options());
   auto [gx, gp, gs] =
       run_backward("compnet_ext.loss_and_grad", p, true, false, true, true, &loss);
@@ -98,19 +83,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> train_pea
     double beta1, double beta2, double eps, double peak_min, double peak_max,
     int64_t record_every, bool validate, const std::optional<at::Tensor>& state, int64_t step) {
   const c10::cuda::CUDAGuard guard(peaks.device());
-  const Problem p =
-      make_problem("compnet_ext.train_peaks", x, peaks, scales, sign, target, validate);
-  const AdamConfig cfg = make_adam_config(epochs, lr, beta1, beta2, eps, peak_min, peak_max,
-                                          record_every, step, p.peaks.scalar_type());
+  const Problem p = make_problem("compnet_ext.train_peaks", x, peaks, scales, sign,
+                                 {"target", target}, validate);
+  const AdamConfig cfg = train_peaks_config(epochs, lr, beta1, beta2, eps, peak_min, peak_max,
+                                            record_every, step, p.peaks.scalar_type());
   auto [out_peaks, out_scales, loss, curve, out_state] = make_train_outputs(p, cfg, state);
+  const TrainWorkspace ws = train_workspace(p.S, cuda::train_workspace_values(p.D), p.peaks);
   AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_train_peaks_cuda", [&] {
     using T = scalar_t;
     check_launch("compnet_ext.train_peaks",
-                 cuda::train<T>(dims(p), cfg, p.x.data_ptr<T>(), p.target.data_ptr<T>(),
-                                out_peaks.data_ptr<T>(), mut_or_null<T>(out_scales),
-                                loss.data_ptr<T>(), mut_or_null<T>(curve), curve.size(1),
-                                out_state.data_ptr<T>(),
-                                c10::cuda::getCurrentCUDAStream().stream()));
+                 cuda::train<T>(dims(p), cfg, ws.plan, p.x.data_ptr<T>(), p.head.data_ptr<T>(),
+                                out_peaks.data_ptr<T>(), ptr_or_null<T>(out_scales),
+                                loss.data_ptr<T>(), ptr_or_null<T>(curve), curve.size(1),
+                                out_state.data_ptr<T>(), ptr_or_null<T>(ws.spill),
+                                current_stream()));
   });
   return {out_peaks, out_scales, loss, curve, out_state};
 }

@@ -1,8 +1,7 @@
-// CPU driver of the batched MLP ops: tiles of L points into the per-point math of mlp_math.h,
-// parallel over (seed, block of points). Each task sums its parameter gradients lane-wise, then
-// over lanes in a fixed order; blocks are summed per seed in a fixed order. The block size is a
-// constant, so results are bitwise independent of the thread count. The fused stage 2
-// (mlp_train) runs the same block sums per seed, one task per seed.
+// CPU driver of the batched MLP ops: tiles of L points into the per-point math of mlp/math.h,
+// parallel over (seed, block of points) with at::parallel_for, with the fixed-order reductions of
+// common/cpu_tiles.h. The fused stage 2 (mlp_train) runs the same block sums per seed, one task
+// per seed.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -10,31 +9,22 @@
 #include <cmath>
 #include <vector>
 
-#include "mlp/problem.h"
+#include "common/adam.h"
+#include "common/cpu_tiles.h"
+#include "common/mse.h"
 #include "mlp/math.h"
+#include "mlp/problem.h"
 
 namespace cn {
 namespace {
 
-// Eight AVX2 registers of points per lane loop: the layer sums are chains of dependent FMAs, and
-// with two registers the core waited on their latency (mlp_loss_and_grad, S=120, one core:
-// 3.2 ms with 16 float lanes, 1.9 ms with 64).
-template <typename T>
-constexpr int kLanes = 256 / sizeof(T);
-constexpr int64_t kBlock = 512;         // points per backward task
+constexpr int64_t kBlock = 512;  // points per backward task
 
-template <typename T, int L>
-void load_tile(const T* row, int64_t n0, int64_t N, T (&out)[L]) {
-  for (int l = 0; l < L; ++l) out[l] = n0 + l < N ? row[n0 + l] : T(0);
-}
-
+// Lane-wise sums of the parameter gradient: [P][L].
 template <typename T, int L>
 struct LaneAcc {
-  T* a;  // [P][L]
-  void add(int idx, const T* v) {
-    T* __restrict p = a + idx * L;
-    CN_LANES for (int k = 0; k < L; ++k) p[k] += v[k];
-  }
+  T* a;
+  void add(int idx, const T* v) { add_lanes<T, L>(a + idx * L, v); }
 };
 
 template <typename T>
@@ -43,7 +33,7 @@ void forward_kernel(const MlpProblem& p, T* y) {
   const mlp::Shape& sh = p.shape;
   const T* x = p.x.data_ptr<T>();
   const T* w = p.params.data_ptr<T>();
-  const int64_t N = p.N, tiles = (N + L - 1) / L, xs = p.x_shared ? 0 : N;
+  const int64_t N = p.N, tiles = ceil_div(N, L), xs = p.x_shared ? 0 : N;
   const int64_t grain = std::max<int64_t>(1, 8192 / (L * (sh.params + 1)));
   at::parallel_for(0, p.S * tiles, grain, [&](int64_t begin, int64_t end) {
     std::vector<T> h(std::max(1, sh.units) * L);
@@ -93,48 +83,32 @@ void block_sums(const MlpProblem& p, int64_t seed, const T* pw, int64_t b0, int6
     if (gx_row)
       for (int l = 0; l < valid; ++l) gx_row[n0 + l] = dx[l];
   }
-  for (int64_t j = 0; j < P; ++j) {
-    T v = 0;
-    for (int l = 0; l < L; ++l) v += s.acc[j * L + l];
-    out[j] = v;
-  }
-  T sl = 0;
-  for (int l = 0; l < L; ++l) sl += lane_loss[l];
-  out[P] = sl;
+  for (int64_t j = 0; j < P; ++j) out[j] = sum_lanes<T, L>(s.acc.data() + j * L);
+  out[P] = sum_lanes<T, L>(lane_loss);
 }
 
 // Reduces one seed's block sums (blocks x (P + 1), in block order) into its gradient row gp [P]
-// and its loss (mean of the lane losses; nullptr: not needed).
+// and its loss (nullptr: not needed). `row` is P + 1 scratch.
 template <typename T>
-void finish_seed(const T* partial, int64_t blocks, int64_t P, int64_t N, T* gp, T* loss) {
-  std::fill(gp, gp + P, T(0));
-  T sl = 0;
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const T* part = partial + blk * (P + 1);
-    for (int64_t j = 0; j < P; ++j) gp[j] += part[j];
-    sl += part[P];
-  }
-  if (loss) *loss = N > 0 ? sl / T(N) : T(0);  // no points: 0, not NaN
+void finish_seed(const T* partial, int64_t blocks, int64_t P, int64_t N, T* row, T* gp, T* loss) {
+  sum_blocks(partial, blocks, P + 1, row);
+  std::copy(row, row + P, gp);
+  if (loss) *loss = mse_mean(row[P], N);
 }
-
-int64_t num_blocks(int64_t N) { return (N + kBlock - 1) / kBlock; }
 
 // The MSE head: squared errors into the lane losses, dy = d(mean (y - t)^2)/dy.
 template <typename T>
 struct MseHead {
   static constexpr int L = kLanes<T>;
   const T* t;
-  int64_t N, ts;  // target seed stride: 0 when shared
+  int64_t ts;  // target seed stride: 0 when shared
   T inv_n;
   explicit MseHead(const MlpProblem& p)
-      : t(p.head.data_ptr<T>()), N(p.N), ts(p.head_shared ? 0 : p.N), inv_n(T(1) / T(p.N)) {}
+      : t(p.head.data_ptr<T>()), ts(p.head_shared ? 0 : p.N), inv_n(T(1) / T(p.N)) {}
   void operator()(int64_t seed, int64_t n0, int valid, const T (&y)[L], T (&dy)[L],
                   T* lane_loss) const {
-    for (int l = 0; l < L; ++l) {
-      const T d = l < valid ? y[l] - t[seed * ts + n0 + l] : T(0);
-      lane_loss[l] += d * d;
-      dy[l] = inv_n * (T(2) * d);
-    }
+    for (int l = 0; l < L; ++l)
+      dy[l] = l < valid ? mse_grad(y[l], t[seed * ts + n0 + l], inv_n, lane_loss[l]) : T(0);
   }
 };
 
@@ -142,7 +116,7 @@ struct MseHead {
 // Outputs: gparams [S, P] (always), gx [S, N] (optional), loss [S] (optional). Needs N > 0.
 template <typename T, typename Head>
 void backward_kernel(const MlpProblem& p, const Head& head, T* gparams, T* gx, T* loss) {
-  const int64_t S = p.S, N = p.N, P = p.shape.params, blocks = num_blocks(N), W = P + 1;
+  const int64_t S = p.S, N = p.N, P = p.shape.params, blocks = ceil_div(N, kBlock), W = P + 1;
   const T* w = p.params.data_ptr<T>();
   std::vector<T> partial(static_cast<size_t>(S * blocks * W));
   at::parallel_for(0, S * blocks, 1, [&](int64_t begin, int64_t end) {
@@ -154,9 +128,10 @@ void backward_kernel(const MlpProblem& p, const Head& head, T* gparams, T* gx, T
     }
   });
   at::parallel_for(0, S, 16, [&](int64_t b, int64_t e) {
+    std::vector<T> row(W);
     for (int64_t seed = b; seed < e; ++seed)
-      finish_seed(partial.data() + seed * blocks * W, blocks, P, N, gparams + seed * P,
-                  loss ? loss + seed : nullptr);
+      finish_seed(partial.data() + seed * blocks * W, blocks, P, N, row.data(),
+                  gparams + seed * P, loss ? loss + seed : nullptr);
   });
 }
 
@@ -167,30 +142,27 @@ void backward_kernel(const MlpProblem& p, const Head& head, T* gparams, T* gx, T
 template <typename T>
 void train_kernel(const MlpProblem& p, const AdamConfig& cfg, at::Tensor& params,
                   at::Tensor& loss, at::Tensor& curve, at::Tensor& state) {
-  const int64_t S = p.S, N = p.N, P = p.shape.params, blocks = num_blocks(N), R = curve.size(1);
+  const int64_t S = p.S, N = p.N, P = p.shape.params, blocks = ceil_div(N, kBlock), W = P + 1;
+  const int64_t R = curve.size(1);
   const MseHead<T> head(p);
+  const T inf = T(INFINITY);
   at::parallel_for(0, S, 1, [&](int64_t b, int64_t e) {
     Scratch<T> scratch(p.shape);
-    std::vector<T> partial(blocks * (P + 1)), g(P);
+    std::vector<T> partial(blocks * W), row(W), g(P);
     for (int64_t seed = b; seed < e; ++seed) {
       T* pw = params.data_ptr<T>() + seed * P;
       T* m = state.data_ptr<T>() + seed * 2 * P;
       T* v = m + P;
-      for (int64_t epoch = 0; epoch <= cfg.epochs; ++epoch) {
+      auto pass = [&] {
         for (int64_t blk = 0; blk < blocks; ++blk)
           block_sums<T>(p, seed, pw, blk * kBlock, std::min(N, (blk + 1) * kBlock), head,
-                        nullptr, scratch, partial.data() + blk * (P + 1));
+                        nullptr, scratch, partial.data() + blk * W);
         T l;
-        finish_seed(partial.data(), blocks, P, N, g.data(), &l);
-        if (epoch == cfg.epochs) {  // the loss at the final parameters; no step
-          loss.data_ptr<T>()[seed] = l;
-          break;
-        }
-        if (cfg.record_every > 0 && epoch % cfg.record_every == 0)
-          curve.data_ptr<T>()[seed * R + epoch / cfg.record_every] = l;
-        AdamStep<T>(cfg, cfg.step0 + epoch + 1)
-            .apply(pw, g.data(), m, v, P, T(-INFINITY), T(INFINITY));
-      }
+        finish_seed(partial.data(), blocks, P, N, row.data(), g.data(), &l);
+        return l;
+      };
+      auto step = [&](const AdamStep<T>& adam) { adam.apply(pw, g.data(), m, v, P, -inf, inf); };
+      loss.data_ptr<T>()[seed] = train_epochs<T>(cfg, curve.data_ptr<T>() + seed * R, pass, step);
     }
   });
 }
@@ -207,7 +179,8 @@ at::Tensor mlp_forward_cpu(const at::Tensor& x, const at::Tensor& params, at::In
 std::tuple<at::Tensor, at::Tensor> mlp_backward_cpu(const at::Tensor& grad_y, const at::Tensor& x,
                                                     const at::Tensor& params,
                                                     at::IntArrayRef widths, bool need_x) {
-  const MlpProblem p = make_mlp_problem("compnet_ext.mlp_backward", x, params, widths, grad_y, "grad_y");
+  const MlpProblem p =
+      make_mlp_problem("compnet_ext.mlp_backward", x, params, widths, {"grad_y", grad_y});
   TORCH_CHECK(!p.head_shared, "compnet_ext.mlp_backward: `grad_y` must be [S, N]");
   const auto opts = p.params.options();
   at::Tensor gp = at::zeros({p.S, p.shape.params}, opts);
@@ -234,7 +207,7 @@ std::tuple<at::Tensor, at::Tensor> mlp_loss_and_grad_cpu(const at::Tensor& x,
                                                          const at::Tensor& params,
                                                          at::IntArrayRef widths) {
   const MlpProblem p =
-      make_mlp_problem("compnet_ext.mlp_loss_and_grad", x, params, widths, target);
+      make_mlp_problem("compnet_ext.mlp_loss_and_grad", x, params, widths, {"target", target});
   const auto opts = p.params.options();
   at::Tensor loss = at::zeros({p.S}, opts);  // 0 with no points (not torch.mean's NaN)
   at::Tensor gp = at::zeros({p.S, p.shape.params}, opts);
@@ -251,9 +224,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_train_cpu(
     const at::Tensor& x, const at::Tensor& target, const at::Tensor& params,
     at::IntArrayRef widths, int64_t epochs, double lr, double beta1, double beta2, double eps,
     int64_t record_every, const std::optional<at::Tensor>& state, int64_t step) {
-  const char* op = "compnet_ext.mlp_train";
-  const MlpProblem p = make_mlp_problem(op, x, params, widths, target);
-  const AdamConfig cfg = make_adam_config(op, epochs, lr, beta1, beta2, eps, record_every, step);
+  const MlpProblem p =
+      make_mlp_problem("compnet_ext.mlp_train", x, params, widths, {"target", target});
+  const AdamConfig cfg = mlp_train_config(epochs, lr, beta1, beta2, eps, record_every, step);
   auto [out, loss, curve, out_state] = make_mlp_train_outputs(p, cfg, state);
   // With no points every gradient is 0, but a continued run's Adam moments still move the
   // parameters, so the steps run all the same.

@@ -1,19 +1,15 @@
 // Torch glue for the batched-MLP CUDA kernels: checks, allocation, stream, dispatch.
-#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "mlp/problem.h"
+#include "common/cuda_glue.h"
 #include "mlp/kernels.h"
+#include "mlp/problem.h"
 
 namespace cn {
 namespace {
 
 cuda::MlpDims dims(const MlpProblem& p) { return {p.S, p.N, p.x_shared, p.head_shared}; }
-
-void check_launch(const char* op, const char* err) {
-  TORCH_CHECK(err == nullptr, op, ": CUDA kernel launch failed: ", err);
-}
 
 at::Tensor mlp_forward_cuda(const at::Tensor& x, const at::Tensor& params,
                             at::IntArrayRef widths) {
@@ -24,7 +20,7 @@ at::Tensor mlp_forward_cuda(const at::Tensor& x, const at::Tensor& params,
     using T = scalar_t;
     check_launch("compnet_ext.mlp_forward",
                  cuda::mlp_forward<T>(p.shape, dims(p), p.x.data_ptr<T>(), p.params.data_ptr<T>(),
-                                      y.data_ptr<T>(), c10::cuda::getCurrentCUDAStream()));
+                                      y.data_ptr<T>(), current_stream()));
   });
   return y;
 }
@@ -34,7 +30,7 @@ std::tuple<at::Tensor, at::Tensor> mlp_backward_cuda(const at::Tensor& grad_y, c
                                                      at::IntArrayRef widths, bool need_x) {
   const c10::cuda::CUDAGuard guard(params.device());
   const MlpProblem p =
-      make_mlp_problem("compnet_ext.mlp_backward", x, params, widths, grad_y, "grad_y");
+      make_mlp_problem("compnet_ext.mlp_backward", x, params, widths, {"grad_y", grad_y});
   TORCH_CHECK(!p.head_shared, "compnet_ext.mlp_backward: `grad_y` must be [S, N]");
   const auto opts = p.params.options();
   at::Tensor gp = at::empty({p.S, p.shape.params}, opts);
@@ -45,7 +41,7 @@ std::tuple<at::Tensor, at::Tensor> mlp_backward_cuda(const at::Tensor& grad_y, c
                  cuda::mlp_backward<T>(p.shape, dims(p), p.x.data_ptr<T>(),
                                        p.params.data_ptr<T>(), p.head.data_ptr<T>(), nullptr,
                                        need_x ? gx.data_ptr<T>() : nullptr, gp.data_ptr<T>(),
-                                       c10::cuda::getCurrentCUDAStream()));
+                                       current_stream()));
   });
   if (need_x && p.x_shared) gx = gx.sum(0);
   return {gx, gp};
@@ -57,7 +53,7 @@ std::tuple<at::Tensor, at::Tensor> mlp_loss_and_grad_cuda(const at::Tensor& x,
                                                           at::IntArrayRef widths) {
   const c10::cuda::CUDAGuard guard(params.device());
   const MlpProblem p =
-      make_mlp_problem("compnet_ext.mlp_loss_and_grad", x, params, widths, target);
+      make_mlp_problem("compnet_ext.mlp_loss_and_grad", x, params, widths, {"target", target});
   const auto opts = p.params.options();
   at::Tensor loss = at::zeros({p.S}, opts);
   at::Tensor gp = at::empty({p.S, p.shape.params}, opts);
@@ -67,7 +63,7 @@ std::tuple<at::Tensor, at::Tensor> mlp_loss_and_grad_cuda(const at::Tensor& x,
                  cuda::mlp_backward<T>(p.shape, dims(p), p.x.data_ptr<T>(),
                                        p.params.data_ptr<T>(), p.head.data_ptr<T>(),
                                        loss.data_ptr<T>(), nullptr, gp.data_ptr<T>(),
-                                       c10::cuda::getCurrentCUDAStream()));
+                                       current_stream()));
   });
   return {loss, gp};
 }
@@ -76,22 +72,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_train_cuda(
     const at::Tensor& x, const at::Tensor& target, const at::Tensor& params,
     at::IntArrayRef widths, int64_t epochs, double lr, double beta1, double beta2, double eps,
     int64_t record_every, const std::optional<at::Tensor>& state, int64_t step) {
-  const char* op = "compnet_ext.mlp_train";
   const c10::cuda::CUDAGuard guard(params.device());
-  const MlpProblem p = make_mlp_problem(op, x, params, widths, target);
-  const AdamConfig cfg = make_adam_config(op, epochs, lr, beta1, beta2, eps, record_every, step);
+  const MlpProblem p =
+      make_mlp_problem("compnet_ext.mlp_train", x, params, widths, {"target", target});
+  const AdamConfig cfg = mlp_train_config(epochs, lr, beta1, beta2, eps, record_every, step);
   auto [out, loss, curve, out_state] = make_mlp_train_outputs(p, cfg, state);
+  const TrainWorkspace ws =
+      train_workspace(p.S, cuda::mlp_train_workspace_values(p.shape), p.params);
   AT_DISPATCH_FLOATING_TYPES(p.params.scalar_type(), "mlp_train_cuda", [&] {
     using T = scalar_t;
-    int64_t spill_elements = 0;
-    check_launch(op, cuda::mlp_train_spill<T>(p.shape, p.S, &spill_elements));
-    at::Tensor spill = at::empty({spill_elements}, p.params.options());
-    check_launch(op, cuda::mlp_train<T>(p.shape, dims(p), cfg, p.x.data_ptr<T>(),
-                                        p.head.data_ptr<T>(), out.data_ptr<T>(),
-                                        loss.data_ptr<T>(), curve.data_ptr<T>(), curve.size(1),
-                                        out_state.data_ptr<T>(),
-                                        spill_elements ? spill.data_ptr<T>() : nullptr,
-                                        c10::cuda::getCurrentCUDAStream()));
+    check_launch("compnet_ext.mlp_train",
+                 cuda::mlp_train<T>(p.shape, dims(p), cfg, ws.plan, p.x.data_ptr<T>(),
+                                    p.head.data_ptr<T>(), out.data_ptr<T>(), loss.data_ptr<T>(),
+                                    curve.data_ptr<T>(), curve.size(1), out_state.data_ptr<T>(),
+                                    ptr_or_null<T>(ws.spill), current_stream()));
   });
   return {out, loss, curve, out_state};
 }
