@@ -19,12 +19,6 @@ inline void check_launch(const char* op, const char* err) {
   TORCH_CHECK(err == nullptr, op, ": CUDA kernel launch failed: ", err);
 }
 
-// The data pointer of t, or nullptr when t is undefined or empty.
-template <typename T>
-T* ptr_or_null(const at::Tensor& t) {
-  return t.defined() && t.numel() > 0 ? t.data_ptr<T>() : nullptr;
-}
-
 // A fused training kernel's workspace on the current device: the plan, and the spilled
 // workspace [S, values] in global memory (empty unless the plan spills). `values` per seed, of
 // the dtype of `like`.

@@ -12,6 +12,7 @@
 #include "common/cpu_tiles.h"
 #include "common/mse.h"
 #include "compnet/math.h"
+#include "compnet/ops.h"
 #include "compnet/problem.h"
 
 namespace cn {
@@ -56,10 +57,9 @@ template <typename T>
 }
 
 template <typename T>
-void forward_kernel(const Problem& p, at::Tensor& y) {
+void forward_kernel(const Problem& p, T* out) {
   constexpr int L = kLanes<T>;
   const int64_t tiles = ceil_div(p.N, L);
-  T* out = y.data_ptr<T>();
   at::parallel_for(0, p.S * tiles, grain(L, p.D),
                    [&](int64_t begin, int64_t end) { forward_tiles<T>(p, begin, end, out); });
 }
@@ -186,71 +186,14 @@ void backward_kernel(const Problem& p, T* gx_points, T* g_peaks, T* g_scales, T*
   });
 }
 
-at::Tensor forward_cpu(const at::Tensor& x, const at::Tensor& peaks,
-                       const std::optional<at::Tensor>& scales, int64_t sign, bool validate) {
-  const Problem p = make_problem("compnet_ext.forward", x, peaks, scales, sign, {}, validate);
-  at::Tensor y = at::empty({p.S, p.N}, p.peaks.options());
-  if (y.numel() == 0) return y;
-  AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_forward_cpu",
-                             [&] { forward_kernel<scalar_t>(p, y); });
-  return y;
-}
-
-template <typename T>
-T* ptr_if(at::Tensor& t, bool cond) {
-  return cond ? t.data_ptr<T>() : nullptr;
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
-    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& peaks,
-    const std::optional<at::Tensor>& scales, int64_t sign, bool need_x, bool need_peaks,
-    bool need_scales) {
-  const Problem p =
-      make_problem("compnet_ext.backward", x, peaks, scales, sign, {"grad_y", grad_y}, false);
-  TORCH_CHECK(!p.head_shared, "compnet_ext.backward: `grad_y` must be [S, N]");
-  need_scales = need_scales && !p.smooth();
-  const auto opts = p.peaks.options();
-  at::Tensor gx = need_x ? at::zeros({p.S, p.N}, opts) : at::empty({0}, opts);
-  at::Tensor gp = need_peaks ? at::zeros({p.S, p.D + 1}, opts) : at::empty({0}, opts);
-  at::Tensor gs = need_scales ? at::zeros({p.S, p.D}, opts) : at::empty({0}, opts);
-  if (p.S > 0 && p.N > 0 && (need_x || need_peaks || need_scales)) {
-    AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_backward_cpu", [&] {
-      backward_kernel<scalar_t, false>(p, ptr_if<scalar_t>(gx, need_x),
-                                       ptr_if<scalar_t>(gp, need_peaks),
-                                       ptr_if<scalar_t>(gs, need_scales), nullptr);
-    });
-  }
-  if (need_x && p.x_shared) gx = gx.sum(0);
-  return {gx, gp, gs};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_and_grad_cpu(
-    const at::Tensor& x, const at::Tensor& target, const at::Tensor& peaks,
-    const std::optional<at::Tensor>& scales, int64_t sign, bool validate) {
-  const Problem p = make_problem("compnet_ext.loss_and_grad", x, peaks, scales, sign,
-                                 {"target", target}, validate);
-  const auto opts = p.peaks.options();
-  // With no points the loss is defined as 0 (rather than torch.mean's NaN).
-  at::Tensor loss = at::zeros({p.S}, opts);
-  at::Tensor gp = at::zeros({p.S, p.D + 1}, opts);
-  at::Tensor gs = p.smooth() ? at::empty({0}, opts) : at::zeros({p.S, p.D}, opts);
-  if (p.S > 0 && p.N > 0) {
-    AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_loss_and_grad_cpu", [&] {
-      backward_kernel<scalar_t, true>(p, nullptr, gp.data_ptr<scalar_t>(),
-                                      ptr_if<scalar_t>(gs, !p.smooth()),
-                                      loss.data_ptr<scalar_t>());
-    });
-  }
-  return {loss, gp, gs};
-}
-
 // Stage 1 fused: one task per seed runs every epoch (loss and gradient over all points, then an
 // Adam step) with the same block sums and reduction order as loss_and_grad, so each step equals
 // loss_and_grad followed by the Adam update of compnet_ext.optim.BatchedAdam. `state` [S, 2, P]
 // holds the Adam moments of the row [peaks (D + 1) | free scales (D)], trained in place.
 template <typename T>
-void train_kernel(const Problem& p, const AdamConfig& cfg, at::Tensor& peaks, at::Tensor& scales,
-                  at::Tensor& loss, at::Tensor& curve, at::Tensor& state) {
+void train_kernel(const Problem& p, const AdamConfig& cfg, const at::Tensor& peaks,
+                  const at::Tensor& scales, const at::Tensor& loss, const at::Tensor& curve,
+                  const at::Tensor& state) {
   constexpr int L = kLanes<T>;
   const int64_t S = p.S, N = p.N, D = p.D, blocks = ceil_div(N, kBlock), W = 2 * D + 1;
   const int64_t P = state.size(2), R = curve.size(1);
@@ -286,33 +229,36 @@ void train_kernel(const Problem& p, const AdamConfig& cfg, at::Tensor& peaks, at
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> train_peaks_cpu(
-    const at::Tensor& x, const at::Tensor& target, const at::Tensor& peaks,
-    const std::optional<at::Tensor>& scales, int64_t sign, int64_t epochs, double lr,
-    double beta1, double beta2, double eps, double peak_min, double peak_max,
-    int64_t record_every, bool validate, const std::optional<at::Tensor>& state, int64_t step) {
-  const Problem p = make_problem("compnet_ext.train_peaks", x, peaks, scales, sign,
-                                 {"target", target}, validate);
-  const AdamConfig cfg = train_peaks_config(epochs, lr, beta1, beta2, eps, peak_min, peak_max,
-                                            record_every, step, p.peaks.scalar_type());
-  auto [out_peaks, out_scales, loss, curve, out_state] = make_train_outputs(p, cfg, state);
-  // With no points every gradient is 0, but a continued run's Adam moments still move the
-  // parameters, so the steps run all the same.
-  if (p.S > 0) {
-    AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_train_peaks_cpu", [&] {
-      train_kernel<scalar_t>(p, cfg, out_peaks, out_scales, loss, curve, out_state);
+// The kernels of compnet/ops.h on the CPU.
+struct Cpu {
+  using Guard = NoDeviceGuard;
+  static void forward(const char*, const Problem& p, const at::Tensor& y) {
+    AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_forward_cpu",
+                               [&] { forward_kernel<scalar_t>(p, y.data_ptr<scalar_t>()); });
+  }
+  static void backward(const char*, const Problem& p, const at::Tensor& loss, const at::Tensor& gx,
+                       const at::Tensor& gp, const at::Tensor& gs) {
+    AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_backward_cpu", [&] {
+      using T = scalar_t;
+      if (loss.defined())
+        backward_kernel<T, true>(p, ptr_or_null<T>(gx), ptr_or_null<T>(gp), ptr_or_null<T>(gs),
+                                 loss.data_ptr<T>());
+      else
+        backward_kernel<T, false>(p, ptr_or_null<T>(gx), ptr_or_null<T>(gp), ptr_or_null<T>(gs),
+                                  nullptr);
     });
   }
-  return {out_peaks, out_scales, loss, curve, out_state};
-}
+  static void train(const char*, const Problem& p, const AdamConfig& cfg, const at::Tensor& peaks,
+                    const at::Tensor& scales, const at::Tensor& loss, const at::Tensor& curve,
+                    const at::Tensor& state) {
+    AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_train_peaks_cpu", [&] {
+      train_kernel<scalar_t>(p, cfg, peaks, scales, loss, curve, state);
+    });
+  }
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(compnet_ext, CPU, m) {
-  m.impl("forward", &forward_cpu);
-  m.impl("backward", &backward_cpu);
-  m.impl("loss_and_grad", &loss_and_grad_cpu);
-  m.impl("train_peaks", &train_peaks_cpu);
-}
+TORCH_LIBRARY_IMPL(compnet_ext, CPU, m) { register_ops<Cpu>(m); }
 
 }  // namespace cn

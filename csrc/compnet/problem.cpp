@@ -32,10 +32,8 @@ Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peak
   p.S = peaks.size(0);
   p.D = static_cast<int>(peaks.size(1) - 1);
   p.sign = static_cast<int>(sign);
-  check_like(op, "x", x, "peaks", peaks);
-  p.x_shared = check_points(op, "x", x, p.S, -1);
+  p.x = points_arg(op, "x", x, "peaks", peaks, p.S, -1, p.x_shared);
   p.N = x.size(x.dim() - 1);
-  p.x = x.contiguous();
   p.peaks = peaks.contiguous();
   if (scales.has_value()) {
     check_like(op, "scales", *scales, "peaks", peaks);
@@ -43,11 +41,8 @@ Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peak
                 ": `scales` must be [S, D] = [", p.S, ", ", p.D, "], got ", scales->sizes());
     p.scales = scales->contiguous();
   }
-  if (head.tensor.has_value()) {
-    check_like(op, head.name, *head.tensor, "peaks", peaks);
-    p.head_shared = check_points(op, head.name, *head.tensor, p.S, p.N);
-    p.head = head.tensor->contiguous();
-  }
+  if (head.tensor.has_value())
+    p.head = points_arg(op, head.name, *head.tensor, "peaks", peaks, p.S, p.N, p.head_shared);
   if (validate) {
     // Below sqrt(smallest normal) 1/a^2 (the peak gradient) overflows, and below 1/max 1/a does.
     const double min_peak = min_peak_of(p.peaks.scalar_type());

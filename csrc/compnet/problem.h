@@ -10,7 +10,7 @@
 #include <tuple>
 
 #include "common/adam.h"
-#include "common/points.h"
+#include "common/tensors.h"
 
 namespace cn {
 

@@ -13,6 +13,7 @@
 #include "common/cpu_tiles.h"
 #include "common/mse.h"
 #include "mlp/math.h"
+#include "mlp/ops.h"
 #include "mlp/problem.h"
 
 namespace cn {
@@ -112,6 +113,18 @@ struct MseHead {
   }
 };
 
+// The head of mlp_backward: dy = grad_y [S, N].
+template <typename T>
+struct GradYHead {
+  static constexpr int L = kLanes<T>;
+  const T* g;
+  int64_t N;
+  explicit GradYHead(const MlpProblem& p) : g(p.head.data_ptr<T>()), N(p.N) {}
+  void operator()(int64_t seed, int64_t n0, int valid, const T (&)[L], T (&dy)[L], T*) const {
+    for (int l = 0; l < L; ++l) dy[l] = l < valid ? g[seed * N + n0 + l] : T(0);
+  }
+};
+
 // Parallel over (seed, block of points), then over seeds for the fixed-order reduction.
 // Outputs: gparams [S, P] (always), gx [S, N] (optional), loss [S] (optional). Needs N > 0.
 template <typename T, typename Head>
@@ -140,8 +153,8 @@ void backward_kernel(const MlpProblem& p, const Head& head, T* gparams, T* gx, T
 // mlp_loss_and_grad followed by compnet_ext.optim.BatchedAdam. `params` [S, P] and the Adam
 // moments `state` [S, 2, P] are trained in place.
 template <typename T>
-void train_kernel(const MlpProblem& p, const AdamConfig& cfg, at::Tensor& params,
-                  at::Tensor& loss, at::Tensor& curve, at::Tensor& state) {
+void train_kernel(const MlpProblem& p, const AdamConfig& cfg, const at::Tensor& params,
+                  const at::Tensor& loss, const at::Tensor& curve, const at::Tensor& state) {
   const int64_t S = p.S, N = p.N, P = p.shape.params, blocks = ceil_div(N, kBlock), W = P + 1;
   const int64_t R = curve.size(1);
   const MseHead<T> head(p);
@@ -167,84 +180,35 @@ void train_kernel(const MlpProblem& p, const AdamConfig& cfg, at::Tensor& params
   });
 }
 
-at::Tensor mlp_forward_cpu(const at::Tensor& x, const at::Tensor& params, at::IntArrayRef widths) {
-  const MlpProblem p = make_mlp_problem("compnet_ext.mlp_forward", x, params, widths, {});
-  at::Tensor y = at::empty({p.S, p.N}, p.params.options());
-  if (y.numel() == 0) return y;
-  AT_DISPATCH_FLOATING_TYPES(p.params.scalar_type(), "mlp_forward_cpu",
-                             [&] { forward_kernel<scalar_t>(p, y.data_ptr<scalar_t>()); });
-  return y;
-}
-
-std::tuple<at::Tensor, at::Tensor> mlp_backward_cpu(const at::Tensor& grad_y, const at::Tensor& x,
-                                                    const at::Tensor& params,
-                                                    at::IntArrayRef widths, bool need_x) {
-  const MlpProblem p =
-      make_mlp_problem("compnet_ext.mlp_backward", x, params, widths, {"grad_y", grad_y});
-  TORCH_CHECK(!p.head_shared, "compnet_ext.mlp_backward: `grad_y` must be [S, N]");
-  const auto opts = p.params.options();
-  at::Tensor gp = at::zeros({p.S, p.shape.params}, opts);
-  at::Tensor gx = need_x ? at::zeros({p.S, p.N}, opts) : at::empty({0}, opts);
-  if (p.S > 0 && p.N > 0) {
+// The kernels of mlp/ops.h on the CPU.
+struct Cpu {
+  using Guard = NoDeviceGuard;
+  static void forward(const char*, const MlpProblem& p, const at::Tensor& y) {
+    AT_DISPATCH_FLOATING_TYPES(p.params.scalar_type(), "mlp_forward_cpu",
+                               [&] { forward_kernel<scalar_t>(p, y.data_ptr<scalar_t>()); });
+  }
+  static void backward(const char*, const MlpProblem& p, const at::Tensor& loss,
+                       const at::Tensor& gx, const at::Tensor& gp) {
     AT_DISPATCH_FLOATING_TYPES(p.params.scalar_type(), "mlp_backward_cpu", [&] {
       using T = scalar_t;
-      constexpr int L = kLanes<T>;
-      const T* g = p.head.data_ptr<T>();
-      const int64_t N = p.N;
-      auto head = [=](int64_t seed, int64_t n0, int valid, const T(&)[L], T(&dy)[L], T*) {
-        for (int l = 0; l < L; ++l) dy[l] = l < valid ? g[seed * N + n0 + l] : T(0);
-      };
-      backward_kernel<T>(p, head, gp.data_ptr<T>(), need_x ? gx.data_ptr<T>() : nullptr,
-                         nullptr);
+      if (loss.defined())
+        backward_kernel<T>(p, MseHead<T>(p), gp.data_ptr<T>(), ptr_or_null<T>(gx),
+                           loss.data_ptr<T>());
+      else
+        backward_kernel<T>(p, GradYHead<T>(p), gp.data_ptr<T>(), ptr_or_null<T>(gx), nullptr);
     });
   }
-  if (need_x && p.x_shared) gx = gx.sum(0);
-  return {gx, gp};
-}
-
-std::tuple<at::Tensor, at::Tensor> mlp_loss_and_grad_cpu(const at::Tensor& x,
-                                                         const at::Tensor& target,
-                                                         const at::Tensor& params,
-                                                         at::IntArrayRef widths) {
-  const MlpProblem p =
-      make_mlp_problem("compnet_ext.mlp_loss_and_grad", x, params, widths, {"target", target});
-  const auto opts = p.params.options();
-  at::Tensor loss = at::zeros({p.S}, opts);  // 0 with no points (not torch.mean's NaN)
-  at::Tensor gp = at::zeros({p.S, p.shape.params}, opts);
-  if (p.S > 0 && p.N > 0) {
-    AT_DISPATCH_FLOATING_TYPES(p.params.scalar_type(), "mlp_loss_and_grad_cpu", [&] {
-      using T = scalar_t;
-      backward_kernel<T>(p, MseHead<T>(p), gp.data_ptr<T>(), nullptr, loss.data_ptr<T>());
-    });
-  }
-  return {loss, gp};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_train_cpu(
-    const at::Tensor& x, const at::Tensor& target, const at::Tensor& params,
-    at::IntArrayRef widths, int64_t epochs, double lr, double beta1, double beta2, double eps,
-    int64_t record_every, const std::optional<at::Tensor>& state, int64_t step) {
-  const MlpProblem p =
-      make_mlp_problem("compnet_ext.mlp_train", x, params, widths, {"target", target});
-  const AdamConfig cfg = mlp_train_config(epochs, lr, beta1, beta2, eps, record_every, step);
-  auto [out, loss, curve, out_state] = make_mlp_train_outputs(p, cfg, state);
-  // With no points every gradient is 0, but a continued run's Adam moments still move the
-  // parameters, so the steps run all the same.
-  if (p.S > 0) {
+  static void train(const char*, const MlpProblem& p, const AdamConfig& cfg,
+                    const at::Tensor& params, const at::Tensor& loss, const at::Tensor& curve,
+                    const at::Tensor& state) {
     AT_DISPATCH_FLOATING_TYPES(p.params.scalar_type(), "mlp_train_cpu", [&] {
-      train_kernel<scalar_t>(p, cfg, out, loss, curve, out_state);
+      train_kernel<scalar_t>(p, cfg, params, loss, curve, state);
     });
   }
-  return {out, loss, curve, out_state};
-}
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(compnet_ext, CPU, m) {
-  m.impl("mlp_forward", &mlp_forward_cpu);
-  m.impl("mlp_backward", &mlp_backward_cpu);
-  m.impl("mlp_loss_and_grad", &mlp_loss_and_grad_cpu);
-  m.impl("mlp_train", &mlp_train_cpu);
-}
+TORCH_LIBRARY_IMPL(compnet_ext, CPU, m) { register_mlp_ops<Cpu>(m); }
 
 }  // namespace cn

@@ -21,16 +21,11 @@ MlpProblem make_mlp_problem(const char* op, const at::Tensor& x, const at::Tenso
   TORCH_CHECK(params.size(1) == p.shape.params, op, ": `params` has ", params.size(1),
               " columns but `widths` ", widths, " needs ", p.shape.params);
   p.S = params.size(0);
-  check_like(op, "x", x, "params", params);
-  p.x_shared = check_points(op, "x", x, p.S, -1);
+  p.x = points_arg(op, "x", x, "params", params, p.S, -1, p.x_shared);
   p.N = x.size(-1);
-  p.x = x.contiguous();
   p.params = params.contiguous();
-  if (head.tensor.has_value()) {
-    check_like(op, head.name, *head.tensor, "params", params);
-    p.head_shared = check_points(op, head.name, *head.tensor, p.S, p.N);
-    p.head = head.tensor->contiguous();
-  }
+  if (head.tensor.has_value())
+    p.head = points_arg(op, head.name, *head.tensor, "params", params, p.S, p.N, p.head_shared);
   return p;
 }
 

@@ -9,7 +9,7 @@
 #include <tuple>
 
 #include "common/adam.h"
-#include "common/points.h"
+#include "common/tensors.h"
 #include "mlp/math.h"
 
 namespace cn {
