@@ -31,7 +31,7 @@ inline AdamConfig make_adam_config(const char* op, int64_t epochs, double lr, do
 
 // Columns of the loss curve: the loss before steps 0, k, 2k, ... < epochs.
 inline int64_t curve_records(const AdamConfig& cfg) {
-  return cfg.record_every > 0 ? (cfg.epochs + cfg.record_every - 1) / cfg.record_every : 0;
+  return cfg.record_every > 0 ? ceil_div(cfg.epochs, cfg.record_every) : 0;
 }
 
 // The Adam moments to continue from: a copy of `state` ([S, 2, P]: exp_avg, exp_avg_sq of the
