@@ -35,9 +35,10 @@ def want_cuda():
 
 def extension():
     cuda = want_cuda()
-    sources = ["csrc/registration.cpp", "csrc/ops_common.cpp", "csrc/cpu/ops_cpu.cpp",
-               "csrc/cpu/mlp_cpu.cpp"]
-    # -fno-trapping-math lets GCC turn the sweeps' selects into SIMD blends (see compnet_math.h).
+    sources = ["csrc/registration.cpp", "csrc/compnet/problem.cpp", "csrc/compnet/cpu.cpp",
+               "csrc/mlp/problem.cpp", "csrc/mlp/cpu.cpp"]
+    # -fno-trapping-math lets GCC turn the sweeps' selects into SIMD blends (see
+    # common/portability.h).
     # -ffp-contract=off: the compiler must not fuse a*b+c on its own. Whether it does depends on
     # the inlining context and the target CPU, so two call sites of the same math (the fused
     # training stages and loss_and_grad) could round differently; FMAs are written out (cn::fma_).
@@ -52,8 +53,8 @@ def extension():
     arch = os.environ.get("COMPNET_CUDA_ARCH") or os.environ.get("TORCH_CUDA_ARCH_LIST") or "8.0;9.0"
     os.environ["TORCH_CUDA_ARCH_LIST"] = arch
     print(f"compnet_ext: building CUDA kernels for {arch}")
-    sources += ["csrc/cuda/ops_cuda.cpp", "csrc/cuda/kernels.cu", "csrc/cuda/mlp_cuda.cpp",
-                "csrc/cuda/mlp_kernels.cu"]
+    sources += ["csrc/compnet/cuda.cpp", "csrc/compnet/kernels.cu", "csrc/mlp/cuda.cpp",
+                "csrc/mlp/kernels.cu"]
     return CUDAExtension(
         sources=sources,
         extra_compile_args={"cxx": cxx + ["-DCOMPNET_WITH_CUDA"],

@@ -1,11 +1,11 @@
 // The op schemas, in one place. Backends register implementations with TORCH_LIBRARY_IMPL in
-// csrc/cpu/ops_cpu.cpp and csrc/cuda/ops_cuda.cpp; fake kernels and autograd are registered from
-// Python (compnet_ext/ops.py).
+// {compnet,mlp}/cpu.cpp and {compnet,mlp}/cuda.cpp; fake kernels and autograd are registered from
+// Python.
 #include <torch/extension.h>
 #include <torch/library.h>
 
-#include "compnet_math.h"  // CN_HAS_FMA
-#include "mlp_math.h"      // the fused MLP kernels' limits
+#include "common/portability.h"  // CN_HAS_FMA
+#include "mlp/math.h"            // the fused MLP kernels' limits
 
 TORCH_LIBRARY(compnet_ext, m) {
   // y [S, N] = x + sign * sum_i s_i W_i(x); scales None means smooth scales from the peaks.

@@ -1,45 +1,27 @@
-#include "ops_common.h"
+#include "compnet/problem.h"
 
 #include <c10/util/Exception.h>
 
 #include <cmath>
 #include <limits>
+#include <vector>
+
+#include "common/adam_args.h"
 
 namespace cn {
+namespace {
 
+// The smallest valid peak of a dtype, sqrt(smallest normal): below it 1/a^2 overflows.
 double min_peak_of(at::ScalarType t) {
   return std::sqrt(t == at::kFloat ? double(std::numeric_limits<float>::min())
                                    : std::numeric_limits<double>::min());
-}
-
-namespace {
-
-void check_tensor(const char* op, const char* name, const at::Tensor& t, const at::Tensor& ref) {
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": `", name, "` has dtype ",
-              t.scalar_type(), " but `peaks` has ", ref.scalar_type());
-  TORCH_CHECK(t.device() == ref.device(), op, ": `", name, "` is on ", t.device(),
-              " but `peaks` is on ", ref.device());
-}
-
-// [N] (shared by all seeds) or [S, N]; returns whether shared.
-bool check_points(const char* op, const char* name, const at::Tensor& t, int64_t S, int64_t N) {
-  TORCH_CHECK(t.dim() == 1 || t.dim() == 2, op, ": `", name, "` must be [N] or [S, N], got ",
-              t.sizes());
-  if (t.dim() == 2) {
-    TORCH_CHECK(t.size(0) == S && (N < 0 || t.size(1) == N), op, ": `", name, "` has shape ",
-                t.sizes(), ", expected [", S, ", N]");
-  } else {
-    TORCH_CHECK(N < 0 || t.size(0) == N, op, ": `", name, "` has ", t.size(0),
-                " points, expected ", N);
-  }
-  return t.dim() == 1;
 }
 
 }  // namespace
 
 Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peaks,
                      const std::optional<at::Tensor>& scales, int64_t sign,
-                     const std::optional<at::Tensor>& target, bool validate) {
+                     const NamedTensor& head, bool validate) {
   TORCH_CHECK(sign == 1 || sign == -1, op, ": `sign` must be -1 or +1, got ", sign);
   TORCH_CHECK(peaks.scalar_type() == at::kFloat || peaks.scalar_type() == at::kDouble, op,
               ": `peaks` must be float32 or float64, got ", peaks.scalar_type());
@@ -50,22 +32,17 @@ Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peak
   p.S = peaks.size(0);
   p.D = static_cast<int>(peaks.size(1) - 1);
   p.sign = static_cast<int>(sign);
-  check_tensor(op, "x", x, peaks);
-  p.x_shared = check_points(op, "x", x, p.S, -1);
+  p.x = points_arg(op, "x", x, "peaks", peaks, p.S, -1, p.x_shared);
   p.N = x.size(x.dim() - 1);
-  p.x = x.contiguous();
   p.peaks = peaks.contiguous();
   if (scales.has_value()) {
-    check_tensor(op, "scales", *scales, peaks);
+    check_like(op, "scales", *scales, "peaks", peaks);
     TORCH_CHECK(scales->dim() == 2 && scales->size(0) == p.S && scales->size(1) == p.D, op,
                 ": `scales` must be [S, D] = [", p.S, ", ", p.D, "], got ", scales->sizes());
     p.scales = scales->contiguous();
   }
-  if (target.has_value()) {
-    check_tensor(op, "target", *target, peaks);
-    p.target_shared = check_points(op, "target", *target, p.S, p.N);
-    p.target = target->contiguous();
-  }
+  if (head.tensor.has_value())
+    p.head = points_arg(op, head.name, *head.tensor, "peaks", peaks, p.S, p.N, p.head_shared);
   if (validate) {
     // Below sqrt(smallest normal) 1/a^2 (the peak gradient) overflows, and below 1/max 1/a does.
     const double min_peak = min_peak_of(p.peaks.scalar_type());
@@ -77,7 +54,7 @@ Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peak
         p.x.isfinite().logical_not().any(),
         ((p.x < 0) | (p.x > 1)).any(),
         p.scales.defined() ? p.scales.isfinite().logical_not().any() : no,
-        p.target.defined() ? p.target.isfinite().logical_not().any() : no,
+        p.head.defined() ? p.head.isfinite().logical_not().any() : no,
     };
     const auto flags = at::stack(bad).to(at::kCPU);
     const bool* f = flags.data_ptr<bool>();
@@ -87,14 +64,14 @@ Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peak
     TORCH_CHECK(!f[2], op, ": `x` contains NaN or Inf");
     TORCH_CHECK(!f[3], op, ": `x` must lie in [0, 1]");
     TORCH_CHECK(!f[4], op, ": `scales` contains NaN or Inf");
-    TORCH_CHECK(!f[5], op, ": `target` contains NaN or Inf");
+    TORCH_CHECK(!f[5], op, ": `", head.name, "` contains NaN or Inf");
   }
   return p;
 }
 
-AdamConfig make_adam_config(int64_t epochs, double lr, double beta1, double beta2, double eps,
-                            double peak_min, double peak_max, int64_t record_every, int64_t step,
-                            at::ScalarType dtype) {
+AdamConfig train_peaks_config(int64_t epochs, double lr, double beta1, double beta2, double eps,
+                              double peak_min, double peak_max, int64_t record_every,
+                              int64_t step, at::ScalarType dtype) {
   const char* op = "compnet_ext.train_peaks";
   AdamConfig cfg = make_adam_config(op, epochs, lr, beta1, beta2, eps, record_every, step);
   TORCH_CHECK(peak_min > 0 && peak_max < 1 && peak_min <= peak_max, op,

@@ -1,6 +1,6 @@
 // Per-point math of S independent scalar-in, scalar-out ReLU MLPs, written once for the CPU driver
-// (csrc/cpu/mlp_cpu.cpp, L lanes of points per call, SIMD lane loops) and the CUDA kernels
-// (csrc/cuda/mlp_kernels.cu, L = 1, one point per thread). Plain C++: no torch, no CUDA headers.
+// (mlp/cpu.cpp, L lanes of points per call, SIMD lane loops) and the CUDA kernels
+// (mlp/kernels.cu, L = 1, one point per thread). Plain C++: no torch, no CUDA headers.
 //
 // Parameters of one seed are one flat row: for each linear layer l, W_l [out, in] row-major, then
 // b_l [out]. ReLU follows every layer but the last. The forward keeps each hidden layer's
@@ -9,7 +9,7 @@
 // backward for a point run on chip without a second pass over the weights' inputs.
 #pragma once
 
-#include "compnet_math.h"  // CN_HD, CN_LANES
+#include "common/portability.h"
 
 namespace cn {
 namespace mlp {

@@ -1,22 +1,26 @@
-// CUDA drivers for the sweeps of compnet_math.h: only indexing and the warp reduction live here.
-// Includes nothing from torch so that nvcc compiles it without a CUDA build of torch.
+// CUDA kernels of the compositional network's ops, on the sweeps of compnet/math.h: only
+// indexing and the warp reductions live here. One point per thread; the backward and the fused
+// stage 1 give each seed a warp, whose gradients are reduced with the order-fixed warp_sum and
+// added by lane 0 (no atomics: bitwise deterministic). Includes nothing from torch, so that nvcc
+// compiles it without a CUDA build of torch.
 #include <cuda_runtime.h>
 
-#include "../compnet_math.h"
-#include "kernels.h"
-#include "warp.cuh"
+#include "common/adam.h"
+#include "common/launch.cuh"
+#include "common/mse.h"
+#include "common/warp.cuh"
+#include "compnet/kernels.h"
+#include "compnet/math.h"
 
 namespace cn {
 namespace cuda {
 namespace {
 
-constexpr int kWarpsPerBlock = 4;  // one warp per seed in the backward
 constexpr int kForwardThreads = 256;
 
 // Layers kept in registers per chunk of the reverse sweep.
 template <typename T>
 constexpr int kChunk = sizeof(T) == 4 ? 32 : 16;
-
 
 template <typename T>
 __global__ void forward_kernel(Dims d, const T* __restrict__ x, const T* __restrict__ a,
@@ -72,10 +76,7 @@ __device__ T warp_seed_pass(const Dims& d, const T* xrow, const T* head_row, boo
     const T xt[1] = {active ? xrow[n] : T(0)};
     auto head = [&](int, T y) -> T {
       if (!active) return T(0);
-      if (!loss_mode) return head_row[n];
-      const T diff = y - head_row[n];
-      lane_loss += diff * diff;
-      return inv_n * (T(2) * diff);
+      return loss_mode ? mse_grad(y, head_row[n], inv_n, lane_loss) : head_row[n];
     };
     WarpAcc<T> acc{ga, gs, (gx_row && active) ? gx_row + n : nullptr, lead};
     backward_lanes<T, 1, kChunk<T>>(xt, a, s, d.D, d.sign, head, acc);
@@ -102,10 +103,10 @@ __global__ void backward_kernel(Dims d, const T* __restrict__ x, const T* __rest
   if (lead && smooth) smooth_scales_row(a, D, d.sign, scratch + seed * 2 * D);
   __syncwarp();
   const T sse = warp_seed_pass(d, x + (d.x_shared ? 0 : seed * d.N),
-                               head_in + (d.target_shared ? 0 : seed * d.N), loss != nullptr, a,
-                               s, gp, gs, gx ? gx + seed * d.N : nullptr);
+                               head_in + (d.head_shared ? 0 : seed * d.N), loss != nullptr, a, s,
+                               gp, gs, gx ? gx + seed * d.N : nullptr);
   if (lead) {
-    if (loss) loss[seed] = sse * (T(1) / T(d.N));
+    if (loss) loss[seed] = mse_mean_by_reciprocal(sse, d.N);
     if (gp) {
       gp[D] = T(0);
       if (smooth) smooth_scales_backward_row(a, s, D, d.sign, gs, gp);
@@ -113,60 +114,52 @@ __global__ void backward_kernel(Dims d, const T* __restrict__ x, const T* __rest
   }
 }
 
-// Stage 1 fused: one warp per seed runs all epochs with its parameters and gradients in shared
-// memory (per warp 4D + 2 values, see train()); the Adam moments stay in `state` [S, 2, P]
-// (row [peaks (D + 1) | free scales (D)]), touched once per epoch by the lead lane.
+// Stage 1 fused: one warp per seed runs all epochs with its peaks, scales and their gradients in
+// its workspace (train_workspace_values, placed by the TrainPlan). The Adam moments stay in
+// `state` [S, 2, P] (row [peaks (D + 1) | free scales (D)]); Adam is element-wise, so the lanes
+// share the row.
 template <typename T>
 __global__ void train_kernel(Dims d, AdamConfig cfg, const T* __restrict__ x,
                              const T* __restrict__ target, T* peaks, T* scales, T* loss,
-                             T* curve, int64_t records, T* state, int64_t P) {
-  extern __shared__ unsigned char smem_raw[];
+                             T* curve, int64_t records, T* state, T* spill) {
   const int64_t seed = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
-  if (seed >= d.S) return;
-  const int D = d.D;
-  const bool lead = threadIdx.x == 0, smooth = scales == nullptr;
-  T* base = reinterpret_cast<T*>(smem_raw) + threadIdx.y * (4 * D + 2);
-  T *a = base, *ga = a + D + 1;   // peaks and their gradient: D + 1 each
-  T *s = ga + D + 1, *gs = s + D;  // scales and their gradient: D each
+  if (seed >= d.S) return;  // whole warp exits together
+  const int D = d.D, lane = threadIdx.x;
+  const bool lead = lane == 0, smooth = scales == nullptr;
+  T* a = warp_workspace(spill, seed, train_workspace_values(D));
+  T* ga = a + D + 1;
+  T* s = ga + D + 1;
+  T* gs = s + D;
+  const int64_t P = D + 1 + (smooth ? 0 : D);
   T* m = state + seed * 2 * P;
   T* v = m + P;
   T* pk_row = peaks + seed * (D + 1);
   T* sc_row = smooth ? nullptr : scales + seed * D;
-  if (lead) {
-    for (int i = 0; i <= D; ++i) a[i] = pk_row[i];
-    for (int i = 0; i < D; ++i) s[i] = smooth ? T(0) : sc_row[i];
-  }
+  warp_copy(a, pk_row, D + 1);
+  if (!smooth) warp_copy(s, sc_row, D);
   const T* xrow = x + (d.x_shared ? 0 : seed * d.N);
-  const T* trow = target + (d.target_shared ? 0 : seed * d.N);
-  for (long long epoch = 0; epoch <= cfg.epochs; ++epoch) {
+  const T* trow = target + (d.head_shared ? 0 : seed * d.N);
+  const T lo = T(cfg.peak_min), hi = T(cfg.peak_max), inf = T(INFINITY);
+  auto pass = [&] {
+    __syncwarp();  // the parameters are complete
     if (lead && smooth) smooth_scales_row(a, D, d.sign, s);
     __syncwarp();
     const T sse = warp_seed_pass(d, xrow, trow, true, a, s, ga, gs, static_cast<T*>(nullptr));
     if (lead) {
-      const T l = d.N > 0 ? sse * (T(1) / T(d.N)) : T(0);
-      if (epoch == cfg.epochs) {
-        loss[seed] = l;
-      } else {
-        if (cfg.record_every > 0 && epoch % cfg.record_every == 0)
-          curve[seed * records + epoch / cfg.record_every] = l;
-        ga[D] = T(0);
-        if (smooth) smooth_scales_backward_row(a, s, D, d.sign, gs, ga);
-        const AdamStep<T> step(cfg, cfg.step0 + epoch + 1);
-        step.apply(a, ga, m, v, D + 1, T(cfg.peak_min), T(cfg.peak_max));
-        if (!smooth) step.apply(s, gs, m + D + 1, v + D + 1, D, T(-INFINITY), T(INFINITY));
-      }
+      ga[D] = T(0);
+      if (smooth) smooth_scales_backward_row(a, s, D, d.sign, gs, ga);
     }
-    __syncwarp();
-  }
-  if (lead) {
-    for (int i = 0; i <= D; ++i) pk_row[i] = a[i];
-    for (int i = 0; sc_row && i < D; ++i) sc_row[i] = s[i];
-  }
-}
-
-const char* last_error() {
-  const cudaError_t e = cudaGetLastError();
-  return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+    __syncwarp();  // the gradient is complete
+    return mse_mean_by_reciprocal(sse, d.N);
+  };
+  auto step = [&](const AdamStep<T>& adam) {
+    adam.apply(a, ga, m, v, D + 1, lo, hi, lane, kWarp);
+    if (!smooth) adam.apply(s, gs, m + D + 1, v + D + 1, D, -inf, inf, lane, kWarp);
+  };
+  const T l = train_epochs<T>(cfg, lead ? curve + seed * records : nullptr, pass, step);
+  if (lead) loss[seed] = l;
+  warp_copy(pk_row, a, D + 1);
+  if (!smooth) warp_copy(sc_row, s, D);
 }
 
 }  // namespace
@@ -174,59 +167,36 @@ const char* last_error() {
 template <typename T>
 const char* forward(const Dims& d, const T* x, const T* peaks, const T* scales, T* y,
                     void* stream) {
-  const int64_t total = d.S * d.N;
-  if (total == 0) return nullptr;
-  const int64_t blocks = (total + kForwardThreads - 1) / kForwardThreads;
-  forward_kernel<T><<<static_cast<unsigned>(blocks), kForwardThreads, 0,
-                      static_cast<cudaStream_t>(stream)>>>(d, x, peaks, scales, y);
-  return last_error();
+  if (d.S * d.N == 0) return nullptr;
+  return launch(forward_kernel<T>, ceil_div(d.S * d.N, kForwardThreads), kForwardThreads, 0,
+                stream, d, x, peaks, scales, y);
 }
 
 template <typename T>
 const char* backward(const Dims& d, const T* x, const T* peaks, const T* scales, const T* head,
                      T* loss, T* gx, T* g_peaks, T* g_scales, T* scratch, void* stream) {
   if (d.S == 0 || d.N == 0) return nullptr;
-  const dim3 block(kWarp, kWarpsPerBlock);
-  const int64_t blocks = (d.S + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  backward_kernel<T><<<static_cast<unsigned>(blocks), block, 0,
-                       static_cast<cudaStream_t>(stream)>>>(d, x, peaks, scales, head, loss, gx,
-                                                            g_peaks, g_scales, scratch);
-  return last_error();
+  return launch(backward_kernel<T>, ceil_div(d.S, kWarpsPerBlock), dim3(kWarp, kWarpsPerBlock),
+                0, stream, d, x, peaks, scales, head, loss, gx, g_peaks, g_scales, scratch);
 }
 
 template <typename T>
-const char* train(const Dims& d, const AdamConfig& cfg, const T* x, const T* target, T* peaks,
-                  T* scales, T* loss, T* curve, int64_t records, T* state, void* stream) {
+const char* train(const Dims& d, const AdamConfig& cfg, const TrainPlan& plan, const T* x,
+                  const T* target, T* peaks, T* scales, T* loss, T* curve, int64_t records,
+                  T* state, T* spill, void* stream) {
   if (d.S == 0) return nullptr;  // with N = 0 the steps still run (carried Adam moments)
-  const size_t per_warp = (4 * size_t(d.D) + 2) * sizeof(T);
-  // Four warps (seeds) per block when they fit the default 48 KiB, else one per block with the
-  // opt-in shared memory of the device.
-  const int warps = 4 * per_warp <= 48 * 1024 ? 4 : 1;
-  const size_t bytes = warps * per_warp;
-  if (bytes > 48 * 1024) {
-    int dev = 0, optin = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-    if (bytes > size_t(optin))
-      return "depth too large for the fused stage's shared memory (use the step-by-step path)";
-    const cudaError_t e = cudaFuncSetAttribute(
-        train_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-    if (e != cudaSuccess) return cudaGetErrorString(e);
-  }
-  const int64_t blocks = (d.S + warps - 1) / warps;
-  train_kernel<T><<<static_cast<unsigned>(blocks), dim3(kWarp, warps), bytes,
-                    static_cast<cudaStream_t>(stream)>>>(d, cfg, x, target, peaks, scales, loss,
-                                                         curve, records, state,
-                                                         d.D + 1 + (scales ? d.D : 0));
-  return last_error();
+  if (const char* err = check_spill(plan, spill)) return err;
+  return launch(train_kernel<T>, ceil_div(d.S, plan.warps), dim3(kWarp, plan.warps),
+                plan.smem_bytes, stream, d, cfg, x, target, peaks, scales, loss, curve, records,
+                state, spill);
 }
 
 #define CN_INSTANTIATE(T)                                                                       \
   template const char* forward<T>(const Dims&, const T*, const T*, const T*, T*, void*);        \
   template const char* backward<T>(const Dims&, const T*, const T*, const T*, const T*, T*, T*, \
                                    T*, T*, T*, void*);                                          \
-  template const char* train<T>(const Dims&, const AdamConfig&, const T*, const T*, T*, T*, T*, \
-                                T*, int64_t, T*, void*);
+  template const char* train<T>(const Dims&, const AdamConfig&, const TrainPlan&, const T*,     \
+                                const T*, T*, T*, T*, T*, int64_t, T*, T*, void*);
 CN_INSTANTIATE(float)
 CN_INSTANTIATE(double)
 

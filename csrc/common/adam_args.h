@@ -1,5 +1,6 @@
-// Checks of the fused training stages' Adam hyper-parameters and state, shared by the stage-1
-// (ops_*.cpp) and stage-2 (mlp_*.cpp) torch glue. Inline, so that no extra source file is needed.
+// Torch glue of the fused training stages (train_peaks, mlp_train), shared by both network
+// families: checks of the Adam hyper-parameters, the Adam state to continue from, and the size of
+// the loss curve.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -10,7 +11,7 @@
 #include <limits>
 #include <optional>
 
-#include "compnet_math.h"  // AdamConfig
+#include "common/adam.h"
 
 namespace cn {
 
@@ -30,7 +31,7 @@ inline AdamConfig make_adam_config(const char* op, int64_t epochs, double lr, do
 
 // Columns of the loss curve: the loss before steps 0, k, 2k, ... < epochs.
 inline int64_t curve_records(const AdamConfig& cfg) {
-  return cfg.record_every > 0 ? (cfg.epochs + cfg.record_every - 1) / cfg.record_every : 0;
+  return cfg.record_every > 0 ? ceil_div(cfg.epochs, cfg.record_every) : 0;
 }
 
 // The Adam moments to continue from: a copy of `state` ([S, 2, P]: exp_avg, exp_avg_sq of the

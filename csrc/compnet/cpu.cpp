@@ -1,24 +1,23 @@
-// CPU driver: tiles of L points per call into the shared sweeps of compnet_math.h, parallel over
-// (seed, block of points) with at::parallel_for. Reductions over points are done per block in a
-// fixed order, then over blocks in a fixed order, so results do not depend on the thread count.
+// CPU driver of the compositional network's ops: tiles of L points per call into the sweeps of
+// compnet/math.h, parallel over (seed, block of points) with at::parallel_for, with the
+// fixed-order reductions of common/cpu_tiles.h. The fused stage 1 (train_peaks) runs the same
+// block sums per seed, one task per seed.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <vector>
 
-#include "compnet_math.h"
-#include "ops_common.h"
+#include "common/adam.h"
+#include "common/cpu_tiles.h"
+#include "common/mse.h"
+#include "compnet/math.h"
+#include "compnet/ops.h"
+#include "compnet/problem.h"
 
 namespace cn {
 namespace {
 
-// Lanes per sweep call: eight AVX2 registers' worth. Each layer's triangle step is a chain of
-// dependent instructions (compare, select, multiply, two FMAs), so one or two registers' worth
-// of lanes leaves the core waiting on latency; eight independent chains keep it busy
-// (measured: forward 1.36 / 0.56 / 0.47 ms for 16 / 32 / 64 float lanes on one core).
-template <typename T>
-constexpr int kLanes = 256 / sizeof(T);
 constexpr int kChunk = 128;      // layers whose waves are kept per chunk (see backward_lanes)
 constexpr int64_t kBlock = 256;  // points per task in the backward
 // Point-layers per parallel chunk: below this a problem runs on one thread, since waking the
@@ -29,12 +28,6 @@ int64_t grain(int64_t points_per_item, int64_t D) {
   return std::max<int64_t>(1, kGrainWork / (points_per_item * std::max<int64_t>(D, 1)));
 }
 
-// Loads one tile of L points (zero-padded past N) from a row of a [N] or [S, N] tensor.
-template <typename T, int L>
-void load_tile(const T* row, int64_t n0, int64_t N, T (&out)[L]) {
-  for (int l = 0; l < L; ++l) out[l] = n0 + l < N ? row[n0 + l] : T(0);
-}
-
 // Tiles [begin, end) of the forward. Kept out of line: inlined into the parallel_for lambda,
 // GCC vectorised only some of the copies, and ran a scalar one. (Check the disassembly after
 // changing the sweeps: forward_tiles and backward_lanes must use vdivps/vfmadd...ps.)
@@ -43,7 +36,7 @@ template <typename T>
   constexpr int L = kLanes<T>;
   const T* x = p.x.data_ptr<T>();
   const T* a = p.peaks.data_ptr<T>();
-  const int64_t N = p.N, D = p.D, tiles = (N + L - 1) / L;
+  const int64_t N = p.N, D = p.D, tiles = ceil_div(N, L);
   const int64_t xs = p.x_shared ? 0 : N;
   // Smooth scales are materialised per seed here: GCC left the on-the-fly variant of the
   // sweep (forward_lanes with s == nullptr) scalar.
@@ -64,10 +57,9 @@ template <typename T>
 }
 
 template <typename T>
-void forward_kernel(const Problem& p, at::Tensor& y) {
+void forward_kernel(const Problem& p, T* out) {
   constexpr int L = kLanes<T>;
-  const int64_t tiles = (p.N + L - 1) / L;
-  T* out = y.data_ptr<T>();
+  const int64_t tiles = ceil_div(p.N, L);
   at::parallel_for(0, p.S * tiles, grain(L, p.D),
                    [&](int64_t begin, int64_t end) { forward_tiles<T>(p, begin, end, out); });
 }
@@ -80,13 +72,8 @@ struct TileAcc {
   T* gx;  // this tile's dy/dx outputs, or nullptr
   int valid;
   void layer(int i, const T (&va)[L], const T (&vs)[L]) {
-    // restrict: without it GCC kept this loop scalar (it could not rule out aliasing).
-    T* __restrict pa = ga + i * L;
-    T* __restrict ps = gs + i * L;
-    CN_LANES for (int l = 0; l < L; ++l) {
-      pa[l] += va[l];
-      ps[l] += vs[l];
-    }
+    add_lanes<T, L>(ga + i * L, va);
+    add_lanes<T, L>(gs + i * L, vs);
   }
   void input(const T (&g)[L]) {
     if (gx)
@@ -121,26 +108,16 @@ void block_sums(const SeedRows<T>& r, int64_t N, int D, int sign, int64_t b0, in
     load_tile<T, L>(r.x, n0, N, xt);
     auto head = [&](int l, T y) -> T {
       if (l >= valid) return T(0);
-      if (!LOSS) return r.head[n0 + l];
-      const T d = y - r.head[n0 + l];
-      lane_loss[l] += d * d;
-      return inv_n * (T(2) * d);  // d(mean (y-t)^2)/dy, in the reference's rounding order
+      return LOSS ? mse_grad(y, r.head[n0 + l], inv_n, lane_loss[l]) : r.head[n0 + l];
     };
     TileAcc<T, L> acc{lane_ga, lane_gs, r.gx ? r.gx + n0 : nullptr, valid};
     backward_lanes<T, L, kChunk>(xt, r.a, r.s, D, sign, head, acc);
   }
   for (int i = 0; i < D; ++i) {
-    T sa = 0, ss = 0;
-    for (int l = 0; l < L; ++l) {
-      sa += lane_ga[i * L + l];
-      ss += lane_gs[i * L + l];
-    }
-    out[i] = sa;
-    out[D + i] = ss;
+    out[i] = sum_lanes<T, L>(lane_ga + i * L);
+    out[D + i] = sum_lanes<T, L>(lane_gs + i * L);
   }
-  T sl = 0;
-  for (int l = 0; l < L; ++l) sl += lane_loss[l];
-  out[2 * D] = sl;
+  out[2 * D] = sum_lanes<T, L>(lane_loss);
 }
 
 // Reduces one seed's block sums (blocks x (2D+1), in block order) into its loss and gradient
@@ -148,11 +125,8 @@ void block_sums(const SeedRows<T>& r, int64_t N, int D, int sign, int64_t b0, in
 template <typename T>
 void finish_seed(const T* partial, int64_t blocks, int64_t N, int D, int sign, bool smooth,
                  const T* a, const T* s, T* row, T* loss, T* gp, T* gs) {
-  const int64_t W = 2 * D + 1;
-  std::fill(row, row + W, T(0));
-  for (int64_t blk = 0; blk < blocks; ++blk)
-    for (int64_t j = 0; j < W; ++j) row[j] += partial[blk * W + j];
-  if (loss) *loss = N > 0 ? row[2 * D] / T(N) : T(0);  // no points: 0, not NaN
+  sum_blocks(partial, blocks, 2 * D + 1, row);
+  if (loss) *loss = mse_mean(row[2 * D], N);
   T* gsum = row + D;
   if (gs) std::copy(gsum, gsum + D, gs);
   if (gp) {
@@ -162,13 +136,11 @@ void finish_seed(const T* partial, int64_t blocks, int64_t N, int D, int sign, b
   }
 }
 
-int64_t num_blocks(int64_t N) { return (N + kBlock - 1) / kBlock; }
-
 template <typename T>
 SeedRows<T> seed_rows(const Problem& p, const T* s_all, int64_t seed, T* gx_points) {
   const int64_t N = p.N;
   return {p.x.data_ptr<T>() + (p.x_shared ? 0 : seed * N),
-          p.target.data_ptr<T>() + (p.target_shared ? 0 : seed * N),
+          p.head.data_ptr<T>() + (p.head_shared ? 0 : seed * N),
           p.peaks.data_ptr<T>() + seed * (p.D + 1), s_all + seed * p.D,
           gx_points ? gx_points + seed * N : nullptr};
 }
@@ -191,7 +163,7 @@ at::Tensor scales_rows(const Problem& p) {
 template <typename T, bool LOSS>
 void backward_kernel(const Problem& p, T* gx_points, T* g_peaks, T* g_scales, T* loss) {
   constexpr int L = kLanes<T>;
-  const int64_t S = p.S, N = p.N, D = p.D, blocks = num_blocks(N), W = 2 * D + 1;
+  const int64_t S = p.S, N = p.N, D = p.D, blocks = ceil_div(N, kBlock), W = 2 * D + 1;
   const at::Tensor scales = scales_rows<T>(p);
   const T* s = scales.data_ptr<T>();
   std::vector<T> partial(static_cast<size_t>(S * blocks * W));
@@ -214,76 +186,21 @@ void backward_kernel(const Problem& p, T* gx_points, T* g_peaks, T* g_scales, T*
   });
 }
 
-at::Tensor forward_cpu(const at::Tensor& x, const at::Tensor& peaks,
-                       const std::optional<at::Tensor>& scales, int64_t sign, bool validate) {
-  const Problem p = make_problem("compnet_ext.forward", x, peaks, scales, sign, {}, validate);
-  at::Tensor y = at::empty({p.S, p.N}, p.peaks.options());
-  if (y.numel() == 0) return y;
-  AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_forward_cpu",
-                             [&] { forward_kernel<scalar_t>(p, y); });
-  return y;
-}
-
-template <typename T>
-T* ptr_if(at::Tensor& t, bool cond) {
-  return cond ? t.data_ptr<T>() : nullptr;
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
-    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& peaks,
-    const std::optional<at::Tensor>& scales, int64_t sign, bool need_x, bool need_peaks,
-    bool need_scales) {
-  const Problem p = make_problem("compnet_ext.backward", x, peaks, scales, sign, grad_y, false);
-  TORCH_CHECK(!p.target_shared, "compnet_ext.backward: `grad_y` must be [S, N]");
-  need_scales = need_scales && !p.smooth();
-  const auto opts = p.peaks.options();
-  at::Tensor gx = need_x ? at::zeros({p.S, p.N}, opts) : at::empty({0}, opts);
-  at::Tensor gp = need_peaks ? at::zeros({p.S, p.D + 1}, opts) : at::empty({0}, opts);
-  at::Tensor gs = need_scales ? at::zeros({p.S, p.D}, opts) : at::empty({0}, opts);
-  if (p.S > 0 && p.N > 0 && (need_x || need_peaks || need_scales)) {
-    AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_backward_cpu", [&] {
-      backward_kernel<scalar_t, false>(p, ptr_if<scalar_t>(gx, need_x),
-                                       ptr_if<scalar_t>(gp, need_peaks),
-                                       ptr_if<scalar_t>(gs, need_scales), nullptr);
-    });
-  }
-  if (need_x && p.x_shared) gx = gx.sum(0);
-  return {gx, gp, gs};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_and_grad_cpu(
-    const at::Tensor& x, const at::Tensor& target, const at::Tensor& peaks,
-    const std::optional<at::Tensor>& scales, int64_t sign, bool validate) {
-  const Problem p =
-      make_problem("compnet_ext.loss_and_grad", x, peaks, scales, sign, target, validate);
-  const auto opts = p.peaks.options();
-  // With no points the loss is defined as 0 (rather than torch.mean's NaN).
-  at::Tensor loss = at::zeros({p.S}, opts);
-  at::Tensor gp = at::zeros({p.S, p.D + 1}, opts);
-  at::Tensor gs = p.smooth() ? at::empty({0}, opts) : at::zeros({p.S, p.D}, opts);
-  if (p.S > 0 && p.N > 0) {
-    AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_loss_and_grad_cpu", [&] {
-      backward_kernel<scalar_t, true>(p, nullptr, gp.data_ptr<scalar_t>(),
-                                      ptr_if<scalar_t>(gs, !p.smooth()),
-                                      loss.data_ptr<scalar_t>());
-    });
-  }
-  return {loss, gp, gs};
-}
-
 // Stage 1 fused: one task per seed runs every epoch (loss and gradient over all points, then an
 // Adam step) with the same block sums and reduction order as loss_and_grad, so each step equals
 // loss_and_grad followed by the Adam update of compnet_ext.optim.BatchedAdam. `state` [S, 2, P]
 // holds the Adam moments of the row [peaks (D + 1) | free scales (D)], trained in place.
 template <typename T>
-void train_kernel(const Problem& p, const AdamConfig& cfg, at::Tensor& peaks, at::Tensor& scales,
-                  at::Tensor& loss, at::Tensor& curve, at::Tensor& state) {
+void train_kernel(const Problem& p, const AdamConfig& cfg, const at::Tensor& peaks,
+                  const at::Tensor& scales, const at::Tensor& loss, const at::Tensor& curve,
+                  const at::Tensor& state) {
   constexpr int L = kLanes<T>;
-  const int64_t S = p.S, N = p.N, D = p.D, blocks = num_blocks(N), W = 2 * D + 1;
-  const int64_t P = state.size(2);
+  const int64_t S = p.S, N = p.N, D = p.D, blocks = ceil_div(N, kBlock), W = 2 * D + 1;
+  const int64_t P = state.size(2), R = curve.size(1);
   const bool smooth = p.smooth();
-  const int64_t R = curve.size(1);
-  at::parallel_for(0, S, grain(std::max<int64_t>(N, 1), D * std::max<int64_t>(cfg.epochs, 1)), [&](int64_t b, int64_t e) {
+  const T lo = T(cfg.peak_min), hi = T(cfg.peak_max), inf = T(INFINITY);
+  const int64_t work = D * std::max<int64_t>(cfg.epochs, 1);
+  at::parallel_for(0, S, grain(std::max<int64_t>(N, 1), work), [&](int64_t b, int64_t e) {
     std::vector<T> lane_ga(D * L), lane_gs(D * L), partial(blocks * W), row(W);
     std::vector<T> s_row(D), gp(D + 1), gs(D);
     for (int64_t seed = b; seed < e; ++seed) {
@@ -291,59 +208,57 @@ void train_kernel(const Problem& p, const AdamConfig& cfg, at::Tensor& peaks, at
       T* s = smooth ? s_row.data() : scales.data_ptr<T>() + seed * D;
       T* m = state.data_ptr<T>() + seed * 2 * P;  // peaks' moments at [0, D], scales' after
       T* v = m + P;
-      for (int64_t epoch = 0; epoch <= cfg.epochs; ++epoch) {
+      const SeedRows<T> r{p.x.data_ptr<T>() + (p.x_shared ? 0 : seed * N),
+                          p.head.data_ptr<T>() + (p.head_shared ? 0 : seed * N), a, s, nullptr};
+      auto pass = [&] {
         if (smooth) smooth_scales_row<T>(a, p.D, p.sign, s);
-        const SeedRows<T> r{p.x.data_ptr<T>() + (p.x_shared ? 0 : seed * N),
-                            p.target.data_ptr<T>() + (p.target_shared ? 0 : seed * N), a, s,
-                            nullptr};
         for (int64_t blk = 0; blk < blocks; ++blk)
           block_sums<T, true>(r, N, p.D, p.sign, blk * kBlock, std::min(N, (blk + 1) * kBlock),
                               lane_ga.data(), lane_gs.data(), partial.data() + blk * W);
         T l;
         finish_seed<T>(partial.data(), blocks, N, p.D, p.sign, smooth, a, s, row.data(), &l,
                        gp.data(), smooth ? nullptr : gs.data());
-        if (epoch == cfg.epochs) {  // the loss at the final parameters; no step
-          loss.data_ptr<T>()[seed] = l;
-          break;
-        }
-        if (cfg.record_every > 0 && epoch % cfg.record_every == 0 && epoch / cfg.record_every < R)
-          curve.data_ptr<T>()[seed * R + epoch / cfg.record_every] = l;
-        const AdamStep<T> step(cfg, cfg.step0 + epoch + 1);
-        step.apply(a, gp.data(), m, v, p.D + 1, T(cfg.peak_min), T(cfg.peak_max));
-        if (!smooth)
-          step.apply(s, gs.data(), m + D + 1, v + D + 1, p.D, -INFINITY, INFINITY);
-      }
+        return l;
+      };
+      auto step = [&](const AdamStep<T>& adam) {
+        adam.apply(a, gp.data(), m, v, p.D + 1, lo, hi);
+        if (!smooth) adam.apply(s, gs.data(), m + D + 1, v + D + 1, p.D, -inf, inf);
+      };
+      loss.data_ptr<T>()[seed] = train_epochs<T>(cfg, curve.data_ptr<T>() + seed * R, pass, step);
     }
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> train_peaks_cpu(
-    const at::Tensor& x, const at::Tensor& target, const at::Tensor& peaks,
-    const std::optional<at::Tensor>& scales, int64_t sign, int64_t epochs, double lr,
-    double beta1, double beta2, double eps, double peak_min, double peak_max,
-    int64_t record_every, bool validate, const std::optional<at::Tensor>& state, int64_t step) {
-  const Problem p =
-      make_problem("compnet_ext.train_peaks", x, peaks, scales, sign, target, validate);
-  const AdamConfig cfg = make_adam_config(epochs, lr, beta1, beta2, eps, peak_min, peak_max,
-                                          record_every, step, p.peaks.scalar_type());
-  auto [out_peaks, out_scales, loss, curve, out_state] = make_train_outputs(p, cfg, state);
-  // With no points every gradient is 0, but a continued run's Adam moments still move the
-  // parameters, so the steps run all the same.
-  if (p.S > 0) {
-    AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_train_peaks_cpu", [&] {
-      train_kernel<scalar_t>(p, cfg, out_peaks, out_scales, loss, curve, out_state);
+// The kernels of compnet/ops.h on the CPU.
+struct Cpu {
+  using Guard = NoDeviceGuard;
+  static void forward(const char*, const Problem& p, const at::Tensor& y) {
+    AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_forward_cpu",
+                               [&] { forward_kernel<scalar_t>(p, y.data_ptr<scalar_t>()); });
+  }
+  static void backward(const char*, const Problem& p, const at::Tensor& loss, const at::Tensor& gx,
+                       const at::Tensor& gp, const at::Tensor& gs) {
+    AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_backward_cpu", [&] {
+      using T = scalar_t;
+      if (loss.defined())
+        backward_kernel<T, true>(p, ptr_or_null<T>(gx), ptr_or_null<T>(gp), ptr_or_null<T>(gs),
+                                 loss.data_ptr<T>());
+      else
+        backward_kernel<T, false>(p, ptr_or_null<T>(gx), ptr_or_null<T>(gp), ptr_or_null<T>(gs),
+                                  nullptr);
     });
   }
-  return {out_peaks, out_scales, loss, curve, out_state};
-}
+  static void train(const char*, const Problem& p, const AdamConfig& cfg, const at::Tensor& peaks,
+                    const at::Tensor& scales, const at::Tensor& loss, const at::Tensor& curve,
+                    const at::Tensor& state) {
+    AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_train_peaks_cpu", [&] {
+      train_kernel<scalar_t>(p, cfg, peaks, scales, loss, curve, state);
+    });
+  }
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(compnet_ext, CPU, m) {
-  m.impl("forward", &forward_cpu);
-  m.impl("backward", &backward_cpu);
-  m.impl("loss_and_grad", &loss_and_grad_cpu);
-  m.impl("train_peaks", &train_peaks_cpu);
-}
+TORCH_LIBRARY_IMPL(compnet_ext, CPU, m) { register_ops<Cpu>(m); }
 
 }  // namespace cn

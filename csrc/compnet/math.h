@@ -1,59 +1,11 @@
-// The compositional network's per-point math (MATH.md sections 1-4), written once.
-//
-// Everything here is plain C++ compiled both by the host compiler (CPU driver) and by nvcc
-// (CUDA kernels). It must not include torch or CUDA headers.
-//
-// The sweeps work on L "lanes" (points) at a time. The CUDA kernels use L = 1 (one point per
-// thread); the CPU driver uses L = 8 or 16 so that every `for (l < L)` loop below is a short,
-// fixed-trip, branch-free loop that the compiler turns into SIMD instructions.
+// The compositional network's per-point math (MATH.md sections 1-4), written once for the CPU
+// driver (compnet/cpu.cpp, L lanes of points per call) and the CUDA kernels (compnet/kernels.cu,
+// L = 1, one point per thread); see common/portability.h. Plain C++: no torch, no CUDA headers.
 #pragma once
 
-#include <math.h>
-
-#if defined(__CUDACC__)
-#define CN_HD __host__ __device__ __forceinline__
-#else
-#define CN_HD inline
-#endif
-
-// Chunk loops are unrolled on the GPU so that the chunk's waves stay in registers. Lane loops
-// (CN_LANES) have one iteration on the GPU; on the host they are marked as SIMD loops, since
-// otherwise GCC fully unrolls these short loops first and then fails to vectorise them. (The host
-// build also needs -fno-trapping-math, or GCC will not turn the selects into blends.)
-// On the GPU the chunk loops run a fixed CHUNK iterations (guarded) so they can be unrolled; on
-// the host they run only over the layers that exist.
-#if defined(__CUDACC__)
-#define CN_UNROLL _Pragma("unroll")
-#define CN_LANES
-#define CN_FIXED_CHUNK 1
-#elif defined(_OPENMP)
-#define CN_UNROLL
-#define CN_LANES _Pragma("omp simd")
-#else
-#define CN_UNROLL
-#define CN_LANES
-#endif
-#ifndef CN_FIXED_CHUNK
-#define CN_FIXED_CHUNK 0
-#endif
+#include "common/portability.h"
 
 namespace cn {
-
-// The build turns off the compiler's own FMA contraction (-ffp-contract=off, nvcc --fmad=false):
-// whether it fuses a*b+c depends on the inlining context and the target, so two call sites of
-// the same math could round differently. Every FMA is written out instead: fma_ in the triangle
-// step, madd in the hot sums (an FMA where the target has one, else a multiply and an add).
-#if defined(__CUDACC__) || defined(__FMA__)
-#define CN_HAS_FMA 1
-CN_HD float fma_(float a, float b, float c) { return fmaf(a, b, c); }
-CN_HD double fma_(double a, double b, double c) { return fma(a, b, c); }
-template <typename T>
-CN_HD T madd(T a, T b, T c) { return fma_(a, b, c); }
-#else
-#define CN_HAS_FMA 0
-template <typename T>
-CN_HD T madd(T a, T b, T c) { return a * b + c; }
-#endif
 
 // One triangle layer; the reciprocals are computed once per layer, not per point.
 template <typename T>
@@ -236,55 +188,5 @@ CN_HD void backward_lanes(const T (&x)[L], const T* a, const T* s, int D, int si
     }
   }
 }
-
-
-// ---- Adam (the fused training stages) ------------------------------------------------------
-
-struct AdamConfig {
-  long long epochs;
-  double lr, beta1, beta2, eps;
-  double peak_min, peak_max;  // peaks are clamped to [peak_min, peak_max] after every step
-  long long record_every;     // loss curve: every k epochs (0: none)
-  long long step0;            // Adam steps already taken (a run continued in chunks)
-};
-
-CN_HD float sqrt_(float v) { return sqrtf(v); }
-CN_HD double sqrt_(double v) { return sqrt(v); }
-
-// b^t by squaring: plain IEEE multiplications, so the host, the device and Python
-// (compnet_ext.optim.ipow) get the same bits, which libm's and CUDA's pow do not promise.
-CN_HD double ipow(double b, long long t) {
-  double r = 1.0;
-  for (; t > 0; t >>= 1, b *= b)
-    if (t & 1) r *= b;
-  return r;
-}
-
-// torch.optim.Adam's update (no weight decay, no amsgrad) for step t >= 1. Every operation is a
-// single IEEE operation in a fixed order (the build turns off FMA contraction), and the
-// step-dependent scalars are computed in double and rounded once, so that
-// compnet_ext.optim.BatchedAdam, which performs the same operations with torch ops, gives the
-// same bits on every CPU. torch.optim.Adam computes the same formula; its kernels may round the
-// lerp and addcmul differently in the last bit.
-template <typename T>
-struct AdamStep {
-  T neg_step, bc2_sqrt, w1, b2, w2, eps;
-  CN_HD AdamStep(const AdamConfig& c, long long t)
-      : neg_step(T(-(c.lr / (1.0 - ipow(c.beta1, t))))),
-        bc2_sqrt(T(sqrt(1.0 - ipow(c.beta2, t)))),
-        w1(T(1.0 - c.beta1)),
-        b2(T(c.beta2)),
-        w2(T(1.0 - c.beta2)),
-        eps(T(c.eps)) {}
-  CN_HD void apply(T* p, const T* g, T* m, T* v, int n, T lo, T hi) const {
-    for (int k = 0; k < n; ++k) {
-      m[k] = m[k] + w1 * (g[k] - m[k]);       // exp_avg.lerp_(grad, 1 - beta1)
-      v[k] = v[k] * b2 + (w2 * g[k]) * g[k];  // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
-      const T denom = sqrt_(v[k]) / bc2_sqrt + eps;
-      const T q = p[k] + (neg_step * m[k]) / denom;  // param.addcdiv_(exp_avg, denom, -step_size)
-      p[k] = q < lo ? lo : (q > hi ? hi : q);        // clamp_(lo, hi)
-    }
-  }
-};
 
 }  // namespace cn

@@ -1,7 +1,7 @@
-// Torch glue shared by the CPU and CUDA drivers: argument checking and output shapes.
-// The friendly, argument-naming checks of shapes and dtypes live in Python (compnet_ext/ops.py);
-// the ones here guard memory safety for direct torch.ops calls and do the value checks, which
-// must run inside the op so that torch.compile graphs keep them.
+// Torch glue of the compositional network's ops, shared by the CPU and CUDA drivers: argument
+// checks and the outputs of train_peaks. The friendly, argument-naming checks of shapes and
+// dtypes run first in Python; the ones here guard memory safety for direct torch.ops calls and
+// do the value checks, which must run inside the op so that torch.compile graphs keep them.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -9,34 +9,31 @@
 #include <optional>
 #include <tuple>
 
-#include "adam_config.h"
-#include "compnet_math.h"
+#include "common/adam.h"
+#include "common/tensors.h"
 
 namespace cn {
 
 struct Problem {
-  at::Tensor x, peaks, scales, target;  // contiguous; scales/target undefined when absent
+  at::Tensor x, peaks, scales, head;  // contiguous; scales/head undefined when absent
   int64_t S = 0, N = 0;
   int D = 0;
   int sign = -1;
-  bool x_shared = true;       // x is [N] (stride 0 over seeds)
-  bool target_shared = true;  // target is [N]
+  bool x_shared = true;     // x is [N] (stride 0 over seeds)
+  bool head_shared = true;  // the head (target or grad_y) is [N]
   bool smooth() const { return !scales.defined(); }
 };
 
 // Checks metadata always and values when `validate` (one host sync on CUDA).
 Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peaks,
                      const std::optional<at::Tensor>& scales, int64_t sign,
-                     const std::optional<at::Tensor>& target, bool validate);
-
-// The smallest valid peak of a dtype, sqrt(smallest normal): below it 1/a^2 overflows.
-double min_peak_of(at::ScalarType t);
+                     const NamedTensor& head, bool validate);
 
 // Checks the stage-1 hyper-parameters (names the argument on error); the peaks (of `dtype`) are
 // clamped to [peak_min, peak_max].
-AdamConfig make_adam_config(int64_t epochs, double lr, double beta1, double beta2, double eps,
-                            double peak_min, double peak_max, int64_t record_every, int64_t step,
-                            at::ScalarType dtype);
+AdamConfig train_peaks_config(int64_t epochs, double lr, double beta1, double beta2, double eps,
+                              double peak_min, double peak_max, int64_t record_every,
+                              int64_t step, at::ScalarType dtype);
 
 // Outputs of train_peaks, initialised from the inputs: peaks, scales (empty in smooth mode),
 // final loss [S], loss curve [S, epochs / record_every], Adam state [S, 2, (D+1) + D] (the

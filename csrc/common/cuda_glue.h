@@ -1,0 +1,40 @@
+// Torch glue shared by the CUDA drivers (compnet/cuda.cpp, mlp/cuda.cpp): the stream, launch
+// errors, and the fused training kernels' workspace.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/util/Exception.h>
+
+#include "common/launch_config.h"
+
+namespace cn {
+
+// The current CUDA stream, as the launchers take it (a cudaStream_t).
+inline void* current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+// `err` is a launcher's result: nullptr on success, else the CUDA error string.
+inline void check_launch(const char* op, const char* err) {
+  TORCH_CHECK(err == nullptr, op, ": CUDA kernel launch failed: ", err);
+}
+
+// A fused training kernel's workspace on the current device: the plan, and the spilled
+// workspace [S, values] in global memory (empty unless the plan spills). `values` per seed, of
+// the dtype of `like`.
+struct TrainWorkspace {
+  cuda::TrainPlan plan;
+  at::Tensor spill;
+};
+
+inline TrainWorkspace train_workspace(int64_t S, int64_t values, const at::Tensor& like) {
+  int device = 0, optin = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const cuda::TrainPlan plan =
+      cuda::train_plan(size_t(values) * like.element_size(), size_t(optin));
+  return {plan, at::empty({plan.spill ? S * values : 0}, like.options())};
+}
+
+}  // namespace cn

@@ -1,0 +1,59 @@
+// The kernels of compnet/ops.h on CUDA: torch glue for the launchers of compnet/kernels.cu
+// (dtype dispatch, data pointers, scratch and workspace allocation, stream, launch errors).
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "common/cuda_glue.h"
+#include "common/tensors.h"
+#include "compnet/kernels.h"
+#include "compnet/ops.h"
+#include "compnet/problem.h"
+
+namespace cn {
+namespace {
+
+cuda::Dims dims(const Problem& p) { return {p.S, p.N, p.D, p.sign, p.x_shared, p.head_shared}; }
+
+struct Cuda {
+  using Guard = c10::cuda::CUDAGuard;
+  static void forward(const char* op, const Problem& p, const at::Tensor& y) {
+    AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_forward_cuda", [&] {
+      using T = scalar_t;
+      check_launch(op, cuda::forward<T>(dims(p), p.x.data_ptr<T>(), p.peaks.data_ptr<T>(),
+                                        ptr_or_null<T>(p.scales), y.data_ptr<T>(),
+                                        current_stream()));
+    });
+  }
+  static void backward(const char* op, const Problem& p, const at::Tensor& loss,
+                       const at::Tensor& gx, const at::Tensor& gp, const at::Tensor& gs) {
+    // smooth scales and their gradient, per seed
+    const at::Tensor scratch = at::empty({p.smooth() ? p.S : 0, 2 * p.D}, p.peaks.options());
+    AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_backward_cuda", [&] {
+      using T = scalar_t;
+      check_launch(op, cuda::backward<T>(dims(p), p.x.data_ptr<T>(), p.peaks.data_ptr<T>(),
+                                         ptr_or_null<T>(p.scales), p.head.data_ptr<T>(),
+                                         ptr_or_null<T>(loss), ptr_or_null<T>(gx),
+                                         ptr_or_null<T>(gp), ptr_or_null<T>(gs),
+                                         ptr_or_null<T>(scratch), current_stream()));
+    });
+  }
+  static void train(const char* op, const Problem& p, const AdamConfig& cfg,
+                    const at::Tensor& peaks, const at::Tensor& scales, const at::Tensor& loss,
+                    const at::Tensor& curve, const at::Tensor& state) {
+    const TrainWorkspace ws = train_workspace(p.S, cuda::train_workspace_values(p.D), p.peaks);
+    AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_train_peaks_cuda", [&] {
+      using T = scalar_t;
+      check_launch(op, cuda::train<T>(dims(p), cfg, ws.plan, p.x.data_ptr<T>(),
+                                      p.head.data_ptr<T>(), peaks.data_ptr<T>(),
+                                      ptr_or_null<T>(scales), loss.data_ptr<T>(),
+                                      ptr_or_null<T>(curve), curve.size(1), state.data_ptr<T>(),
+                                      ptr_or_null<T>(ws.spill), current_stream()));
+    });
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(compnet_ext, CUDA, m) { register_ops<Cuda>(m); }
+
+}  // namespace cn
