@@ -7,9 +7,10 @@ import torch
 
 import compnet_ext
 from compnet_ext import train
+from compnet_ext.experiments import stages
 from compnet_ext.init import raai_layers, starting_peaks
 from compnet_ext.optim import BatchedAdam
-from compnet_ext.targets import TARGETS
+from compnet_ext.targets import TARGETS, get_target
 
 SMALL = dict(seeds=3, points=64, epochs=(20, 20))
 
@@ -187,8 +188,8 @@ def no_work(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("training started before the arguments were checked")
 
-    monkeypatch.setattr(train, "train_weights", boom)
-    monkeypatch.setattr(train, "train_peaks", boom)
+    monkeypatch.setattr(stages, "train_mlp", boom)
+    monkeypatch.setattr(stages, "train_peaks", boom)
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
@@ -245,7 +246,7 @@ def test_fused_engine_equals_step_by_step_engine():
     # run() trains every stage of every kind in one launch by default; the step-by-step engine
     # (one launch + one BatchedAdam step per epoch) is the reference. Short run, float64.
     targets = {"x3": ("x3", -1), "sin": ("sin", 1)}
-    targets = {n: (train.get_target(n).fn, sign) for n, (_, sign) in targets.items()}
+    targets = {n: (get_target(n).fn, sign) for n, (_, sign) in targets.items()}
     kw = dict(seeds=3, points=120, epochs=(6, 5), dtype=torch.float64, keep_curves=True)
     x1, fused = train.run(targets, **kw)
     x2, steps = train.run(targets, fused=False, **kw)
