@@ -99,6 +99,7 @@ def test_starting_peaks_range_and_errors():
         starting_peaks(2, 3, torch.Generator(), low=0.0)
 
 
+@pytest.mark.filterwarnings("ignore:compnet_ext.train:DeprecationWarning")  # the old names, kept a release
 @pytest.mark.parametrize("free", [False, True])
 def test_stage1_lowers_loss_keeps_peaks_inside_and_keeps_2_to_the_D_pieces(free):
     D, sign = 5, -1
@@ -226,6 +227,7 @@ def test_bad_targets(no_work, target, sign, exc, match):
         train.compare(target, sign, **SMALL)
 
 
+@pytest.mark.filterwarnings("ignore:compnet_ext.train:DeprecationWarning")  # the old names, kept a release
 @pytest.mark.parametrize("free", [False, True])
 def test_fused_stage1_equals_step_by_step_path(free):
     # The training module runs stage 1 fused by default; the step-by-step path is the reference,
