@@ -141,15 +141,26 @@ class _Experiment:
         return torch.cat([torch.full((self.S,), self.cfg.lr_weights[k], dtype=torch.float64)
                           for k, _ in blocks]).to(self.dev)
 
-    def stage1(self, kind, name, record_every):
-        """Stage 1 of a stage-1 kind on one target: ``(peaks, scales, curve [S, R])``."""
-        cfg, sign = self.cfg, self.signs[name]
-        p0 = self.peaks0.to(self.dev)
-        s0 = None if kind == "enforced" else smooth_scales(p0, sign)
-        p, s, _, curve = stages.train_peaks(self.x_d, self.ys[name].to(self.dev), p0, s0, sign,
-                                            epochs=cfg.epochs[0], lr=cfg.lr_peaks,
-                                            record_every=record_every, fused=cfg.fused)
-        return p, s, curve
+    def train_stage1(self, record_every):
+        """Stage 1 of every stage-1 kind on every target (one run per target: the sign is per
+        target). Returns ``({block: (peaks, scales)}, {block: [curve [R, S]]})``."""
+        cfg, stage1, curves = self.cfg, {}, {}
+        for k in self.stage1_kinds:
+            for n in self.names:
+                p0 = self.peaks0.to(self.dev)
+                s0 = None if k == "enforced" else smooth_scales(p0, self.signs[n])
+                p, s, _, curve = stages.train_peaks(
+                    self.x_d, self.ys[n].to(self.dev), p0, s0, self.signs[n],
+                    epochs=cfg.epochs[0], lr=cfg.lr_peaks, record_every=record_every,
+                    fused=cfg.fused)
+                stage1[(k, n)] = (p, s)
+                curves[(k, n)] = [curve.t()]
+        return stage1, curves
+
+    def add_curves(self, curves, blocks, curve):
+        """Append each block's rows of a batch's ``curve [rows, R]`` to ``curves`` as ``[R, S]``."""
+        for i, b in enumerate(blocks):
+            curves.setdefault(b, []).append(curve[self.rows(i)].t())
 
 
 def _encoded(peaks, scales, sign):
@@ -167,12 +178,13 @@ def _detached(mlp):
 
 def _train_fused(exp, bar):
     """The fused engine: each stage of each kind is one launch series for all its targets and
-    seeds (stage 1 per target, since the sign is per target; then stage 2 on every target's
-    networks of the kind at once, at the kind's learning rate).
-    Returns (mlp of all blocks, blocks, curves {block: [E x S pieces]}, stage1)."""
+    seeds (stage 1 per target; then stage 2 on every target's networks of the kind at once, at
+    the kind's learning rate).
+    Returns (mlp of all blocks, blocks, curves {block: [R x S pieces]}, stage1)."""
     E0, E1 = exp.cfg.epochs
     every = 1 if exp.cfg.keep_curves else 0
-    parts, blocks, curves, stage1 = [], [], {}, {}
+    parts, blocks = [], []
+    stage1, curves = exp.train_stage1(every)
 
     def stage2(kind, kind_blocks, layers, steps):
         mlp = BatchedMLP.from_layers(layers)
@@ -180,18 +192,13 @@ def _train_fused(exp, bar):
                                     lr=exp.cfg.lr_weights[kind], record_every=every)
         parts.append(_detached(mlp))
         blocks.extend(kind_blocks)
-        for i, b in enumerate(kind_blocks):
-            curves.setdefault(b, []).append(curve[exp.rows(i)].t())
+        exp.add_curves(curves, kind_blocks, curve)
         bar.update(1)
 
     for k in exp.weight_kinds:  # all E0 + E1 steps on the weights
         kb = [(k, n) for n in exp.names]
         stage2(k, kb, _cat_layers([exp.start_layers(k, n) for n in exp.names]), E0 + E1)
     for k in exp.stage1_kinds:
-        for n in exp.names:
-            p, s, curve = exp.stage1(k, n, every)
-            stage1[(k, n)] = (p, s)
-            curves[(k, n)] = [curve.t()] if every else []
         kb = [(k, n) for n in exp.names]
         stage2(k, kb, _cat_layers([_encoded(*stage1[b], exp.signs[b[1]]) for b in kb]), E1)
     bar.close()
@@ -203,7 +210,7 @@ def _train_steps(exp, bar):
 
     Weight-only kinds take their first E0 steps as one BatchedMLP while stage 1 runs on the
     others; then everything trains as ONE BatchedMLP (one optimiser keeping every row's Adam
-    state) for the last E1 steps. Returns (mlp, blocks, curves {block: [E x S pieces]}, stage1)."""
+    state) for the last E1 steps. Returns (mlp, blocks, curves {block: [R x S pieces]}, stage1)."""
     E0, E1 = exp.cfg.epochs
     every = 1 if exp.cfg.keep_curves else 0
     blocks = [(k, n) for k in exp.weight_kinds for n in exp.names]  # row order of the batch
@@ -215,14 +222,9 @@ def _train_steps(exp, bar):
         opt_a = BatchedAdam(stages.flat_params(mlp_a), exp.lr_rows(blocks))
         _, curve = stages.train_mlp(mlp_a, exp.x_d, exp.target_rows(blocks), epochs=E0,
                                     record_every=every, fused=False, opt=opt_a, progress=bar)
-        for i, b in enumerate(blocks):
-            curves[b] = [curve[exp.rows(i)].t()]
-    stage1 = {}
-    for k in exp.stage1_kinds:
-        for n in exp.names:
-            p, s, curve = exp.stage1(k, n, every)
-            stage1[(k, n)] = (p, s)
-            curves[(k, n)] = [curve.t()]
+        exp.add_curves(curves, blocks, curve)
+    stage1, stage1_curves = exp.train_stage1(every)
+    curves.update(stage1_curves)
     if mlp_a is None:
         bar.update(E0)
 
@@ -242,8 +244,7 @@ def _train_steps(exp, bar):
     _, curve = stages.train_mlp(mlp, exp.x_d, exp.target_rows(blocks), epochs=E1,
                                 record_every=every, fused=False, opt=opt, progress=bar)
     bar.close()
-    for i, b in enumerate(blocks):
-        curves[b].append(curve[exp.rows(i)].t())
+    exp.add_curves(curves, blocks, curve)
     return mlp, blocks, curves, stage1
 
 

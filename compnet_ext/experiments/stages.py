@@ -19,8 +19,19 @@ from ..checks import check_int, check_mlp_target, check_peak_bounds
 from ..optim import BatchedAdam
 
 
-def _records(epochs, record_every):
-    return -(-epochs // record_every) if record_every > 0 else 0
+def _curve(like, S, epochs, record_every):
+    """The step-by-step paths' empty curve ``[S, R]`` (the arguments checked as the ops do)."""
+    check_int("epochs", epochs, 0, wrong_type=ValueError)
+    check_int("record_every", record_every, 0, wrong_type=ValueError)
+    return like.new_empty(S, -(-epochs // record_every) if record_every > 0 else 0)
+
+
+def _step_done(curve, t, record_every, loss, progress):
+    """After step t: the loss before it recorded (every ``record_every``-th), the bar moved."""
+    if record_every and t % record_every == 0:
+        curve[:, t // record_every] = loss
+    if progress is not None:
+        progress.update(1)
 
 
 def train_peaks(x, target, peaks, scales=None, sign=-1, *, epochs, lr=1e-2,
@@ -44,22 +55,17 @@ def train_peaks(x, target, peaks, scales=None, sign=-1, *, epochs, lr=1e-2,
             progress.update(epochs)
         return out
     lo, hi = check_peak_bounds(peak_bounds, peaks.dtype)
-    check_int("epochs", epochs, 0, wrong_type=ValueError)
-    check_int("record_every", record_every, 0, wrong_type=ValueError)
+    curve = _curve(peaks, peaks.shape[0], epochs, record_every)
     peaks = peaks.detach().clone()
     params = [peaks] if scales is None else [peaks, scales.detach().clone()]
     free = params[1] if scales is not None else None
     opt = BatchedAdam(params, lr)
-    curve = peaks.new_empty(peaks.shape[0], _records(epochs, record_every))
     ops.loss_and_grad(x, target, peaks, free, sign)  # validates
     for t in range(epochs):
         loss, gp, gs = ops.loss_and_grad(x, target, peaks, free, sign, validate=False)
         opt.step([gp] if scales is None else [gp, gs])
         peaks.clamp_(lo, hi)
-        if record_every and t % record_every == 0:
-            curve[:, t // record_every] = loss
-        if progress is not None:
-            progress.update(1)
+        _step_done(curve, t, record_every, loss, progress)
     loss, _, _ = ops.loss_and_grad(x, target, peaks, free, sign, validate=False)
     return peaks, free, loss, curve
 
@@ -106,20 +112,15 @@ def train_mlp(mlp, x, target, *, epochs, lr=1e-3, record_every=0, fused=True, op
         if progress is not None:
             progress.update(epochs)
         return out
-    check_int("epochs", epochs, 0, wrong_type=ValueError)
-    check_int("record_every", record_every, 0, wrong_type=ValueError)
     if opt is None:
         opt = BatchedAdam(flat_params(mlp), lr)
     S = next(mlp.parameters()).shape[0]
     check_mlp_target(target, x, S, x, "x")  # a module's loss would broadcast a wrong shape
-    curve = x.new_empty(S, _records(epochs, record_every))
+    curve = _curve(x, S, epochs, record_every)
     for t in range(epochs):
         loss, grads = _loss_and_grads(mlp, x, target)
         opt.step(grads)
-        if record_every and t % record_every == 0:
-            curve[:, t // record_every] = loss
-        if progress is not None:
-            progress.update(1)
+        _step_done(curve, t, record_every, loss, progress)
     with torch.no_grad():
         loss = (mlp.loss_and_grad(x, target)[0] if isinstance(mlp, BatchedMLP)
                 else ((mlp(x) - target) ** 2).mean(dim=-1))
