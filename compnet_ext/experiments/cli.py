@@ -15,7 +15,7 @@ import sys
 import torch
 
 from ..batched_mlp import BatchedMLP
-from ..checks import MAX_HIDDEN, check_int, check_real
+from ..checks import MAX_HIDDEN, MAX_WIDTH, check_int, check_real
 from ..init import PEAK_RANGE, mlp_widths, starting_peaks
 from ..network import encode
 from ..targets import PAPER_TARGETS, TARGETS
@@ -236,7 +236,7 @@ def add_reproduce_parser(sub):
     p = sub.add_parser("reproduce", help="the paper's Tables 1-2 (section 4.1), with its figures")
     _common(p, 30, (1000, 1000))
     p.add_argument("--depth", type=setting("depth"), default=5,
-                   help="hidden layers, 1 to the fused kernels' limit (default 5)")
+                   help=f"hidden layers, 1 to {MAX_HIDDEN} (the fused kernels' limit; default 5)")
     p.add_argument("--out", default="./compnet-results",
                    help="output folder (its earlier compnet results are replaced)")
 
@@ -254,8 +254,8 @@ def add_sweep_parser(sub):
     _common(p, 30, (1000, 1000))
     p.set_defaults(targets="x3")
     p.add_argument("--depths", type=parse_depths, default=None,
-                   help="'LO:HI' (inclusive), 'LO:HI:STEP' or list, within 1 to the fused "
-                        f"kernels' limit (default 2:32; --quick: {SWEEP_QUICK['depths']})")
+                   help=f"'LO:HI' (inclusive), 'LO:HI:STEP' or list, within 1 to {MAX_HIDDEN} "
+                        f"(default 2:32; --quick: {SWEEP_QUICK['depths']})")
     p.add_argument("--no-pieces", action="store_true", help="skip counting linear pieces")
     p.add_argument("--out", default="./compnet-sweep",
                    help="output folder (its earlier compnet results are replaced)")
@@ -316,9 +316,9 @@ def add_plot_parser(sub):
     p.add_argument("--kind", choices=["compositional", "default"], default="compositional",
                    help="encoded compositional network, or PyTorch-default initialised MLP")
     p.add_argument("--depth", type=setting("depth"), default=5,
-                   help="hidden layers (D), 1 to the fused kernels' limit")
+                   help=f"hidden layers (D), 1 to {MAX_HIDDEN}")
     p.add_argument("--width", type=setting("width"), default=4,
-                   help="hidden width, 1 to the fused kernels' limit (default kind only)")
+                   help=f"hidden width, 1 to {MAX_WIDTH} (default kind only)")
     p.add_argument("--sign", type=int, choices=[-1, 1], default=-1)
     p.add_argument("--peaks", choices=["half", "random"], default="random",
                    help="compositional peaks: all 1/2 or random in "

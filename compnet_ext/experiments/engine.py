@@ -42,7 +42,7 @@ class KindResult:
     mlp_layers: list = field(default_factory=list)
 
 
-def run(targets, config=None, /, **settings):
+def run(targets, config=None, **settings):
     """Train every kind on every target; the batched engine behind :func:`compare` and the CLI.
 
     Args:
@@ -72,7 +72,7 @@ def run(targets, config=None, /, **settings):
         return exp.x, _results(exp, mlp, blocks, curves, stage1)
 
 
-def compare(target, sign, config=None, /, **settings):
+def compare(target, sign, config=None, **settings):
     """Final MSE per seed of every kind on one target: ``{kind: Tensor[seeds]}`` (CPU).
 
     ``target``: a callable on a tensor of points in [0, 1] (returns one value per point), a
