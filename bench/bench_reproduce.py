@@ -14,7 +14,8 @@ import time
 import torch
 
 from compnet_ext import train
-from compnet_ext.targets import TARGETS
+from compnet_ext.experiments.config import resolve_device
+from compnet_ext.targets import PAPER_TARGETS, select
 
 
 def main(argv=None):
@@ -26,8 +27,8 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args(argv)
     epochs = tuple(int(e) for e in args.epochs.split(","))
-    targets = {n: (t.fn, t.sign) for n, t in TARGETS.items()}
-    dev = train.resolve_device(args.device)
+    targets = select(PAPER_TARGETS)
+    dev = resolve_device(args.device)
     times = {"fused": [], "step_by_step": []}
     for _ in range(args.repeats):
         for name, fused in (("fused", True), ("step_by_step", False)):

@@ -1,4 +1,4 @@
-"""Learning-rate and starting-peak sweep behind the defaults in compnet_ext/train.py.
+"""Learning-rate and starting-peak sweep behind the defaults in compnet_ext/experiments/config.py.
 
     PYTHONPATH=. python3 bench/lr_sweep.py --seeds 10 > bench/results/lr_sweep.csv
 
@@ -11,7 +11,7 @@ import sys
 import time
 
 from compnet_ext import train
-from compnet_ext.targets import TARGETS
+from compnet_ext.targets import PAPER_TARGETS, select
 
 
 def main():
@@ -21,7 +21,7 @@ def main():
     ap.add_argument("--only", help="run one part (for 'weights': only the 3e-5 row, added later)")
     args = ap.parse_args()
     epochs = tuple(int(e) for e in args.epochs.split(","))
-    targets = {n: (t.fn, t.sign) for n, t in TARGETS.items()}
+    targets = select(PAPER_TARGETS)
     if not args.only:
         print("part,lr_peaks,lr_weights,peak_low,peak_high,target,kind,min,median,mean,seconds")
     # Parts 2-3 ran with one weights' rate of 1e-3 for every kind (before the per-kind defaults).

@@ -1,4 +1,7 @@
-"""Loads the compiled extension and checks that it matches the installed torch."""
+"""Loads the compiled extension and checks that it matches the installed torch.
+
+The bottom of the package: everything that talks to ``_C`` directly (its build flags and the
+fused MLP kernels' limits) is read here, once."""
 import torch
 
 try:
@@ -18,3 +21,8 @@ if _C.torch_version != torch.__version__:  # pragma: no cover
     )
 
 WITH_CUDA = bool(_C.with_cuda)
+"""Whether the installed build has the CUDA kernels."""
+MLP_MAX_WIDTH = int(_C.mlp_max_width)
+"""Widest hidden layer the fused MLP kernels take (C++ ``kMaxWidth``)."""
+MLP_MAX_HIDDEN = int(_C.mlp_max_hidden)
+"""Most hidden layers the fused MLP kernels take (C++ ``kMaxHidden``)."""

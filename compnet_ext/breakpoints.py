@@ -49,19 +49,20 @@ are the rounding of the weights, not pieces of the network they encode.
 int64 result caps it at 2^63 - 1 pieces (D <= 62). Everything else raises
 :class:`CountLimitError` once it would walk or return more than ``max_pieces`` pieces, summed
 over the seeds. The walk covers ``[lo, hi]`` in chunks, depth first and left to right, keeping
-only the chunk at hand, sized to stay under ``WALK_BYTES = 128 MiB`` (a count measured 40 MiB
-above the interpreter's 220 MiB at every D); so memory grows with the count only in what
-:func:`breakpoints` returns and builds: measured 40 bytes a piece in closed form (kinks,
-midpoints, slopes) and 65 for the walk (its chunks' kinks and slopes, joined at the end, and
-the allocator's slack). The default ``MAX_PIECES = 2^22`` keeps that under 170 and 280 MiB
-(processes of 390 and 495 MiB at the limit, D = 22), well under 1 GB; the walk's time, about
-5 us a piece at D = 20 on one core and growing with the depth, then stays under a minute.
+only the chunk at hand, sized to stay under ``WALK_BYTES`` (:func:`_chunk_pieces`); so memory
+grows with the count only in what :func:`breakpoints` returns and builds (kinks, midpoints and
+slopes a piece), and time with the count and the depth. ``MAX_PIECES`` bounds both; the
+measured memory and time at that limit are in docs/training.md ("Outputs of compnet sweep").
 """
 import math
 from fractions import Fraction
 from typing import NamedTuple
 
 import torch
+
+from .batched_mlp import BatchedMLP
+from .checks import check_int, check_interval, check_layers, check_network
+from .ops import forward
 
 F64 = torch.float64
 U = 2.0 ** -53  # unit roundoff of float64
@@ -73,10 +74,6 @@ WALK_BYTES = 128 * 2 ** 20
 
 class CountLimitError(RuntimeError):
     """More pieces than ``max_pieces`` (or than an int64 holds) were asked for."""
-
-
-class CountLimitError(RuntimeError):
-    """Exact piece counting would exceed its memory limit."""
 
 
 class Pieces(NamedTuple):
@@ -98,44 +95,23 @@ class Pieces(NamedTuple):
 def _limit_error(what, max_pieces):
     return CountLimitError(
         f"{what} more than max_pieces = {max_pieces} pieces (summed over the seeds). The limit "
-        "bounds memory and time: breakpoints() holds up to 65 bytes a piece, and the walk takes "
-        "about 5 s a million pieces. Pass a larger `max_pieces=` if the machine has the room, "
+        "bounds memory and time: breakpoints() holds every piece, and the walk's time grows with "
+        "the count. Pass a larger `max_pieces=` if the machine has the room, "
         "or count the compositional network in closed form, count_pieces(peaks=...), which "
         "has no such limit")
 
 
 # ---------------------------------------------------------------------------------------------
-# argument checks
-
-
-def _check_interval(lo, hi, within=None):
-    for name, v in (("lo", lo), ("hi", hi)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeError(f"`{name}` must be a float, got {type(v).__name__}")
-        if not math.isfinite(v):
-            raise ValueError(f"`{name}` must be finite, got {v}")
-    if not lo < hi:
-        raise ValueError(f"`lo` must be < `hi`, got lo={lo}, hi={hi}")
-    if within is not None and not (within[0] <= lo and hi <= within[1]):
-        raise ValueError(f"[`lo`, `hi`] = [{lo}, {hi}] must lie in [{within[0]}, {within[1]}] "
-                         "(the compositional network's domain)")
-    return float(lo), float(hi)
-
-
-def _check_max_pieces(max_pieces):
-    if isinstance(max_pieces, bool) or not isinstance(max_pieces, int) or max_pieces < 1:
-        raise ValueError(f"`max_pieces` must be an int >= 1, got {max_pieces!r}")
+# arguments
 
 
 def _walk_layers(mlp):
     """The layers as float64 CPU tensors, checked for NaN/Inf (named as the caller passed them)."""
-    from .nn import BatchedMLP, _check_layers
-
     if isinstance(mlp, BatchedMLP):
         pairs = mlp.layers()
         names = [(f"mlp.weights[{l}]", f"mlp.biases[{l}]") for l in range(len(pairs))]
     else:
-        _check_layers(mlp)
+        check_layers(mlp)
         pairs = mlp
         names = [(f"layers[{l}][0]", f"layers[{l}][1]") for l in range(len(pairs))]
     out = []
@@ -147,14 +123,9 @@ def _walk_layers(mlp):
     return out
 
 
-def _check_compositional(peaks, scales, sign):
-    from .ops import _check_args, check_peak_values
-
-    S, _ = _check_args(torch.zeros(1, dtype=peaks.dtype, device=peaks.device), peaks, scales,
-                       sign)
-    check_peak_values(peaks)
-    if scales is not None and not bool(torch.isfinite(scales).all()):
-        raise ValueError("`scales` contains NaN or Inf")
+def _compositional(peaks, scales, sign):
+    """Checked peaks and scales as float64 CPU tensors: ``(S, a, s)``."""
+    S, _ = check_network(peaks, scales, sign)
     a = peaks.detach().to("cpu", F64)
     s = None if scales is None else scales.detach().to("cpu", F64)
     return S, a, s
@@ -244,7 +215,7 @@ def _chunk_pieces(layers):
     for the backward sweeps, L * (8 + 24 n) (parent, and ReLU mask and two error bounds a
     neuron); a layer's state once it has split each piece in up to n + 1, (n + 1) * (24 + 88 n)
     (knots, radii, A, B, Az, Bz, eA, eB, |A| and their temporaries); and the sweeps of up to n
-    roots a piece, n * 64 n. An over-estimate: a D = 20 walk peaks 40 MiB above the interpreter."""
+    roots a piece, n * 64 n. An over-estimate of what the walk holds."""
     n = max(W.shape[0] for W, _ in layers)
     L = len(layers)
     per_piece = L * (8 + 24 * n) + (n + 1) * (24 + 88 * n) + 64 * n * n
@@ -419,9 +390,9 @@ def count_pieces(mlp=None, lo=0.0, hi=1.0, *, peaks=None, scales=None, sign=-1,
 def _pieces(mlp, lo, hi, peaks, scales, sign, max_pieces, keep):
     if (mlp is None) == (peaks is None):
         raise TypeError("pass either `mlp` or `peaks=` (with optional `scales=`, `sign=`)")
-    _check_max_pieces(max_pieces)
+    check_int("max_pieces", max_pieces, 1, wrong_type=ValueError)
     if mlp is not None:
-        lo, hi = _check_interval(lo, hi)
+        lo, hi = check_interval(lo, hi)
         layers = _walk_layers(mlp)
         counts, out = [], []
         for i in range(layers[0][0].shape[0]):
@@ -431,8 +402,8 @@ def _pieces(mlp, lo, hi, peaks, scales, sign, max_pieces, keep):
             out.append(p)
         return out if keep else torch.tensor(counts, dtype=torch.int64)
 
-    lo, hi = _check_interval(lo, hi, within=(0.0, 1.0))
-    S, a, s = _check_compositional(peaks, scales, sign)
+    lo, hi = check_interval(lo, hi, within=(0.0, 1.0))
+    S, a, s = _compositional(peaks, scales, sign)
     levels = [_closed_levels(a[i], None if s is None else s[i], lo, hi) for i in range(S)]
     counts = [1 + sum(n for k, n in zip(kink, ns) if k) for kink, ns in levels]
     if not keep:
@@ -445,8 +416,6 @@ def _pieces(mlp, lo, hi, peaks, scales, sign, max_pieces, keep):
                for kink, ns in levels)
     if work > max_pieces:
         raise _limit_error(f"breakpoints(peaks=...) would build {work} pieces,", max_pieces)
-    from .ops import forward
-
     out = []
     for i, (kink, _) in enumerate(levels):
         k = _compositional_kinks(a[i], kink, lo, hi)

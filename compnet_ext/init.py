@@ -5,15 +5,17 @@ Widths are ``(1, width, ..., width, 1)`` with ``depth`` hidden layers.
 """
 import torch
 
+from .batched_mlp import BatchedMLP
+from .checks import check_bounds
+
 
 def mlp_widths(width, depth):
+    """``(1, width, ..., width, 1)`` with ``depth`` hidden layers."""
     return (1,) + (width,) * depth + (1,)
 
 
 def default_layers(S, widths, generator, dtype=torch.float32):
     """PyTorch's ``nn.Linear`` default (W and b uniform on +-1/sqrt(fan_in)), via BatchedMLP."""
-    from .nn import BatchedMLP
-
     return [(W.detach(), b.detach())
             for W, b in BatchedMLP(S, widths, "default", generator=generator, dtype=dtype).layers()]
 
@@ -61,6 +63,7 @@ def raai_layers(S, widths, generator, dtype=torch.float32, anti_correlation=0.5)
 
 
 PEAK_RANGE = (0.25, 0.75)
+"""Range of the uniform starting peaks (docs/hyperparameters.md)."""
 
 
 def starting_peaks(S, depth, generator, dtype=torch.float32, low=PEAK_RANGE[0], high=PEAK_RANGE[1]):
@@ -69,6 +72,5 @@ def starting_peaks(S, depth, generator, dtype=torch.float32, low=PEAK_RANGE[0], 
     Kept away from 0 and 1 because the encoded weights include 1/a and 1/(a (1 - a)); the
     default range is justified in docs/hyperparameters.md.
     """
-    if not 0 < low <= high < 1:
-        raise ValueError(f"peak range must satisfy 0 < low <= high < 1, got ({low}, {high})")
+    check_bounds("peak range (low, high)", (low, high))
     return low + (high - low) * torch.rand(S, depth + 1, generator=generator, dtype=dtype)

@@ -1,4 +1,7 @@
-"""Fused batched-MLP ops: fake kernels, autograd and public wrappers around torch.ops.compnet_ext.mlp_*.
+"""The batched-MLP ops: functional wrappers, fake kernels and autograd around
+``torch.ops.compnet_ext.mlp_{forward, backward, loss_and_grad, train}`` (each wrapper carries
+its op's name). :class:`compnet_ext.nn.BatchedMLP` and :func:`compnet_ext.nn.train_mlp` are
+the module-level face of these.
 
 The C++ ops take the parameters packed per seed into one row ``params [S, P]`` (for each layer,
 W [out, in] row-major then b [out]); the wrappers here pack a list of ``(W, b)`` and unpack the
@@ -7,15 +10,12 @@ gradients, so that autograd reaches the caller's tensors.
 import torch
 
 from ._extension import _C  # noqa: F401  (registers the ops)
+from .checks import check_adam, check_layers, check_mlp_points, check_mlp_target, check_tensor
 from .chunks import run_in_chunks
-from .ops import _differentiable_vjp, _register_not_differentiable
+from .op_autograd import differentiable_vjp, register_not_differentiable
+from .reference import matmul_forward
 
 _ops = torch.ops.compnet_ext
-
-
-def widths_of(layers):
-    """(1, hidden..., 1) from a list of (W [S, out, in], b [S, out])."""
-    return [layers[0][0].shape[2]] + [W.shape[1] for W, _ in layers]
 
 
 def pack(layers):
@@ -33,10 +33,6 @@ def unpack(params, widths):
         o += fan_out
         out.append((W, b))
     return out
-
-
-def _n_params(widths):
-    return sum(o * i + o for i, o in zip(widths[:-1], widths[1:]))
 
 
 @torch.library.register_fake("compnet_ext::mlp_forward")
@@ -73,36 +69,32 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_y):
     x, params = ctx.saved_tensors
     need_x, need_params = ctx.needs_input_grad[:2]
-    if torch.is_grad_enabled():  # create_graph=True: through the batched-matmul path (as ops.py)
-        from .nn import matmul_forward
-
+    if torch.is_grad_enabled():  # create_graph=True: through the batched-matmul reference
         f = lambda x, params: matmul_forward(x, unpack(params, ctx.widths))
-        return (*_differentiable_vjp(f, (x, params), (need_x, need_params), grad_y), None)
+        return (*differentiable_vjp(f, (x, params), (need_x, need_params), grad_y), None)
     gx, gp = _ops.mlp_backward(grad_y.contiguous(), x, params, ctx.widths, need_x)
     return (gx if need_x else None), (gp if need_params else None), None
 
 
 torch.library.register_autograd("compnet_ext::mlp_forward", _backward,
                                 setup_context=_setup_context)
-_register_not_differentiable("mlp_backward", "gradients", "For higher-order gradients "
+register_not_differentiable("mlp_backward", "gradients", "For higher-order gradients "
                              "differentiate BatchedMLP.forward (or mlp_forward) with "
                              "create_graph=True")
-_register_not_differentiable("mlp_loss_and_grad", "a loss and its gradients", "For a "
+register_not_differentiable("mlp_loss_and_grad", "a loss and its gradients", "For a "
                              "differentiable loss use BatchedMLP.forward (or mlp_forward) and a "
                              "torch loss, e.g. ((mlp(x) - target) ** 2).mean(1)")
-_register_not_differentiable("mlp_train", "trained parameters", "To differentiate through "
+register_not_differentiable("mlp_train", "trained parameters", "To differentiate through "
                              "training, unroll it with BatchedMLP.forward and an update in "
                              "torch ops")
 
 
 def _check(x, layers, target=None):
-    from .nn import _check_layers, _check_like, _check_points_mlp, _check_target_mlp
-
-    S, widths = _check_layers(layers)
-    _check_like("x", x, layers[0][0], "layers[0][0]")
-    _check_points_mlp(x, S)
+    S, widths = check_layers(layers)
+    check_tensor("x", x, layers[0][0], "layers[0][0]")
+    check_mlp_points(x, S)
     if target is not None:
-        _check_target_mlp(target, x, S, layers[0][0], "layers[0][0]")
+        check_mlp_target(target, x, S, layers[0][0], "layers[0][0]")
     return S, list(widths)
 
 
@@ -113,7 +105,7 @@ def mlp_forward(x, layers):
     :meth:`compnet_ext.nn.BatchedMLP.layers` or :func:`compnet_ext.encode` return. Differentiable
     w.r.t. x and every W, b: first order by one fused pass that recomputes the activations per
     point; higher orders (``create_graph=True``) by the backward of the batched-matmul path
-    (:func:`compnet_ext.nn.matmul_forward`), which is then used in its place.
+    (:func:`compnet_ext.reference.matmul_forward`), which is then used in its place.
     """
     _, widths = _check(x, layers)
     return _ops.mlp_forward(x, pack(layers), widths)
@@ -159,10 +151,9 @@ def mlp_train(x, target, layers, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-
         shaped like ``layers``), the loss at the trained parameters, and ``curve[:, r]``, the loss
         before step ``r * k``. Not differentiable: a backward through them raises.
     """
-    from .ops import _check_adam
-
     _, widths = _check(x, layers, target)
-    lr, beta1, beta2, eps = _check_adam(epochs, lr, betas, eps, record_every)
+    lr, beta1, beta2, eps = check_adam(epochs, lr, betas, eps, record_every)
+
     def launch(params, state, n, step):
         params, loss, curve, state = _ops.mlp_train(x, target, params, widths, n, lr, beta1,
                                                     beta2, eps, record_every, state, step)

@@ -26,8 +26,8 @@ differentiable w.r.t. peaks and scales.
 """
 import torch
 
-from .ops import _check_sign, _check_tensor, check_peak_values
-from .reference import smooth_scales as _smooth_scales
+from .checks import check_network
+from .reference import smooth_scales
 
 
 def _safe_div(num, den):
@@ -60,24 +60,12 @@ def encode(peaks, scales=None, *, sign=-1, validate=True):
         network to rounding (see the module docstring for how negative or underflowing scales
         are kept exact).
     """
-    _check_tensor("peaks", peaks)
-    if peaks.dim() != 2 or peaks.shape[1] < 2:
-        raise ValueError(f"`peaks` must be [S, D+1] with D >= 1, got shape {list(peaks.shape)}")
-    _check_sign(sign)
-    S, D = peaks.shape[0], peaks.shape[1] - 1
-    if scales is not None:
-        _check_tensor("scales", scales, peaks)
-        if tuple(scales.shape) != (S, D):
-            raise ValueError(f"`scales` must be [S, D] = [{S}, {D}], got {list(scales.shape)}")
-    if validate:
-        check_peak_values(peaks)
-    if validate and scales is not None and not bool(scales.isfinite().all()):
-        raise ValueError("`scales` contains NaN or Inf")
+    S, D = check_network(peaks, scales, sign, validate=validate)
 
     dtype = peaks.dtype
     a = peaks.to(torch.float64)
     smooth = scales is None
-    s = _smooth_scales(a, sign) if smooth else scales.to(torch.float64)
+    s = smooth_scales(a, sign) if smooth else scales.to(torch.float64)
     r = _amplitudes(s)
     sigma = _safe_div(s, r)                   # s_k / r_k in [-1, 1]
     rho = _safe_div(r[:, 1:], r[:, :-1])      # r_{k+1} / r_k in [0, 1], k = 0 .. D-2

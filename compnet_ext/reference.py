@@ -1,7 +1,11 @@
-"""Pure-PyTorch reference of the compositional network (MATH.md sections 1-4).
+"""Pure-PyTorch references of both kernel families, without input validation.
 
-Plain autograd, written to be read: the ground truth for the tests and the baseline for the
-benchmarks. Same signatures as the fused ops in :mod:`compnet_ext`, without input validation.
+The compositional network (MATH.md sections 1-4: :func:`smooth_scales`, :func:`forward`,
+:func:`loss_and_grad`, the signatures of the fused ops in :mod:`compnet_ext`) and the batched
+ReLU MLP (:func:`matmul_forward`, the ``fused=False`` path of
+:class:`compnet_ext.nn.BatchedMLP`). Plain autograd, written to be read: the ground truth for the
+tests, the baseline for the benchmarks, and the backward of the fused ops under
+``create_graph=True``.
 """
 import torch
 
@@ -43,3 +47,16 @@ def loss_and_grad(x, target, peaks, scales=None, sign=-1):
         loss = ((forward(x, peaks, scales, sign) - target) ** 2).mean(dim=1)
         grads = torch.autograd.grad(loss.sum(), params)
     return loss.detach(), grads[0], grads[1] if scales is not None else None
+
+
+def matmul_forward(x, layers):
+    """S batched ReLU MLPs by batched matmuls: ``layers`` ``[(W [S, out, in], b [S, out]), ...]``
+    at ``x [N] or [S, N]`` -> ``[S, N]`` (ReLU after every layer but the last)."""
+    S = layers[0][0].shape[0]
+    h = x.expand(S, -1).unsqueeze(-1)  # [S, N, 1] (-1, not x.shape[-1]: jit.trace keeps any rank)
+    last = len(layers) - 1
+    for l, (W, b) in enumerate(layers):
+        h = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))  # [S, N, out]
+        if l < last:
+            h = torch.relu(h)
+    return h.squeeze(-1)

@@ -1,6 +1,8 @@
-"""The paper's four target curves (MATH.md section 6) and checked evaluation of user targets.
+"""The one registry of named target curves, and checked evaluation of user targets.
 
-Every named target is normalised so that f(0) = 0 and f(1) = 1, and comes with the sign of the
+The paper's four targets (MATH.md section 6: :data:`PAPER_TARGETS`, what ``compnet reproduce``
+and ``compnet sweep`` train on) and the extra curves ``compnet plot fit`` can draw. Every named
+target is normalised so that f(0) = 0 and f(1) = 1, and comes with the sign of the
 compositional network that fits it (-1 subtracts waves: convex targets; +1 adds them: concave).
 """
 import math
@@ -23,7 +25,12 @@ TARGETS = {
     "x11": Target("x11", lambda x: x**11, -1, "x^11"),
     "sin": Target("sin", lambda x: torch.sin(math.pi * x / 2), +1, "sin(pi x / 2)"),
     "tanh3": Target("tanh3", lambda x: torch.tanh(3 * x) / math.tanh(3), +1, "tanh(3x) / tanh(3)"),
+    # not in the paper: a gentler convex curve to draw fits against
+    "x2": Target("x2", lambda x: x**2, -1, "x^2"),
 }
+
+PAPER_TARGETS = ("x3", "x11", "sin", "tanh3")
+"""The targets of the paper's Tables 1-2, in its order."""
 
 
 def get_target(name):
@@ -32,6 +39,16 @@ def get_target(name):
         return TARGETS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown target {name!r}; known targets: {', '.join(TARGETS)}") from None
+
+
+def label(name):
+    """How the paper's tables name a target (its name when it is not registered)."""
+    return TARGETS[name].label if name in TARGETS else name
+
+
+def select(names):
+    """``{name: (fn, sign)}`` of the named targets: the form :func:`compnet_ext.train.run` takes."""
+    return {n: (get_target(n).fn, get_target(n).sign) for n in names}
 
 
 def evaluate_target(target, x, name="target"):

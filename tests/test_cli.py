@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from compnet_ext import cli, train
-from compnet_ext.paper import PAPER
+from compnet_ext import train
+from compnet_ext.experiments import cli
+from compnet_ext.experiments.paper import PAPER
 
 TINY = ["--seeds", "2", "--epochs", "4,4", "--points", "32", "--no-progress"]
 

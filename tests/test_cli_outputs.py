@@ -12,7 +12,7 @@ import time
 import pytest
 
 import compnet_ext
-from compnet_ext import cli, experiments, outdir, train
+from compnet_ext.experiments import cli, engine, outdir, reproduce, sweep
 from compnet_ext.breakpoints import CountLimitError
 
 TINY = ["--seeds", "2", "--epochs", "3,3", "--points", "16", "--targets", "x3",
@@ -28,7 +28,7 @@ def no_training(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("trained although --out is unusable")
 
-    monkeypatch.setattr(train, "run", fail)
+    monkeypatch.setattr(engine, "run", fail)
 
 
 @pytest.mark.parametrize("make, why", [
@@ -114,7 +114,7 @@ def test_interrupt_after_training_keeps_results_csv_and_no_results_json(tmp_path
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(experiments, "stage1_pieces", interrupt)  # right after results.csv
+    monkeypatch.setattr(reproduce, "stage1_pieces", interrupt)  # right after results.csv
     out = tmp_path / "res"
     assert cli.main(["reproduce", *TINY, "--out", str(out)]) == 130
     assert _lines(capsys.readouterr().err) == [
@@ -126,7 +126,7 @@ def test_count_limit_skips_stage1_counts_and_says_so_once(tmp_path, capsys, monk
     def limit(*a, **k):
         raise CountLimitError("counting would need 9 GiB")
 
-    monkeypatch.setattr(experiments, "stage1_pieces", limit)
+    monkeypatch.setattr(reproduce, "stage1_pieces", limit)
     out = tmp_path / "res"
     assert cli.main(["reproduce", *TINY, "--out", str(out)]) == 0
     err = _lines(capsys.readouterr().err)
@@ -138,14 +138,14 @@ def test_count_limit_skips_stage1_counts_and_says_so_once(tmp_path, capsys, monk
 
 
 def test_sweep_count_limit_keeps_the_rows_and_the_other_counts(tmp_path, capsys, monkeypatch):
-    count = experiments._count_pieces
+    count = sweep.count_pieces
 
     def limited(layers):
         if len(layers) > 3:  # deeper than 2 hidden layers
             raise CountLimitError("counting would need 9 GiB")
         return count(layers)
 
-    monkeypatch.setattr(experiments, "_count_pieces", limited)
+    monkeypatch.setattr(sweep, "count_pieces", limited)
     out = tmp_path / "sw"
     argv = ["sweep", *TINY, "--depths", "2:3", "--out", str(out)]
     assert cli.main(argv) == 0
@@ -170,7 +170,7 @@ def test_expected_runtime_failures_are_one_line_exit_1(tmp_path, capsys, monkeyp
     def fail(*a, **k):
         raise error
 
-    monkeypatch.setattr(train, "run", fail)
+    monkeypatch.setattr(engine, "run", fail)
     assert cli.main(["reproduce", *TINY, "--out", str(tmp_path / "res")]) == 1
     err = _lines(capsys.readouterr().err)
     assert len(err) == 1 and err[0].startswith("compnet reproduce: error: ") and says in err[0]
@@ -180,7 +180,7 @@ def test_unexpected_errors_keep_their_traceback(tmp_path, monkeypatch):
     def bug(*a, **k):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(train, "run", bug)
+    monkeypatch.setattr(engine, "run", bug)
     with pytest.raises(ZeroDivisionError):
         cli.main(["reproduce", *TINY, "--out", str(tmp_path / "res")])
     assert not os.path.exists(tmp_path / "res" / outdir.LOCK_NAME)  # released all the same

@@ -110,6 +110,7 @@ def test_loss_and_grad_rejects_a_target_that_would_broadcast(fused, shape):
         m.loss_and_grad(x, torch.rand(shape, dtype=F64), fused=fused)
 
 
+@pytest.mark.filterwarnings("ignore:compnet_ext.train:DeprecationWarning")  # the old names, kept a release
 def test_train_weights_rejects_a_target_that_would_broadcast():
     from compnet_ext.train import train_weights
 

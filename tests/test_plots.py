@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import compnet_ext
-from compnet_ext import cli, plots
+from compnet_ext.experiments import cli, plots
 from compnet_ext.nn import BatchedMLP
 
 pytest.importorskip("matplotlib")

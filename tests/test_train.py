@@ -7,9 +7,10 @@ import torch
 
 import compnet_ext
 from compnet_ext import train
+from compnet_ext.experiments import stages
 from compnet_ext.init import raai_layers, starting_peaks
 from compnet_ext.optim import BatchedAdam
-from compnet_ext.targets import TARGETS
+from compnet_ext.targets import TARGETS, get_target
 
 SMALL = dict(seeds=3, points=64, epochs=(20, 20))
 
@@ -98,6 +99,7 @@ def test_starting_peaks_range_and_errors():
         starting_peaks(2, 3, torch.Generator(), low=0.0)
 
 
+@pytest.mark.filterwarnings("ignore:compnet_ext.train:DeprecationWarning")  # the old names, kept a release
 @pytest.mark.parametrize("free", [False, True])
 def test_stage1_lowers_loss_keeps_peaks_inside_and_keeps_2_to_the_D_pieces(free):
     D, sign = 5, -1
@@ -187,8 +189,8 @@ def no_work(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("training started before the arguments were checked")
 
-    monkeypatch.setattr(train, "train_weights", boom)
-    monkeypatch.setattr(train, "train_peaks", boom)
+    monkeypatch.setattr(stages, "train_mlp", boom)
+    monkeypatch.setattr(stages, "train_peaks", boom)
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
@@ -225,6 +227,7 @@ def test_bad_targets(no_work, target, sign, exc, match):
         train.compare(target, sign, **SMALL)
 
 
+@pytest.mark.filterwarnings("ignore:compnet_ext.train:DeprecationWarning")  # the old names, kept a release
 @pytest.mark.parametrize("free", [False, True])
 def test_fused_stage1_equals_step_by_step_path(free):
     # The training module runs stage 1 fused by default; the step-by-step path is the reference,
@@ -245,7 +248,7 @@ def test_fused_engine_equals_step_by_step_engine():
     # run() trains every stage of every kind in one launch by default; the step-by-step engine
     # (one launch + one BatchedAdam step per epoch) is the reference. Short run, float64.
     targets = {"x3": ("x3", -1), "sin": ("sin", 1)}
-    targets = {n: (train.get_target(n).fn, sign) for n, (_, sign) in targets.items()}
+    targets = {n: (get_target(n).fn, sign) for n, (_, sign) in targets.items()}
     kw = dict(seeds=3, points=120, epochs=(6, 5), dtype=torch.float64, keep_curves=True)
     x1, fused = train.run(targets, **kw)
     x2, steps = train.run(targets, fused=False, **kw)

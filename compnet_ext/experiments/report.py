@@ -1,10 +1,15 @@
-"""Summaries, the paper-shaped markdown tables, and results.json / results.csv of a reproduction."""
+"""What a run reports: summaries, the markdown tables printed (the paper's Tables 1-2, the
+sweep table), and the files results.json / results.csv / sweep.csv (written atomically)."""
 import csv
 import json
+import sys
 
+import torch
+
+from ..targets import label
 from .outdir import atomic_write
 from .paper import KIND_LABELS, PAPER
-from .targets import TARGETS
+from .plots import matplotlib_missing
 
 # The paper's two tables and the targets each holds.
 PAPER_TABLES = (("Table 1", ("x3", "x11")), ("Table 2", ("sin", "tanh3")))
@@ -40,8 +45,7 @@ def markdown_tables(results, seeds):
         head = ["Network"]
         for stat in ("min", "mean"):
             for t in ts:
-                label = TARGETS[t].label if t in TARGETS else t
-                head += [f"{stat.capitalize()} {label}", "paper"]
+                head += [f"{stat.capitalize()} {label(t)}", "paper"]
         out.append(f"**{title}.** Minimum and mean (n = {seeds}) MSE; 'paper' = the paper's figure.")
         out.append("")
         out.append("| " + " | ".join(head) + " |")
@@ -75,10 +79,24 @@ def qualitative_checks(results):
     return checks
 
 
-def write_json(path, config, results, extra=None):
-    doc = {"config": config, "results": results,
-           "paper": {t: PAPER[t] for t in results if t in PAPER}}
-    doc.update(extra or {})
+def config_record(cfg, **extra):
+    """The ``config`` of results.json: a :class:`~compnet_ext.experiments.config.Config`'s
+    settings that decide the numbers, and ``extra``."""
+    rec = {"seeds": cfg.seeds, "points": cfg.points, "width": cfg.width,
+           "epochs": list(cfg.epochs), "lr_peaks": cfg.lr_peaks, "lr_weights": cfg.lr_weights,
+           "seed": cfg.seed, "device": str(cfg.device),
+           "dtype": str(cfg.dtype).removeprefix("torch."), "peak_range": list(cfg.peak_range),
+           "optimizer": "Adam (torch defaults but lr)", "torch": torch.__version__}
+    rec.update(extra)
+    return rec
+
+
+def paper_figures(results):
+    """The paper's figures for the targets of ``results`` that it has."""
+    return {t: PAPER[t] for t in results if t in PAPER}
+
+
+def write_json(path, doc):
     atomic_write(path, lambda f: json.dump(doc, f, indent=1))
 
 
@@ -95,3 +113,45 @@ def write_csv(path, results):
 
     atomic_write(path, write)
 
+
+SWEEP_FIELDS = ("depth", "target", "kind", "min", "median", "mean", "pieces_min",
+                "pieces_median", "pieces_max")
+
+
+def write_sweep_csv(path, rows):
+    """sweep.csv: one row per (depth, target, kind), :data:`SWEEP_FIELDS`."""
+    def write(f):
+        w = csv.DictWriter(f, fieldnames=SWEEP_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+    atomic_write(path, write)
+
+
+def sweep_table(rows):
+    """The sweep's markdown table: MSE and median pieces per depth, target and kind."""
+    out = ["| depth | target | kind | min MSE | median MSE | mean MSE | pieces (median) |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        pcs = "" if r["pieces_median"] is None else f"{r['pieces_median']:g}"
+        out.append(f"| {r['depth']} | {r['target']} | {r['kind']} | {r['min']:.2e} | "
+                   f"{r['median']:.2e} | {r['mean']:.2e} | {pcs} |")
+    return "\n".join(out)
+
+
+def skip(skipped, key, what, reason):
+    """Record in results.json ('skipped') and say once on stderr why ``what`` was left out."""
+    skipped[key] = reason
+    print(f"compnet: {what} skipped: {reason}", file=sys.stderr)
+
+
+def draw(skipped, enabled, paint):
+    """``paint()`` -> PNG names written; none when not ``enabled`` or without matplotlib (an
+    optional dependency: the results are complete without the pictures, so the run goes on)."""
+    if not enabled:
+        return []
+    reason = matplotlib_missing()
+    if reason:
+        skip(skipped, "plots", "plots", reason)
+        return []
+    return paint()

@@ -1,0 +1,280 @@
+"""Every argument check of compnet_ext, in one place.
+
+Each check raises TypeError (wrong kind of value) or ValueError (wrong value) with a message
+that names the argument, and returns the value normalised where that is useful. The ops, the
+network view, the piece counters and the experiment settings all check through these functions,
+so one rule has one wording. Shapes, dtypes and devices are checked in Python (also under
+torch.compile); value checks of tensors (range, NaN/Inf) cost a device sync and are made only
+where a caller asks for them (``validate=True``; the C++ ops check values themselves).
+"""
+import math
+import numbers
+
+import torch
+
+from ._extension import MLP_MAX_HIDDEN, MLP_MAX_WIDTH, WITH_CUDA
+
+INT64_MAX = 2**63 - 1
+"""Largest value of an ``int`` argument of the op schemas (C++ int64_t)."""
+_BOUND_NAMES = {INT64_MAX: "2**63 - 1"}
+
+# ---------------------------------------------------------------------------------------------
+# numbers
+
+
+def real(value):
+    """float(value) for a real number, inf for one too large for a float, None otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # a huge Python int
+        return math.inf
+
+
+def check_int(name, value, minimum=0, maximum=None, *, wrong_type=TypeError):
+    """An int (not a bool) in ``[minimum, maximum]`` (``maximum`` None: no upper bound).
+
+    Raises ``wrong_type`` for a value that is not an int (the op arguments raise ValueError,
+    as the op schema would) and ValueError for one out of range. Returns ``value``.
+    """
+    if maximum is None:
+        rule = f">= {minimum}"
+    elif maximum in _BOUND_NAMES:
+        rule = f">= {minimum} (at most {_BOUND_NAMES[maximum]})"
+    else:
+        rule = f"in [{minimum}, {maximum}]"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise wrong_type(f"`{name}` must be an int {rule}, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"`{name}` must be an int {rule}, got {value!r}")
+    return value
+
+
+def check_real(name, value, *, positive=False):
+    """A finite real number, ``>= 0`` (``positive``: ``> 0``); returned as a float."""
+    v = real(value)
+    if v is None or not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise ValueError(f"`{name}` must be a finite number {'> 0' if positive else '>= 0'}, "
+                         f"got {value!r}")
+    return v
+
+
+def check_choice(name, value, choices):
+    """One of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"`{name}` must be {' or '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_adam(epochs, lr, betas, eps, record_every):
+    """Hyper-parameters of the fused training stages; returns (lr, beta1, beta2, eps) as floats."""
+    check_int("epochs", epochs, 0, INT64_MAX, wrong_type=ValueError)
+    check_int("record_every", record_every, 0, INT64_MAX, wrong_type=ValueError)
+    lr = check_real("lr", lr)
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2
+            and all(real(b) is not None and 0 <= b < 1 for b in betas)):
+        raise ValueError(f"`betas` must be a pair of numbers in [0, 1), got {betas!r}")
+    return lr, float(betas[0]), float(betas[1]), check_real("eps", eps, positive=True)
+
+
+def check_bounds(name, bounds):
+    """``(lo, hi)`` with ``0 < lo <= hi < 1``, as floats (peak bounds and ranges)."""
+    if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2
+            and all(real(b) is not None for b in bounds) and 0 < bounds[0] <= bounds[1] < 1):
+        raise ValueError(f"`{name}` must be a pair (lo, hi) with 0 < lo <= hi < 1, got {bounds!r}")
+    return float(bounds[0]), float(bounds[1])
+
+
+def min_peak(dtype):
+    """The smallest valid peak of ``dtype``: below ``sqrt(finfo.tiny)`` 1/a^2 overflows
+    (about 1.1e-19 in float32, 1.5e-154 in float64)."""
+    return math.sqrt(torch.finfo(dtype).tiny)
+
+
+def check_peak_bounds(peak_bounds, dtype):
+    """The clamp of stage 1: ``(lo, hi)`` with ``min_peak(dtype) <= lo <= hi < 1``, as floats."""
+    lo, hi = check_bounds("peak_bounds", peak_bounds)
+    if lo < min_peak(dtype):
+        raise ValueError(f"`peak_bounds` lo must be at least min_peak({dtype}) = "
+                         f"{min_peak(dtype):.3g} (smaller peaks overflow 1/a^2), got {lo!r}")
+    return lo, hi
+
+
+def check_interval(lo, hi, within=None):
+    """``lo < hi``, finite floats, inside ``within`` if given; returned as floats."""
+    for name, v in (("lo", lo), ("hi", hi)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"`{name}` must be a float, got {type(v).__name__}")
+        if not math.isfinite(v):
+            raise ValueError(f"`{name}` must be finite, got {v}")
+    if not lo < hi:
+        raise ValueError(f"`lo` must be < `hi`, got lo={lo}, hi={hi}")
+    if within is not None and not (within[0] <= lo and hi <= within[1]):
+        raise ValueError(f"[`lo`, `hi`] = [{lo}, {hi}] must lie in [{within[0]}, {within[1]}] "
+                         "(the compositional network's domain)")
+    return float(lo), float(hi)
+
+
+# ---------------------------------------------------------------------------------------------
+# tensors (the compositional network)
+
+
+def check_tensor(name, t, ref=None, ref_name="peaks"):
+    """A float32/float64 tensor on a device the build supports, with the dtype and device of
+    ``ref`` when given."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"`{name}` must be float32 or float64, got {t.dtype}")
+    if t.device.type == "cuda" and not WITH_CUDA:
+        raise RuntimeError(
+            f"`{name}` is a CUDA tensor but compnet_ext was built without CUDA; rebuild with a "
+            "CUDA build of torch and nvcc available (see README, 'Building for CUDA')"
+        )
+    if t.device.type not in ("cpu", "cuda", "meta"):
+        raise ValueError(f"`{name}` is on {t.device}; only CPU and CUDA are supported")
+    if ref is not None:
+        if t.dtype != ref.dtype:
+            raise TypeError(f"`{name}` has dtype {t.dtype} but `{ref_name}` has {ref.dtype}")
+        if t.device != ref.device:
+            raise ValueError(f"`{name}` is on {t.device} but `{ref_name}` is on {ref.device}")
+
+
+def check_points(name, t, S, N=None):
+    """``[N]`` (shared by all seeds) or ``[S, N]``."""
+    if t.dim() == 2 and t.shape[0] == S and (N is None or t.shape[1] == N):
+        return
+    if t.dim() == 1 and (N is None or t.shape[0] == N):
+        return
+    want = f"[N] or [S, N] with S = {S}" + ("" if N is None else f", N = {N}")
+    raise ValueError(f"`{name}` has shape {list(t.shape)}, expected {want}")
+
+
+def check_sign(sign):
+    if isinstance(sign, bool) or sign not in (-1, 1):
+        raise ValueError(f"`sign` must be -1 or +1, got {sign!r}")
+
+
+def check_peak_values(peaks):
+    """Value check of ``peaks`` (one device sync): in (0, 1), at least :func:`min_peak`, no NaN."""
+    lo = min_peak(peaks.dtype)
+    if peaks.numel() and not bool(((peaks >= lo) & (peaks < 1)).all()):
+        raise ValueError(f"`peaks` must lie in the open interval (0, 1), and be at least {lo:.3g} "
+                         f"in {peaks.dtype} (smaller peaks overflow 1/a^2; NaN is not allowed)")
+
+
+def _check_peaks(peaks):
+    check_tensor("peaks", peaks)
+    if peaks.dim() != 2 or peaks.shape[1] < 2:
+        raise ValueError(f"`peaks` must be [S, D+1] with D >= 1, got shape {list(peaks.shape)}")
+    return peaks.shape[0], peaks.shape[1] - 1
+
+
+def _check_scales(scales, peaks, S, D):
+    if scales is not None:
+        check_tensor("scales", scales, peaks)
+        if scales.dim() != 2 or tuple(scales.shape) != (S, D):
+            raise ValueError(f"`scales` must be [S, D] = [{S}, {D}], got {list(scales.shape)}")
+
+
+def check_network(peaks, scales, sign, *, validate=True):
+    """``peaks [S, D+1]``, ``scales [S, D]`` or None, ``sign``; with ``validate`` also their
+    values (peaks valid, scales finite: one device sync). Returns ``(S, D)``."""
+    S, D = _check_peaks(peaks)
+    _check_scales(scales, peaks, S, D)
+    check_sign(sign)
+    if validate:
+        check_peak_values(peaks)
+        if scales is not None and not bool(scales.isfinite().all()):
+            raise ValueError("`scales` contains NaN or Inf")
+    return S, D
+
+
+def check_op_args(x, peaks, scales, sign, target=None):
+    """Arguments of the compositional ops (shapes, dtypes, devices; the op checks values).
+    Returns ``(S, D)``."""
+    S, D = _check_peaks(peaks)
+    check_tensor("x", x, peaks)
+    check_points("x", x, S)
+    _check_scales(scales, peaks, S, D)
+    if target is not None:
+        check_tensor("target", target, peaks)
+        check_points("target", target, S, x.shape[-1])
+    check_sign(sign)
+    return S, D
+
+
+# ---------------------------------------------------------------------------------------------
+# batched MLPs
+
+MAX_WIDTH = MLP_MAX_WIDTH
+"""Widest hidden layer supported by the fused kernels (read from the extension)."""
+MAX_HIDDEN = MLP_MAX_HIDDEN
+"""Most hidden layers supported by the fused kernels (read from the extension)."""
+
+
+def check_depth(name, depth):
+    """A number of hidden layers the fused MLP kernels take: an int in [1, MAX_HIDDEN]."""
+    return check_int(name, depth, 1, MAX_HIDDEN)
+
+
+def check_width(name, width):
+    """A hidden width the fused MLP kernels take: an int in [1, MAX_WIDTH]."""
+    return check_int(name, width, 1, MAX_WIDTH)
+
+
+def check_widths(widths):
+    """``(1, hidden..., 1)``: hidden widths in [1, MAX_WIDTH], at most MAX_HIDDEN of them."""
+    if isinstance(widths, (str, bytes)) or not hasattr(widths, "__iter__"):
+        raise TypeError(f"`widths` must be a sequence of ints, got {type(widths).__name__}")
+    widths = tuple(widths)
+    if not all(isinstance(w, int) and not isinstance(w, bool) for w in widths):
+        raise TypeError(f"`widths` must be a sequence of ints, got {widths!r}")
+    if len(widths) < 2 or widths[0] != 1 or widths[-1] != 1:
+        raise ValueError(f"`widths` must start and end with 1 (scalar in, scalar out), got {widths}")
+    hidden = widths[1:-1]
+    if len(hidden) > MAX_HIDDEN:
+        raise ValueError(f"`widths` has {len(hidden)} hidden layers; at most {MAX_HIDDEN} supported")
+    if any(w < 1 or w > MAX_WIDTH for w in hidden):
+        raise ValueError(f"`widths` hidden widths must lie in [1, {MAX_WIDTH}], got {hidden}")
+    return widths
+
+
+def check_layers(layers):
+    """A list of ``(W [S, out, in], b [S, out])``; returns ``(S, widths)``."""
+    if not isinstance(layers, (list, tuple)) or not layers:
+        raise TypeError("`layers` must be a non-empty list of (W [S, out, in], b [S, out]) pairs")
+    ref = None
+    widths = [1]
+    for i, pair in enumerate(layers):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise TypeError(f"`layers[{i}]` must be a pair (W, b)")
+        W, b = pair
+        check_tensor(f"layers[{i}][0]", W, ref, "layers[0][0]")
+        ref = W if ref is None else ref
+        check_tensor(f"layers[{i}][1]", b, ref, "layers[0][0]")
+        S = ref.shape[0]
+        if W.dim() != 3 or W.shape[0] != S or W.shape[2] != widths[-1]:
+            raise ValueError(f"`layers[{i}][0]` must be [S, out, in] = [{S}, out, {widths[-1]}], "
+                             f"got {list(W.shape)}")
+        if tuple(b.shape) != (S, W.shape[1]):
+            raise ValueError(f"`layers[{i}][1]` must be [S, out] = [{S}, {W.shape[1]}], "
+                             f"got {list(b.shape)}")
+        widths.append(W.shape[1])
+    return ref.shape[0], check_widths(widths)
+
+
+def check_mlp_points(x, S):
+    """Points of S networks: ``[N]`` or ``[S, N]``."""
+    if not ((x.dim() == 1) or (x.dim() == 2 and x.shape[0] == S)):
+        raise ValueError(f"`x` has shape {list(x.shape)}, expected [N] or [S, N] with S = {S}")
+
+
+def check_mlp_target(target, x, S, ref, ref_name):
+    """``target`` is ``[N]`` or ``[S, N]`` like ``x``, with the dtype and device of ``ref``."""
+    check_tensor("target", target, ref, ref_name)
+    if not (target.dim() in (1, 2) and target.shape[-1] == x.shape[-1]
+            and (target.dim() == 1 or target.shape[0] == S)):
+        raise ValueError(f"`target` has shape {list(target.shape)}, expected [N] or [S, N] "
+                         f"with S = {S}, N = {x.shape[-1]}")

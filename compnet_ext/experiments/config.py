@@ -1,0 +1,196 @@
+"""The settings of one experiment (:class:`Config`), their defaults, and their checks.
+
+An experiment (MATH.md section 6) trains ``seeds`` networks of each kind on each target in two
+stages. Every setting is checked when a :class:`Config` is made, before any work, and the
+``compnet`` options are checked by the same functions (:func:`check_setting`), so a limit has
+one home. The learning rates were chosen by the sweep in docs/hyperparameters.md.
+"""
+import contextlib
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from .._extension import WITH_CUDA
+from ..checks import check_bounds, check_depth, check_int, check_real, check_width
+from ..init import PEAK_RANGE
+
+KINDS = ("default", "raai", "no_pretraining", "not_enforced", "enforced")
+"""The five kinds of network of the paper's Tables 1-2 (docs/training.md)."""
+WEIGHT_ONLY_KINDS = ("default", "raai", "no_pretraining")
+"""Kinds without stage 1: their weights train for both stages' epochs."""
+STAGE1_KINDS = ("not_enforced", "enforced")
+"""Kinds whose peaks (and free scales) train first (stage 1), then their encoded weights."""
+
+# Adam's other settings are torch's defaults. The weights' rate is per kind: each kind gets the
+# rate that served it best, so no kind (least of all the baselines) is handicapped by a rate tuned
+# for another.
+LR_PEAKS = 1e-2
+LR_WEIGHTS = {"default": 3e-3, "raai": 1e-2, "no_pretraining": 3e-4, "not_enforced": 1e-4,
+              "enforced": 1e-4}
+
+SEED_MAX = 2**64 - 1
+"""torch.Generator.manual_seed takes an unsigned 64-bit seed (negatives would alias large ones)."""
+
+
+def check_setting(name, value):
+    """The check of one integer setting, shared by :class:`Config` and the ``compnet`` options."""
+    if name == "depth":
+        return check_depth(name, value)
+    if name == "width":
+        return check_width(name, value)
+    if name == "threads":  # more threads than CPUs only slows down (absurd counts crash OpenMP)
+        return check_int(name, value, 1, os.cpu_count() or 1)
+    if name == "seed":
+        return check_int(name, value, 0, SEED_MAX)
+    return check_int(name, value, {"seeds": 1, "points": 2, "epochs": 0}[name])
+
+
+def check_kinds(kinds):
+    """Tuple of kinds in KINDS order; ValueError naming `kinds` on unknown, empty or repeated."""
+    if isinstance(kinds, str):
+        kinds = (kinds,)
+    kinds = tuple(kinds)
+    if not kinds:
+        raise ValueError("`kinds` is empty")
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ValueError(f"unknown kind(s) {bad} in `kinds`; known kinds: {', '.join(KINDS)}")
+    if len(set(kinds)) != len(kinds):
+        raise ValueError(f"`kinds` has repeats: {list(kinds)}")
+    return tuple(k for k in KINDS if k in kinds)
+
+
+def weight_lrs(lr_weights):
+    """{kind: lr} from a number (all kinds) or a dict (missing kinds take LR_WEIGHTS's)."""
+    if isinstance(lr_weights, dict):
+        bad = [k for k in lr_weights if k not in KINDS]
+        if bad:
+            raise ValueError(f"unknown kind(s) {bad} in `lr_weights`; known: {', '.join(KINDS)}")
+        out = {**LR_WEIGHTS, **lr_weights}
+    else:
+        out = {k: lr_weights for k in KINDS}
+    return {k: check_real(f"lr_weights[{k!r}]", v, positive=True) for k, v in out.items()}
+
+
+def resolve_device(device):
+    """``None`` or ``"auto"``: CUDA when available (and compnet_ext was built with it), else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() and WITH_CUDA else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"`device` must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`device` is {device!r} but CUDA is not available")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"`device` must be CPU or CUDA, got {device!r}")
+    return dev
+
+
+@contextlib.contextmanager
+def cpu_threads(n):
+    """Temporarily set torch's intra-op threads (None: leave as is).
+
+    The fused engine's launches are long, so all cores pay off on a quiet machine; the
+    step-by-step engine's launches are short, and when the cores are shared their OpenMP
+    barriers stall: pass threads=1 there (docs/hyperparameters.md, "CPU threads").
+    """
+    if n is None:
+        yield
+        return
+    check_setting("threads", n)
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@dataclass(frozen=True)
+class Config:
+    """One experiment's settings, checked (ValueError/TypeError naming the setting) and
+    normalised when made: ``kinds`` in KINDS order, ``epochs`` a pair, ``lr_weights`` a dict
+    over all kinds, ``device`` a resolved ``torch.device``.
+
+    What is computed: ``kinds``; ``seeds`` networks of each (seed s starts from the same draw in
+    every kind and on every target); ``points`` evenly spaced on [0, 1]; hidden ``width`` and
+    ``depth``; ``epochs`` (stage 1, stage 2): Adam steps, weight-only kinds train their sum;
+    ``lr_peaks`` (stage 1) and ``lr_weights`` (a number or {kind: rate}); the generator ``seed``;
+    ``peak_range`` of the uniform starting peaks; ``dtype``; ``device`` ("auto"/None, "cpu",
+    "cuda[:i]").
+
+    Which part of it: ``seed_block = (start, stop)`` trains only seeds ``start .. stop - 1`` of
+    the ``seeds`` drawn (default: all), so an experiment splits into work units (targets x kinds
+    x depth x seed block) whose results are the rows of the whole run.
+
+    How it runs: ``fused`` (every stage of every kind as launches of the fused stages; False: the
+    step-by-step engine, one launch and one Adam step per epoch, the reference); ``threads``
+    (CPU intra-op threads while training, None: torch's; see :func:`cpu_threads`);
+    ``keep_curves`` / ``keep_layers`` (keep per-step losses / the trained weights);
+    ``progress`` (a progress bar on stderr).
+    """
+    kinds: tuple = KINDS
+    seeds: int = 30
+    points: int = 500
+    width: int = 4
+    depth: int = 5
+    epochs: tuple = (1000, 1000)
+    lr_peaks: float = LR_PEAKS
+    lr_weights: dict = field(default_factory=lambda: dict(LR_WEIGHTS))
+    seed: int = 0
+    peak_range: tuple = PEAK_RANGE
+    dtype: torch.dtype = torch.float32
+    device: torch.device = None
+    seed_block: tuple = None
+    fused: bool = True
+    threads: int = None
+    keep_curves: bool = True
+    keep_layers: bool = False
+    progress: bool = False
+
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)
+        set_("kinds", check_kinds(self.kinds))
+        for name in ("seeds", "points", "width", "depth"):
+            check_setting(name, getattr(self, name))
+        try:
+            epochs = tuple(self.epochs)
+        except TypeError:
+            raise TypeError(f"`epochs` must be a pair (stage 1, stage 2), got {self.epochs!r}") from None
+        if len(epochs) != 2:
+            raise ValueError(f"`epochs` must be a pair (stage 1, stage 2), got {self.epochs!r}")
+        for e in epochs:
+            check_setting("epochs", e)
+        set_("epochs", epochs)
+        set_("lr_peaks", check_real("lr_peaks", self.lr_peaks, positive=True))
+        set_("lr_weights", weight_lrs(self.lr_weights))
+        if self.width != 4 and any(k in self.kinds for k in ("no_pretraining",) + STAGE1_KINDS):
+            raise ValueError(f"`width` must be 4 for the compositional kinds (the encoding of "
+                             f"MATH.md section 5 has 4 neurons per layer), got {self.width}")
+        check_setting("seed", self.seed)
+        set_("peak_range", check_bounds("peak_range", self.peak_range))
+        if self.dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"`dtype` must be torch.float32 or torch.float64, got {self.dtype}")
+        if self.seed_block is not None:
+            block = tuple(self.seed_block)
+            if not (len(block) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                            for v in block)
+                    and 0 <= block[0] < block[1] <= self.seeds):
+                raise ValueError(f"`seed_block` must be (start, stop) with 0 <= start < stop <= "
+                                 f"seeds = {self.seeds}, got {self.seed_block!r}")
+            set_("seed_block", block)
+        if self.threads is not None:
+            check_setting("threads", self.threads)
+        set_("device", resolve_device(self.device))
+
+    @property
+    def rows(self):
+        """The seeds this configuration trains: ``range(start, stop)`` of its seed block."""
+        return range(*(self.seed_block or (0, self.seeds)))
+
+    def replace(self, **changes):
+        """A copy with ``changes``, checked again."""
+        return dataclasses.replace(self, **changes)
