@@ -1,4 +1,4 @@
-// The CPU harness's scheduler (docs/harness.md): every CUDA thread of a block is a ucontext fiber
+// The CPU harness's scheduler (docs/harness.md): every CUDA thread of a block is a fiber
 // with its own guarded stack; the blocks of a grid run one at a time in a seeded random order.
 // A fiber runs until it reaches a warp primitive or __syncthreads, where it records its arrival
 // and switches back here. Once no fiber can run, the meetings are checked: a warp primitive
@@ -7,10 +7,9 @@
 // Between meetings the runnable fibers are resumed in a seeded random order, so that a missing
 // __syncwarp (a lane reading what another lane has not written yet) changes the results.
 #include <cuda_runtime.h>
-#include <cxxabi.h>
+#include <cstring>
 #include <dlfcn.h>
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +24,10 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#if !defined(__x86_64__)
+#error "the harness's context switch (cn_harness_switch_stack) is written for x86-64"
+#endif
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
@@ -42,6 +45,55 @@ namespace {
 constexpr size_t kStackBytes = 512 * 1024;
 constexpr int kWarp = 32;
 
+// ---- context switch ---------------------------------------------------------------------------
+// switch_stack(&save, next): saves the callee-saved registers, MXCSR and the x87 control word on
+// the current stack, stores the stack pointer in *save, and resumes the context saved at `next`.
+// (glibc's swapcontext also saves the signal mask, a system call per switch, which made it
+// several times slower; the kernels' warp sums switch hundreds of times per point.)
+extern "C" void cn_harness_switch_stack(void** save, void* next);
+asm(R"(
+  .text
+  .globl cn_harness_switch_stack
+  .type cn_harness_switch_stack,@function
+cn_harness_switch_stack:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size cn_harness_switch_stack, .-cn_harness_switch_stack
+)");
+
+// A fresh context on [stack, stack + bytes) that starts in entry() (which must never return).
+void* new_context(char* stack, size_t bytes, void (*entry)()) {
+  auto* top = reinterpret_cast<uint64_t*>(
+      (reinterpret_cast<uintptr_t>(stack + bytes) & ~uintptr_t(15)));
+  // from the saved stack pointer up: MXCSR | x87 CW, r15, r14, r13, r12, rbx, rbp, return
+  // address, and one pad slot so that entry() starts with the stack aligned as after a call
+  uint64_t* sp = top - 9;
+  sp[0] = 0x1F80ull | (0x037Full << 32);
+  for (int i = 1; i <= 6; ++i) sp[i] = 0;
+  sp[7] = reinterpret_cast<uint64_t>(entry);
+  sp[8] = 0;
+  return sp;
+}
+
 // The device this harness pretends to be: an H100.
 struct Device {
   int default_smem = 48 * 1024;
@@ -54,7 +106,7 @@ uint64_t g_seed = 1;
 enum class State { runnable, at_warp, at_block, exited };
 
 struct Fiber {
-  ucontext_t ctx;
+  void* ctx = nullptr;  // saved stack pointer while suspended
   char* stack = nullptr;  // usable stack (above the guard page)
   void* fake_stack = nullptr;
   State state = State::runnable;
@@ -130,7 +182,7 @@ struct Block {
   std::vector<Fiber> fibers;
   std::unique_ptr<unsigned char[]> smem_owner;
   unsigned char* smem = nullptr;
-  ucontext_t sched_ctx;
+  void* sched_ctx = nullptr;
   void* sched_fake_stack = nullptr;
   const void* sched_stack_bottom = nullptr;
   size_t sched_stack_size = 0;
@@ -158,7 +210,7 @@ void switch_to_fiber(Block& b, int i) {
 #if HARNESS_ASAN
   __sanitizer_start_switch_fiber(&b.sched_fake_stack, f.stack, kStackBytes);
 #endif
-  swapcontext(&b.sched_ctx, &f.ctx);
+  cn_harness_switch_stack(&b.sched_ctx, f.ctx);
 #if HARNESS_ASAN
   __sanitizer_finish_switch_fiber(b.sched_fake_stack, nullptr, nullptr);
 #endif
@@ -171,7 +223,7 @@ void suspend(Fiber& f) {
 #if HARNESS_ASAN
   __sanitizer_start_switch_fiber(&f.fake_stack, b.sched_stack_bottom, b.sched_stack_size);
 #endif
-  swapcontext(&f.ctx, &b.sched_ctx);
+  cn_harness_switch_stack(&f.ctx, b.sched_ctx);
 #if HARNESS_ASAN
   __sanitizer_finish_switch_fiber(f.fake_stack, &b.sched_stack_bottom, &b.sched_stack_size);
 #endif
@@ -188,7 +240,9 @@ void fiber_main() {
 #if HARNESS_ASAN
   __sanitizer_start_switch_fiber(nullptr, b.sched_stack_bottom, b.sched_stack_size);
 #endif
-  setcontext(&b.sched_ctx);
+  void* dead = nullptr;
+  cn_harness_switch_stack(&dead, b.sched_ctx);
+  std::abort();  // never resumed
 }
 
 Fiber& running() {
@@ -246,23 +300,24 @@ bool resolve_warp(Block& b, int w) {
   std::vector<int> members;
   for (int l = 0; l < kWarp; ++l)
     if (mask >> l & 1u) members.push_back(l);
-  const std::string what = std::string(op_name(first.op)) + " at " + where(first.site);
+  auto what = [&] { return std::string(op_name(first.op)) + " at " + where(first.site); };
   if (!(mask >> waiting[0] & 1u))
-    throw KernelError(prefix(b, w) + "lane " + std::to_string(waiting[0]) + " calls " + what +
+    throw KernelError(prefix(b, w) + "lane " + std::to_string(waiting[0]) + " calls " + what() +
                       " with a mask that excludes itself");
   for (int l : members) {
     const int i = fiber_of(b, w, l);
     const Fiber* f = i >= 0 ? &b.fibers[i] : nullptr;
     const bool agrees = f && f->state == State::at_warp && f->op == first.op &&
                         f->mask == mask && f->site.line() == first.site.line() &&
-                        std::string(f->site.file_name()) == first.site.file_name();
+                        (f->site.file_name() == first.site.file_name() ||
+                         std::strcmp(f->site.file_name(), first.site.file_name()) == 0);
     if (!agrees) {
       std::vector<int> present;
       for (int k : waiting) {
         const Fiber& g = b.fibers[fiber_of(b, w, k)];
         if (g.op == first.op && g.mask == mask && g.site.line() == first.site.line()) present.push_back(k);
       }
-      throw KernelError(prefix(b, w) + "lanes " + lane_list(present) + " wait at " + what +
+      throw KernelError(prefix(b, w) + "lanes " + lane_list(present) + " wait at " + what() +
                         " (mask " + [&] { char m[16]; std::snprintf(m, sizeof m, "0x%08x", mask); return std::string(m); }() +
                         ") but lane " + std::to_string(l) + " " +
                         (f ? describe(*f) : std::string("does not exist (block too small)")));
@@ -281,10 +336,10 @@ bool resolve_warp(Block& b, int w) {
     }
     if (f.op == Op::shfl || f.op == Op::shfl_up || f.op == Op::shfl_down || f.op == Op::shfl_xor) {
       if (src < 0 || src >= kWarp)
-        throw KernelError(prefix(b, w) + "lane " + std::to_string(l) + ": " + what + " reads lane " +
+        throw KernelError(prefix(b, w) + "lane " + std::to_string(l) + ": " + what() + " reads lane " +
                           std::to_string(src) + ", outside the warp (offset " + std::to_string(f.arg) + ")");
       if (!(mask >> src & 1u))
-        throw KernelError(prefix(b, w) + "lane " + std::to_string(l) + ": " + what + " reads lane " +
+        throw KernelError(prefix(b, w) + "lane " + std::to_string(l) + ": " + what() + " reads lane " +
                           std::to_string(src) + ", which is not in the mask");
       f.result = b.fibers[fiber_of(b, w, src)].value;
     } else if (f.op == Op::ballot || f.op == Op::any || f.op == Op::all) {
@@ -324,14 +379,11 @@ void run_block(Block& b, std::mt19937_64& rng) {
   for (size_t i = 0; i < n; ++i) {
     Fiber& f = b.fibers[i];
     f.stack = stack_for(i);
-    getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = f.stack;
-    f.ctx.uc_stack.ss_size = kStackBytes;
-    f.ctx.uc_link = nullptr;
-    makecontext(&f.ctx, fiber_main, 0);
-    // Keep ASan's swapcontext interceptor from clearing the whole stack's shadow on every switch.
-    f.ctx.uc_stack.ss_sp = nullptr;
-    f.ctx.uc_stack.ss_size = 0;
+#if HARNESS_ASAN
+    // fiber_main's frame of the stack's last user never returned: clear its poisoning
+    ASAN_UNPOISON_MEMORY_REGION(f.stack + kStackBytes - 16384, 16384);
+#endif
+    f.ctx = new_context(f.stack, kStackBytes, fiber_main);
   }
   std::vector<int> order(n);
   for (;;) {
