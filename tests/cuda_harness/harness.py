@@ -19,7 +19,7 @@ def lib():
     if _lib is None:
         _lib = ctypes.CDLL(os.environ.get("COMPNET_HARNESS_LIB") or str(build()))
         for name in ("cn_forward", "cn_backward", "cn_train", "mlp_forward_c", "mlp_backward_c",
-                     "mlp_train_c", "harness_broken"):
+                     "mlp_train_c"):
             getattr(_lib, name).restype = ctypes.c_char_p
         _lib.harness_set_seed.argtypes = [ctypes.c_uint64]
         _lib.harness_set_optin_smem.argtypes = [ctypes.c_int]
@@ -146,9 +146,3 @@ def mlp_train(x, target, params, widths, *, epochs, lr, betas, eps, record_every
                              plan))
     return params, loss, curve, state, tuple(plan)
 
-
-def broken(name):
-    """Runs a deliberately broken kernel (broken_kernels.cu): (error or None, its 32 outputs)."""
-    out = (ctypes.c_float * 32)()
-    err = lib().harness_broken(name.encode(), out)
-    return (None if err is None else err.decode()), list(out)
