@@ -270,6 +270,29 @@ def test_mlp_train(plan):
         assert torch.equal(a, b), f"{name} differs from step by step"
 
 
+# The widest, deepest net (16 units, 64 hidden layers): its double workspace (2P values, P =
+# 17185) exceeds even the H100's 227 KiB opt-in, so the real device limits pick the spill plan.
+def test_mlp_at_the_limits():
+    dtype, S, N = torch.float64, 1, 2
+    widths = (1,) + (16,) * 64 + (1,)
+    x, params = _mlp(widths, S, N, dtype, shared_x=True)
+    params = params * 0.5
+    target = torch.sin(3 * x)
+    loss, _, gp = harness.mlp_backward(x, params, widths, target, loss_mode=True)
+    wl, wg = ops.mlp_loss_and_grad(x, target, params, list(widths))
+    want = ops.mlp_forward(x, params, list(widths))
+    gy = (2 * (want - target) / N).expand(S, N)
+    _assert_close(loss, wl, 2 * (N + 32) * u(dtype) * ((want - target) ** 2).sum(1) / N + 1e-300,
+                  "mlp loss")
+    _assert_close(gp, wg, _mlp_tol(x, params, widths, gy), "mlp gparams")
+    *got, got_plan = harness.mlp_train(x, target, params, widths, epochs=1, lr=1e-2,
+                                       betas=(0.9, 0.999), eps=1e-8, record_every=1)
+    assert (got_plan[0], bool(got_plan[2])) == (4, True)
+    want = _mlp_step_by_step(x, target, params, widths, 1, 1e-2, 1)
+    for name, a, b in zip(("params", "loss", "curve", "state"), got, want):
+        assert torch.equal(a, b), f"{name} differs from step by step"
+
+
 # ---- block order ----------------------------------------------------------------------------
 
 def test_block_order_does_not_matter():
