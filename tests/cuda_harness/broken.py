@@ -4,7 +4,7 @@ import ctypes
 import os
 import sys
 
-from build import build
+from harness_build import build
 
 
 def broken(name):

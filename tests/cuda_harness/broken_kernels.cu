@@ -61,6 +61,10 @@ __global__ void divergent_kernel(const float* in, float* out) {
   out[threadIdx.x] = v;
 }
 
+// A kernel that is fine, launched with more than 48 KiB of shared memory without opting in (the
+// raw launch, bypassing common/launch.cuh's cudaFuncSetAttribute): the device refuses.
+__global__ void big_smem_kernel(float* out) { out[threadIdx.x] = 0; }
+
 }  // namespace
 
 // Runs the broken kernel `which` on 32 values 0, 1, ...; writes its 32 outputs to out and returns
@@ -82,6 +86,10 @@ extern "C" const char* harness_broken(const char* which, float* out) {
     err = launch(smem_overrun_kernel, 1, dim3(n), n * sizeof(float), nullptr, x, y);
   if (w == "exited_lane") err = launch(exited_lane_kernel, 1, dim3(n), 0, nullptr, x, y);
   if (w == "divergent") err = launch(divergent_kernel, 1, dim3(n), 0, nullptr, x, y);
+  if (w == "no_optin") {
+    start_kernel(big_smem_kernel, dim3(1), dim3(n), 64 * 1024, nullptr, y);
+    err = last_error();
+  }
   std::memcpy(out, y, n * sizeof(float));
   return err;
 }

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from build import build
+from harness_build import build
 
 _lib = None
 _P = ctypes.c_void_p

@@ -38,7 +38,7 @@ def asan_runtime():
 def _digest():
     h = hashlib.sha256()
     files = sorted(p for p in CSRC.rglob("*") if p.suffix in (".h", ".cuh", ".cu"))
-    files += sorted(p for p in HERE.rglob("*") if p.suffix in (".h", ".cuh", ".cu", ".cpp") or p.name == "build.py")
+    files += sorted(p for p in HERE.rglob("*") if p.suffix in (".h", ".cuh", ".cu", ".cpp") or p.name == "harness_build.py")
     for p in files:
         h.update(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes() + b"\0")
     version = subprocess.run([CXX, "--version"], capture_output=True, text=True).stdout
