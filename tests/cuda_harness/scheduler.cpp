@@ -398,16 +398,8 @@ void run_block(Block& b, std::mt19937_64& rng) {
     bool progressed = false;
     for (size_t w = 0; w * kWarp < n; ++w) progressed = resolve_warp(b, int(w)) || progressed;
     if (!progressed) progressed = resolve_barrier(b);
-    if (!progressed) {
-      // a lane at __syncthreads while another lane of its warp waits at a warp primitive
-      for (size_t w = 0; w * kWarp < n; ++w)
-        for (int l = 0; l < kWarp; ++l) {
-          const int i = fiber_of(b, int(w), l);
-          if (i >= 0 && b.fibers[i].state == State::at_warp)
-            throw KernelError(deadlock(b));
-        }
-      throw KernelError(deadlock(b));
-    }
+    // e.g. threads at __syncthreads while a whole warp waits at a partial-mask primitive
+    if (!progressed) throw KernelError(deadlock(b));
   }
 }
 
