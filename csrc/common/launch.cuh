@@ -1,5 +1,6 @@
-// The one place that launches CUDA kernels (the only `<<< >>>` in csrc), so that a harness can
-// run the kernels another way by replacing this file. CUDA headers only, no torch.
+// The one place that launches CUDA kernels, so that every launch takes the same checks. The raw
+// `<<< >>>` is in common/cuda_syntax.cuh, which the CPU harness replaces (docs/harness.md), so
+// that this file's opt-in and error logic runs under the harness too. CUDA headers only, no torch.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -7,6 +8,7 @@
 #include <cstdint>
 #include <utility>
 
+#include "common/cuda_syntax.cuh"
 #include "common/launch_config.h"
 
 namespace cn {
@@ -29,8 +31,8 @@ const char* launch(void (*kernel)(Params...), int64_t blocks, dim3 block, size_t
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes));
     if (e != cudaSuccess) return cudaGetErrorString(e);
   }
-  kernel<<<static_cast<unsigned>(blocks), block, smem_bytes, static_cast<cudaStream_t>(stream)>>>(
-      std::forward<Args>(args)...);
+  start_kernel(kernel, dim3(static_cast<unsigned>(blocks)), block, smem_bytes,
+               static_cast<cudaStream_t>(stream), std::forward<Args>(args)...);
   return last_error();
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "common/cuda_syntax.cuh"
 #include "common/launch_config.h"
 
 namespace cn {
@@ -27,8 +28,8 @@ __device__ __forceinline__ void warp_copy(T* dst, const T* src, int64_t n) {
 // block's dynamic shared memory, or the seed's row of `spill` when the plan spills.
 template <typename T>
 __device__ __forceinline__ T* warp_workspace(T* spill, int64_t seed, int64_t values) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  return spill ? spill + seed * values : reinterpret_cast<T*>(smem_raw) + threadIdx.y * values;
+  return spill ? spill + seed * values
+               : reinterpret_cast<T*>(dynamic_shared_memory()) + threadIdx.y * values;
 }
 
 }  // namespace cuda

@@ -1,0 +1,305 @@
+"""The CUDA kernels run by the CPU harness (docs/harness.md), against the CPU driver (the
+installed ops on CPU tensors). Run by tests/test_cuda_emulated.py in a subprocess that preloads
+the AddressSanitizer runtime; not collected on its own (the file name does not start with test_).
+
+Tolerances, derived from the arithmetic:
+- forward: the waves are correctly rounded quotients on both sides (bitwise equal); the output
+  sum x + sum_i s_i W_i rounds once per layer on each side (FMA or not), so
+  |difference| <= 2 D u (|x| + sum_i |s_i|) with u the unit roundoff.
+- gradients: the same per-point terms summed in another order (a warp butterfly per 32 points
+  then tile by tile, against the CPU's lane tiles): |difference| <= 2 (N + 32) u sum_n |term_n|
+  per parameter; the per-point terms come from the CPU op with one seed per point. The smooth
+  chain rule then mixes neighbouring layers (factor 2 D on the bound).
+- fused training: bitwise equal to the same harness's loss_and_grad followed by
+  compnet_ext.optim.BatchedAdam (the same IEEE operations in the same order; the README's
+  standard for the CPU driver).
+"""
+import os
+
+import pytest
+import torch
+
+import compnet_ext
+import harness
+from compnet_ext.optim import BatchedAdam
+from conftest import make_problem
+
+ops = torch.ops.compnet_ext
+SEED = int(os.environ.get("COMPNET_HARNESS_SEED", "1"))
+
+
+@pytest.fixture(autouse=True)
+def _device():
+    harness.set_seed(SEED)
+    harness.set_optin_smem(227 * 1024)
+
+
+def u(dtype):
+    return torch.finfo(dtype).eps / 2
+
+
+def _problem(S, D, N, dtype, free, shared_x, seed=5):
+    x, peaks, scales = make_problem(S, D, N, dtype=dtype, free=free, shared_x=shared_x, seed=seed)
+    return x, peaks, scales
+
+
+# (S, D, N): S = 1 and S not a multiple of the 4 warps per block; N = 1 and N across 32; D = 1 and
+# across the register chunk (32 in float, 16 in double).
+SHAPES = [(1, 1, 1), (5, 31, 33), (3, 32, 32), (6, 33, 70), (2, 70, 40)]
+
+
+def _per_point_abs(x, peaks, scales, sign, gy):
+    """sum over points of |per-point gradient term|, [S, D+1] and [S, D] (None when smooth)."""
+    S, N = gy.shape
+    xs = (x.expand(S, N) if x.dim() == 1 else x).reshape(-1, 1).contiguous()
+    rep = lambda t: None if t is None else t.repeat_interleave(N, 0)
+    _, gp, gs = ops.backward(gy.reshape(-1, 1).contiguous(), xs, rep(peaks), rep(scales), sign,
+                             False, True, scales is not None)
+    gs = gs.abs().view(S, N, -1).sum(1) if scales is not None else None
+    return gp.abs().view(S, N, -1).sum(1), gs
+
+
+def _grad_tol(x, peaks, scales, sign, gy):
+    S, N = gy.shape
+    D = peaks.shape[1] - 1
+    ap, as_ = _per_point_abs(x, peaks, scales, sign, gy)
+    k = 2 * (N + 32) * u(peaks.dtype) * (2 * D if scales is None else 1)
+    tiny = torch.finfo(peaks.dtype).tiny
+    return k * ap + tiny, None if as_ is None else k * as_ + tiny
+
+
+def _assert_close(got, want, tol, what):
+    bad = (got - want).abs() > tol
+    assert not bad.any(), f"{what}: {int(bad.sum())} values beyond tolerance, max diff " \
+        f"{(got - want).abs().max().item():.3g}, tol there {tol.flatten()[bad.flatten()][0].item():.3g}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("S,D,N", SHAPES)
+@pytest.mark.parametrize("free", [False, True])
+def test_forward(dtype, S, D, N, free):
+    x, peaks, scales = _problem(S, D, N, dtype, free, shared_x=(S % 2 == 1))
+    for sign in (-1, 1):
+        got = harness.forward(x, peaks, scales, sign)
+        want = ops.forward(x, peaks, scales, sign, True)
+        s = scales if free else compnet_ext.smooth_scales(peaks, sign)
+        tol = 2 * D * u(dtype) * (x.abs().max() + s.abs().sum(1, keepdim=True))
+        _assert_close(got, want, tol, "forward")
+        assert torch.equal(got, harness.forward(x, peaks, scales, sign)), "not deterministic"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("S,D,N", SHAPES)
+@pytest.mark.parametrize("free", [False, True])
+def test_loss_and_grad(dtype, S, D, N, free):
+    x, peaks, scales = _problem(S, D, N, dtype, free, shared_x=(S % 2 == 1))
+    target = x**3
+    sign = -1 if D % 2 else 1
+    got = harness.backward(x, peaks, scales, sign, target, loss_mode=True)
+    loss, gp, gs = ops.loss_and_grad(x, target, peaks, scales, sign, True)
+    y = ops.forward(x, peaks, scales, sign, True)
+    gy = (2 * (y - target) / N).expand(S, N)
+    tp, ts = _grad_tol(x, peaks, scales, sign, gy)
+    sq = ((y - target) ** 2).expand(S, N)
+    _assert_close(got[0], loss, 2 * (N + 32) * u(dtype) * sq.sum(1) / N + 1e-300, "loss")
+    _assert_close(got[2][:, :D], gp[:, :D], tp[:, :D], "g_peaks")
+    if free:  # the last peak is unused with free scales: a zero gradient on both sides
+        assert (got[2][:, D] == 0).all() and (gp[:, D] == 0).all()
+    if free:
+        _assert_close(got[3], gs, ts, "g_scales")
+    again = harness.backward(x, peaks, scales, sign, target, loss_mode=True)
+    assert all(a is None or torch.equal(a, b) for a, b in zip(got, again)), "not deterministic"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("S,D,N", [(5, 33, 70), (1, 1, 1), (4, 16, 17)])
+@pytest.mark.parametrize("free", [False, True])
+def test_backward(dtype, S, D, N, free):
+    x, peaks, scales = _problem(S, D, N, dtype, free, shared_x=False)
+    gy = torch.randn(S, N, dtype=dtype, generator=torch.Generator().manual_seed(3))
+    sign = -1
+    _, gx, gp, gs = harness.backward(x, peaks, scales, sign, gy, loss_mode=False)
+    wx, wp, ws = ops.backward(gy, x, peaks, scales, sign, True, True, free)
+    # dL/dx is per point: the same sweep on both sides, a chain of D FMAs.
+    _assert_close(gx, wx, 4 * D * u(dtype) * wx.abs().max(1, keepdim=True)[0] * D + 1e-300, "gx")
+    tp, ts = _grad_tol(x, peaks, scales, sign, gy)
+    _assert_close(gp, wp, tp, "g_peaks")
+    if free:
+        _assert_close(gs, ws, ts, "g_scales")
+
+
+def _step_by_step(x, target, peaks, scales, sign, epochs, lr, bounds, record_every):
+    """The harness's loss_and_grad + BatchedAdam + clamp, one launch per step."""
+    params = [peaks.clone()] + ([scales.clone()] if scales is not None else [])
+    opt = BatchedAdam(params, lr)
+    curve = []
+    for epoch in range(epochs):
+        s = params[1] if scales is not None else None
+        loss, _, gp, gs = harness.backward(x, params[0], s, sign, target, loss_mode=True)
+        if record_every and epoch % record_every == 0:
+            curve.append(loss)
+        opt.step([gp] + ([gs] if scales is not None else []))
+        params[0].clamp_(*bounds)
+    s = params[1] if scales is not None else None
+    final = harness.backward(x, params[0], s, sign, target, loss_mode=True)[0]
+    state = torch.cat([torch.stack([m, v], 1) for m, v in zip(opt.m, opt.v)], 2)
+    return params[0], s, final, torch.stack(curve, 1), state
+
+
+# The plans (common/launch_config.h: train_plan): four warps in the default 48 KiB; one warp per
+# block when four do not fit (double: D >= 384), with the opt-in attribute when even one warp
+# needs more than 48 KiB (D >= 1536); spilled, on a device whose opt-in limit is lowered below
+# the one warp's workspace (the H100's 227 KiB would need D >= 7264).
+PLANS = {"default": ((5, 33, 37), 4, False), "one_warp": ((2, 400, 5), 1, False),
+         "optin": ((1, 1600, 2), 1, False), "spill": ((5, 400, 3), 4, True)}
+
+
+@pytest.mark.parametrize("plan", list(PLANS))
+@pytest.mark.parametrize("free", [False, True])
+def test_train_peaks(plan, free):
+    dtype = torch.float64
+    (S, D, N), warps, spill = PLANS[plan]
+    if plan == "spill":
+        harness.set_optin_smem(8 * 1024)
+    x, peaks, _ = _problem(S, D, N, dtype, False, shared_x=True)
+    scales = compnet_ext.smooth_scales(peaks, -1) * 1.2 if free else None
+    target = x**3
+    bounds, epochs, lr = (1e-4, 1 - 1e-4), 2 if D < 1000 else 1, 0.02
+    *got, got_plan = harness.train_peaks(x, target, peaks, scales, -1, epochs=epochs, lr=lr,
+                                         betas=(0.9, 0.999), eps=1e-8, peak_bounds=bounds,
+                                         record_every=2)
+    assert (got_plan[0], bool(got_plan[2])) == (warps, spill)
+    assert (got_plan[1] > 48 * 1024) == (plan == "optin")
+    want = _step_by_step(x, target, peaks, scales, -1, epochs, lr, bounds, 2)
+    for name, a, b in zip(("peaks", "scales", "loss", "curve", "state"), got, want):
+        assert (a is None and b is None) or torch.equal(a, b), f"{name} differs from step by step"
+
+
+# ---- MLP ---------------------------------------------------------------------------------------
+
+def _mlp(widths, S, N, dtype, shared_x, seed=7):
+    g = torch.Generator().manual_seed(seed)
+    P = sum(widths[i] * widths[i + 1] + widths[i + 1] for i in range(len(widths) - 1))
+    params = (torch.rand(S, P, generator=g, dtype=torch.float64) - 0.5).to(dtype)
+    x = torch.rand(N if shared_x else (S, N), generator=g, dtype=torch.float64).to(dtype)
+    return x, params
+
+
+# Widths at the limits: one unit, the widest (16), the deepest (64 hidden layers); the small and
+# the large per-thread activation buffers (units <= 64 and beyond).
+MLP_CASES = [((1, 1), 1, 1), ((1, 16, 1), 5, 33), ((1, 3, 5, 1), 6, 70), ((1, 3, 5, 1), 1, 1),
+             ((1,) + (16,) * 5 + (1,), 2, 33), ((1,) + (1,) * 64 + (1,), 5, 33)]
+
+
+def _mlp_tol(x, params, widths, gy):
+    S, N = gy.shape
+    xs = (x.expand(S, N) if x.dim() == 1 else x).reshape(-1, 1).contiguous()
+    _, gp = ops.mlp_backward(gy.reshape(-1, 1).contiguous(), xs, params.repeat_interleave(N, 0),
+                             list(widths), False)
+    return 2 * (N + 32) * u(params.dtype) * gp.abs().view(S, N, -1).sum(1) + 1e-300
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("widths,S,N", MLP_CASES)
+def test_mlp_forward_and_loss_and_grad(dtype, widths, S, N):
+    x, params = _mlp(widths, S, N, dtype, shared_x=(S % 2 == 1))
+    y = harness.mlp_forward(x, params, widths)
+    want = ops.mlp_forward(x, params, list(widths))
+    # the same chain of FMAs per unit on both sides (or plain multiply-adds on a non-FMA CPU)
+    P = params.shape[1]
+    _assert_close(y, want, 4 * P * u(dtype) * want.abs().max() + 1e-30, "mlp_forward")
+    target = torch.sin(3 * x)
+    loss, _, gp = harness.mlp_backward(x, params, widths, target, loss_mode=True)
+    wl, wg = ops.mlp_loss_and_grad(x, target, params, list(widths))
+    gy = (2 * (want - target) / N).expand(S, N)
+    _assert_close(loss, wl, 2 * (N + 32) * u(dtype) * ((want - target) ** 2).sum(1) / N + 1e-30,
+                  "mlp loss")
+    _assert_close(gp, wg, _mlp_tol(x, params, widths, gy), "mlp gparams")
+    again = harness.mlp_backward(x, params, widths, target, loss_mode=True)
+    assert torch.equal(gp, again[2]) and torch.equal(loss, again[0]), "not deterministic"
+
+
+@pytest.mark.parametrize("widths", [(1, 16, 1), (1, 3, 5, 1)])
+def test_mlp_backward(widths):
+    dtype, S, N = torch.float64, 6, 40
+    x, params = _mlp(widths, S, N, dtype, shared_x=False)
+    gy = torch.randn(S, N, dtype=dtype, generator=torch.Generator().manual_seed(4))
+    _, gx, gp = harness.mlp_backward(x, params, widths, gy, loss_mode=False)
+    wx, wp = ops.mlp_backward(gy, x, params, list(widths), True)
+    P = params.shape[1]
+    _assert_close(gx, wx, 4 * P * u(dtype) * wx.abs().max() + 1e-300, "mlp gx")
+    _assert_close(gp, wp, _mlp_tol(x, params, widths, gy), "mlp gparams")
+
+
+def _mlp_step_by_step(x, target, params, widths, epochs, lr, record_every):
+    p = params.clone()
+    opt = BatchedAdam([p], lr)
+    curve = []
+    for epoch in range(epochs):
+        loss, _, g = harness.mlp_backward(x, p, widths, target, loss_mode=True)
+        if record_every and epoch % record_every == 0:
+            curve.append(loss)
+        opt.step([g])
+    final = harness.mlp_backward(x, p, widths, target, loss_mode=True)[0]
+    return p, final, torch.stack(curve, 1), torch.stack([opt.m[0], opt.v[0]], 1)
+
+
+# Plans: shared memory (4 warps); one warp per block (per-warp 2P doubles over 12 KiB); opt-in
+# (over 48 KiB: P > 3072, 13 hidden layers of 16); spilled (a device with a lowered opt-in limit;
+# on the H100 only the widest, deepest double nets spill).
+MLP_PLANS = {"default": ((1, 16, 16, 1), (5, 33, 2), 4, False),
+             "one_warp": ((1,) + (16,) * 4 + (1,), (2, 3, 1), 1, False),
+             "optin": ((1,) + (16,) * 13 + (1,), (1, 2, 1), 1, False),
+             "spill": ((1,) + (16,) * 4 + (1,), (5, 3, 1), 4, True)}
+
+
+@pytest.mark.parametrize("plan", list(MLP_PLANS))
+def test_mlp_train(plan):
+    dtype = torch.float64
+    widths, (S, N, epochs), warps, spill = MLP_PLANS[plan]
+    if plan == "spill":
+        harness.set_optin_smem(8 * 1024)
+    x, params = _mlp(widths, S, N, dtype, shared_x=True)
+    params = params * 0.5
+    target = torch.sin(3 * x)
+    *got, got_plan = harness.mlp_train(x, target, params, widths, epochs=epochs, lr=1e-2,
+                                       betas=(0.9, 0.999), eps=1e-8, record_every=1)
+    assert (got_plan[0], bool(got_plan[2])) == (warps, spill)
+    assert (got_plan[1] > 48 * 1024) == (plan == "optin")
+    want = _mlp_step_by_step(x, target, params, widths, epochs, 1e-2, 1)
+    for name, a, b in zip(("params", "loss", "curve", "state"), got, want):
+        assert torch.equal(a, b), f"{name} differs from step by step"
+
+
+# The widest, deepest net (16 units, 64 hidden layers): its double workspace (2P values, P =
+# 17185) exceeds even the H100's 227 KiB opt-in, so the real device limits pick the spill plan.
+def test_mlp_at_the_limits():
+    dtype, S, N = torch.float64, 1, 2
+    widths = (1,) + (16,) * 64 + (1,)
+    x, params = _mlp(widths, S, N, dtype, shared_x=True)
+    params = params * 0.5
+    target = torch.sin(3 * x)
+    loss, _, gp = harness.mlp_backward(x, params, widths, target, loss_mode=True)
+    wl, wg = ops.mlp_loss_and_grad(x, target, params, list(widths))
+    want = ops.mlp_forward(x, params, list(widths))
+    gy = (2 * (want - target) / N).expand(S, N)
+    _assert_close(loss, wl, 2 * (N + 32) * u(dtype) * ((want - target) ** 2).sum(1) / N + 1e-300,
+                  "mlp loss")
+    _assert_close(gp, wg, _mlp_tol(x, params, widths, gy), "mlp gparams")
+    *got, got_plan = harness.mlp_train(x, target, params, widths, epochs=1, lr=1e-2,
+                                       betas=(0.9, 0.999), eps=1e-8, record_every=1)
+    assert (got_plan[0], bool(got_plan[2])) == (4, True)
+    want = _mlp_step_by_step(x, target, params, widths, 1, 1e-2, 1)
+    for name, a, b in zip(("params", "loss", "curve", "state"), got, want):
+        assert torch.equal(a, b), f"{name} differs from step by step"
+
+
+# ---- block order ----------------------------------------------------------------------------
+
+def test_block_order_does_not_matter():
+    x, peaks, scales = _problem(9, 20, 45, torch.float32, True, shared_x=False)
+    runs = []
+    for seed in (1, 2):
+        harness.set_seed(seed)
+        runs.append(harness.backward(x, peaks, scales, -1, x**2, loss_mode=True))
+    assert all(torch.equal(a, b) for a, b in zip(*runs) if a is not None)
