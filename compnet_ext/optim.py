@@ -1,7 +1,7 @@
 """Adam on raw tensors whose first dimension is the seed, with a step counter per seed.
 
 ``torch.optim.Adam``'s formula (no weight decay, no amsgrad), computed exactly as the fused
-training stages compute it (``cn::AdamStep`` in csrc/compnet_math.h): the same single IEEE
+training stages compute it (``cn::AdamStep`` in csrc/common/adam.h): the same single IEEE
 operations in the same order, and the step-dependent scalars rounded once from float64. So the
 step-by-step engine built on it gives bitwise the fused engine's result on any CPU.
 ``torch.optim.Adam`` itself agrees to rounding: its kernels fuse the lerp and addcmul on some

@@ -205,8 +205,10 @@ def test_sigint_ends_a_sweep_with_one_line_exit_130_keeping_finished_depths(tmp_
     cmd = [sys.executable, "-m", "compnet_ext", "sweep", "--step-by-step", "--depths", "2:64",
            "--epochs", "2000,2000", "--seeds", "2", "--points", "16", "--kinds", "enforced",
            "--no-pieces", "--no-plots", "--no-progress", "--out", str(out)]
+    # SIGINT as an interactive program sees it (a background job starts with it ignored)
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=_env(), cwd=tmp_path)
+                         env=_env(), cwd=tmp_path,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not (out / "sweep.csv").exists():  # depth 2 trained and written

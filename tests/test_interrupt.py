@@ -17,6 +17,12 @@ RUNS = {
                  "m = BatchedMLP(4, (1, 4, 4, 1))\n"
                  "go = lambda: train_mlp(m, x, x**3, epochs=2**40)\n",
 }
+def default_sigint():
+    # A shell's background job starts with SIGINT ignored, and Python then keeps it ignored
+    # (no KeyboardInterrupt); the child must see SIGINT as an interactive program would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 WAIT = "import sys\nprint('ready', flush=True)\n"
 CATCH = ("try:\n    go()\nexcept KeyboardInterrupt:\n    print('interrupted', flush=True)\n"
          "    sys.exit(130)\n")
@@ -26,7 +32,8 @@ CATCH = ("try:\n    go()\nexcept KeyboardInterrupt:\n    print('interrupted', fl
 def test_ctrl_c_interrupts_a_long_run(name, tmp_path):
     # cwd outside the source tree: CI installs the package, the tree has no compiled extension
     proc = subprocess.Popen([sys.executable, "-c", RUNS[name] + WAIT + CATCH], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     try:
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
         time.sleep(1.0)  # well into the run: the first launches are under way
