@@ -19,3 +19,23 @@ def make_problem(S, D, N, dtype=torch.float64, free=False, shared_x=True, seed=0
     scales = (torch.rand(S, D, generator=g, dtype=torch.float64) - 0.2) * 0.5 if free else None
     cast = lambda t: None if t is None else t.to(device=device, dtype=dtype)
     return cast(x), cast(peaks), cast(scales)
+
+
+class _TorchAdam:
+    """torch.optim.Adam behind BatchedAdam's interface, ``step(grads)``."""
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
+        self.params = params
+        self.opt = torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
+
+    def step(self, grads):
+        for p, g in zip(self.params, grads):
+            p.grad = g
+        self.opt.step()
+
+
+def make_adam(kind, params, lr, betas=(0.9, 0.999), eps=1e-8):
+    """"ours": compnet_ext.optim.BatchedAdam (the fused stages' arithmetic); "torch"."""
+    from compnet_ext.optim import BatchedAdam
+
+    return (BatchedAdam if kind == "ours" else _TorchAdam)(list(params), lr, betas, eps)

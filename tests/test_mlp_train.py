@@ -5,8 +5,7 @@ import torch
 from compnet_ext import chunks
 from compnet_ext.mlp_ops import mlp_loss_and_grad, mlp_train, pack
 from compnet_ext.nn import BatchedMLP, train_mlp
-from compnet_ext.optim import BatchedAdam
-from conftest import cuda
+from conftest import cuda, make_adam
 
 F64 = torch.float64
 PAPER = (1, 4, 4, 4, 4, 4, 1)  # width 4, depth 5: the encoded compositional network's shape
@@ -28,23 +27,14 @@ def step_by_step(mlp, x, target, epochs, lr, record_every=0, betas=(0.9, 0.999),
     """BatchedMLP.loss_and_grad (fused) + Adam, one launch per step (the reference). ``adam``:
     "ours" (compnet_ext.optim.BatchedAdam, the fused stage's arithmetic) or "torch"."""
     ref = BatchedMLP.from_layers(mlp.layers())
-    params = list(ref.parameters())  # [W0, W1, ..., b0, b1, ...]
-    if adam == "ours":
-        opt = BatchedAdam(params, lr, betas, eps)
-    else:
-        opt = torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
+    opt = make_adam(adam, ref.parameters(), lr, betas, eps)
     curve = []
     for epoch in range(epochs):
         loss, grads = ref.loss_and_grad(x, target)
         grads = [W for W, _ in grads] + [b for _, b in grads]
         if record_every and epoch % record_every == 0:
             curve.append(loss)
-        if adam == "ours":
-            opt.step(grads)
-        else:
-            for p, g in zip(params, grads):
-                p.grad = g
-            opt.step()
+        opt.step(grads)
     final = ref.loss_and_grad(x, target)[0]
     return ref, final, torch.stack(curve, 1) if curve else None
 

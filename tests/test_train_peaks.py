@@ -4,19 +4,14 @@ import torch
 
 import compnet_ext
 from compnet_ext import chunks
-from compnet_ext.optim import BatchedAdam
-from conftest import cuda, make_problem
+from conftest import cuda, make_adam, make_problem
 
 
 def step_by_step(x, target, peaks, scales, sign, epochs, lr, bounds, record_every, adam="ours"):
     """loss_and_grad + Adam + clamp, one launch per step (the reference path). ``adam``: "ours"
     (compnet_ext.optim.BatchedAdam, the fused stage's arithmetic) or "torch" (torch.optim.Adam)."""
     params = [peaks.clone()] + ([scales.clone()] if scales is not None else [])
-    if adam == "ours":
-        opt = BatchedAdam(params, lr)
-    else:
-        params = [torch.nn.Parameter(t) for t in params]
-        opt = torch.optim.Adam(params, lr=lr)
+    opt = make_adam(adam, params, lr)
     curve = []
     for epoch in range(epochs):
         s = params[1].detach() if scales is not None else None
@@ -24,12 +19,7 @@ def step_by_step(x, target, peaks, scales, sign, epochs, lr, bounds, record_ever
         grads = [gp] + ([gs] if scales is not None else [])
         if record_every and epoch % record_every == 0:
             curve.append(loss)
-        if adam == "ours":
-            opt.step(grads)
-        else:
-            for p, g in zip(params, grads):
-                p.grad = g
-            opt.step()
+        opt.step(grads)
         with torch.no_grad():
             params[0].clamp_(*bounds)
     p = params[0].detach()
