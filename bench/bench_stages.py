@@ -6,6 +6,12 @@ Compares, per Adam epoch on the same BatchedMLP (width 4, depth 5, N = 500): the
 optimiser step per epoch. Medians over repeats, the two paths timed in alternation; JSON to
 bench/results/stages-<device>-<date>.json.
 ``--quick`` runs a small, fast version.
+
+``--stage1`` instead times the fused stage 1 alone (``compnet_ext.train_peaks``, smooth scales,
+sign -1, target x^3) at ``--S`` seeds x depth ``--D`` x ``--N`` points for ``--epochs`` epochs:
+one warm-up call of 2 epochs, then ``--repeats`` timed calls of the whole run (docs/gpu.md's
+target: S = 1e5, D = 32, N = 500, 1000 epochs under 10 s on an H100). With ``--quick`` it runs
+S = 64, D = 8, N = 128, 10 epochs on the CPU in a second.
 """
 import argparse
 import os
@@ -62,12 +68,61 @@ def run(device, S, N, widths, epochs, repeats, dtype):
     return {k: v / epochs for k, v in med.items()}
 
 
+def run_stage1(device, S, D, N, epochs, repeats, dtype):
+    """Seconds of one fused stage-1 run (median over repeats), after a 2-epoch warm-up."""
+    import compnet_ext
+    g = torch.Generator().manual_seed(0)
+    peaks = (torch.rand(S, D + 1, generator=g, dtype=torch.float64) * 0.6 + 0.2).to(device, dtype)
+    x = torch.linspace(0, 1, N, dtype=dtype, device=device)
+    target = x**3
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def call(n):
+        return lambda: compnet_ext.train_peaks(x, target, peaks, sign=-1, epochs=n, lr=1e-3)
+    call(2)()  # warm-up: module load, allocations
+    sync()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        call(epochs)()
+        sync()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def main_stage1(args):
+    S = args.S or (64 if args.quick else 100_000)
+    D = args.D or (8 if args.quick else 32)
+    N = args.N or (128 if args.quick else 500)
+    epochs = args.epochs or (10 if args.quick else 1000)
+    repeats = args.repeats or (1 if args.quick else 3)
+    dtype = getattr(torch, args.dtype)
+    for device in devices(args.device):
+        t = run_stage1(device, S, D, N, epochs, repeats, dtype)
+        rate = S * D * N * epochs / t
+        print(f"[{device}] stage 1 fused, S={S} D={D} N={N} epochs={epochs} {args.dtype}: "
+              f"{t:.3f} s ({t / epochs * 1e3:.3f} ms/epoch, {rate:.3g} point-layer-epochs/s)",
+              flush=True)
+        if not args.quick:
+            save_json("stage1", device, {"S": S, "D": D, "N": N, "epochs": epochs,
+                                         "dtype": args.dtype, "repeats": repeats,
+                                         "what": "fused train_peaks, whole run: seconds"},
+                      [{"seconds": t, "point_layer_epochs_per_s": rate}])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few epochs and repeats")
     add_device_args(ap)
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--stage1", action="store_true",
+                    help="time the fused stage 1 (train_peaks) instead; sizes from --S --D --N")
+    ap.add_argument("--S", type=int, default=None, help="--stage1: seeds (default 100000)")
+    ap.add_argument("--D", type=int, default=None, help="--stage1: depth (default 32)")
+    ap.add_argument("--N", type=int, default=None, help="--stage1: points (default 500)")
     args = ap.parse_args(argv)
+    if args.stage1:
+        return main_stage1(args)
     sizes = [30, 1024]
     epochs = args.epochs or (10 if args.quick else 50)
     repeats = args.repeats or (3 if args.quick else 7)
