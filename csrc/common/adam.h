@@ -3,7 +3,7 @@
 // headers.
 #pragma once
 
-#include "common/portability.h"
+#include "portability.h"
 
 namespace cn {
 

@@ -11,7 +11,7 @@
 #include <limits>
 #include <optional>
 
-#include "common/adam.h"
+#include "adam.h"
 
 namespace cn {
 

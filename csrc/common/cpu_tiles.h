@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "common/portability.h"
+#include "portability.h"
 
 namespace cn {
 

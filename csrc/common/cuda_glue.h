@@ -7,7 +7,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <c10/util/Exception.h>
 
-#include "common/launch_config.h"
+#include "launch_config.h"
 
 namespace cn {
 

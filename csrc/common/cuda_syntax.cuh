@@ -1,8 +1,13 @@
 // The only CUDA-only syntax of the kernels, in one file so that the CPU harness
-// (tests/cuda_harness, docs/harness.md) can replace it by include-path order: the `<<< >>>`
-// launch (called only by common/launch.cuh, which keeps the opt-in and error logic) and the
-// block's dynamic shared memory. CUDA headers only, no torch.
+// (tests/cuda_harness, docs/harness.md) can replace it: the `<<< >>>` launch (called only by
+// common/launch.cuh, which keeps the opt-in and error logic) and the block's dynamic shared
+// memory. CUDA headers only, no torch. The harness build defines CN_CUDA_HARNESS and puts its
+// own harness_syntax.cuh on the include path; nothing else in csrc knows about it.
 #pragma once
+
+#if defined(CN_CUDA_HARNESS)
+#include <harness_syntax.cuh>
+#else
 
 #include <cuda_runtime.h>
 
@@ -27,3 +32,5 @@ __device__ __forceinline__ unsigned char* dynamic_shared_memory() {
 
 }  // namespace cuda
 }  // namespace cn
+
+#endif  // CN_CUDA_HARNESS

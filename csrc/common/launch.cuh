@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <utility>
 
-#include "common/cuda_syntax.cuh"
-#include "common/launch_config.h"
+#include "cuda_syntax.cuh"
+#include "launch_config.h"
 
 namespace cn {
 namespace cuda {

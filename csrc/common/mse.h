@@ -2,7 +2,7 @@
 // CUDA headers.
 #pragma once
 
-#include "common/portability.h"
+#include "portability.h"
 
 namespace cn {
 

@@ -5,8 +5,8 @@
 
 #include <cstdint>
 
-#include "common/cuda_syntax.cuh"
-#include "common/launch_config.h"
+#include "cuda_syntax.cuh"
+#include "launch_config.h"
 
 namespace cn {
 namespace cuda {

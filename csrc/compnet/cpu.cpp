@@ -8,12 +8,12 @@
 #include <algorithm>
 #include <vector>
 
-#include "common/adam.h"
-#include "common/cpu_tiles.h"
-#include "common/mse.h"
-#include "compnet/math.h"
-#include "compnet/ops.h"
-#include "compnet/problem.h"
+#include "../common/adam.h"
+#include "../common/cpu_tiles.h"
+#include "../common/mse.h"
+#include "math.h"
+#include "ops.h"
+#include "problem.h"
 
 namespace cn {
 namespace {

@@ -3,11 +3,11 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "common/cuda_glue.h"
-#include "common/tensors.h"
-#include "compnet/kernels.h"
-#include "compnet/ops.h"
-#include "compnet/problem.h"
+#include "../common/cuda_glue.h"
+#include "../common/tensors.h"
+#include "kernels.h"
+#include "ops.h"
+#include "problem.h"
 
 namespace cn {
 namespace {

@@ -5,12 +5,12 @@
 // compiles it without a CUDA build of torch.
 #include <cuda_runtime.h>
 
-#include "common/adam.h"
-#include "common/launch.cuh"
-#include "common/mse.h"
-#include "common/warp.cuh"
-#include "compnet/kernels.h"
-#include "compnet/math.h"
+#include "../common/adam.h"
+#include "../common/launch.cuh"
+#include "../common/mse.h"
+#include "../common/warp.cuh"
+#include "kernels.h"
+#include "math.h"
 
 namespace cn {
 namespace cuda {

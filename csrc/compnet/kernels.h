@@ -6,8 +6,8 @@
 
 #include <cstdint>
 
-#include "common/adam.h"
-#include "common/launch_config.h"
+#include "../common/adam.h"
+#include "../common/launch_config.h"
 
 namespace cn {
 namespace cuda {

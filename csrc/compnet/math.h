@@ -3,7 +3,7 @@
 // L = 1, one point per thread); see common/portability.h. Plain C++: no torch, no CUDA headers.
 #pragma once
 
-#include "common/portability.h"
+#include "../common/portability.h"
 
 namespace cn {
 

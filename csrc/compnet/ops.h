@@ -18,8 +18,8 @@
 #include <optional>
 #include <tuple>
 
-#include "common/tensors.h"
-#include "compnet/problem.h"
+#include "../common/tensors.h"
+#include "problem.h"
 
 namespace cn {
 

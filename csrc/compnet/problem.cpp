@@ -1,4 +1,4 @@
-#include "compnet/problem.h"
+#include "problem.h"
 
 #include <c10/util/Exception.h>
 
@@ -6,7 +6,7 @@
 #include <limits>
 #include <vector>
 
-#include "common/adam_args.h"
+#include "../common/adam_args.h"
 
 namespace cn {
 namespace {

@@ -9,8 +9,8 @@
 #include <optional>
 #include <tuple>
 
-#include "common/adam.h"
-#include "common/tensors.h"
+#include "../common/adam.h"
+#include "../common/tensors.h"
 
 namespace cn {
 

@@ -9,12 +9,12 @@
 #include <cmath>
 #include <vector>
 
-#include "common/adam.h"
-#include "common/cpu_tiles.h"
-#include "common/mse.h"
-#include "mlp/math.h"
-#include "mlp/ops.h"
-#include "mlp/problem.h"
+#include "../common/adam.h"
+#include "../common/cpu_tiles.h"
+#include "../common/mse.h"
+#include "math.h"
+#include "ops.h"
+#include "problem.h"
 
 namespace cn {
 namespace {

@@ -7,12 +7,12 @@
 
 #include <type_traits>
 
-#include "common/adam.h"
-#include "common/launch.cuh"
-#include "common/mse.h"
-#include "common/warp.cuh"
-#include "mlp/kernels.h"
-#include "mlp/math.h"
+#include "../common/adam.h"
+#include "../common/launch.cuh"
+#include "../common/mse.h"
+#include "../common/warp.cuh"
+#include "kernels.h"
+#include "math.h"
 
 namespace cn {
 namespace cuda {

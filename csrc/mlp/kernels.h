@@ -5,9 +5,9 @@
 
 #include <cstdint>
 
-#include "common/adam.h"
-#include "common/launch_config.h"
-#include "mlp/math.h"
+#include "../common/adam.h"
+#include "../common/launch_config.h"
+#include "math.h"
 
 namespace cn {
 namespace cuda {

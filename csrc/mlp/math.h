@@ -9,7 +9,7 @@
 // backward for a point run on chip without a second pass over the weights' inputs.
 #pragma once
 
-#include "common/portability.h"
+#include "../common/portability.h"
 
 namespace cn {
 namespace mlp {

@@ -1,10 +1,10 @@
-#include "mlp/problem.h"
+#include "problem.h"
 
 #include <c10/util/Exception.h>
 
 #include <vector>
 
-#include "common/adam_args.h"
+#include "../common/adam_args.h"
 
 namespace cn {
 

@@ -8,9 +8,9 @@
 #include <optional>
 #include <tuple>
 
-#include "common/adam.h"
-#include "common/tensors.h"
-#include "mlp/math.h"
+#include "../common/adam.h"
+#include "../common/tensors.h"
+#include "math.h"
 
 namespace cn {
 

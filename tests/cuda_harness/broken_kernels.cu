@@ -7,8 +7,8 @@
 #include <memory>
 #include <string>
 
-#include "common/launch.cuh"
-#include "common/warp.cuh"
+#include "../../csrc/common/launch.cuh"
+#include "../../csrc/common/warp.cuh"
 
 namespace {
 

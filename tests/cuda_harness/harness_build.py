@@ -1,6 +1,7 @@
 """Builds the CPU harness library (docs/harness.md): csrc/compnet/kernels.cu and
 csrc/mlp/kernels.cu compiled as C++ by the host compiler, with tests/cuda_harness/include first on
-the include path (it shadows <cuda_runtime.h> and common/cuda_syntax.cuh), under
+the include path (it shadows <cuda_runtime.h>; with CN_CUDA_HARNESS defined,
+common/cuda_syntax.cuh takes the harness's launch and shared memory from it), under
 AddressSanitizer and UndefinedBehaviorSanitizer. Cached by a hash of every source, header and
 flag, so that a change to any .cu/.cuh/.h file is rebuilt by the next test run."""
 import hashlib
@@ -22,7 +23,7 @@ FLAGS = ["-std=c++20", "-O1", "-g", "-fPIC", "-fno-omit-frame-pointer", "-ffp-co
          "-Wall", "-Wno-unknown-pragmas", *SANITIZE, f"-I{HERE / 'include'}", f"-I{CSRC}"]
 # The kernels see __CUDACC__, so that common/portability.h takes the device branches (fixed-size
 # register chunks, written-out FMAs), as under nvcc.
-KERNEL_FLAGS = ["-x", "c++", "-D__CUDACC__"]
+KERNEL_FLAGS = ["-x", "c++", "-D__CUDACC__", "-DCN_CUDA_HARNESS"]
 
 
 def compiler():

@@ -1,5 +1,5 @@
-// The CPU harness's replacement of csrc/common/cuda_syntax.cuh (found first by include-path
-// order): the raw launch runs the grid on fibers (scheduler.cpp), and the dynamic shared memory
+// The CPU harness's version of csrc/common/cuda_syntax.cuh (which includes this file when the
+// harness build defines CN_CUDA_HARNESS): the raw launch runs the grid on fibers (scheduler.cpp), and the dynamic shared memory
 // is the running block's own heap allocation of exactly smem_bytes, so AddressSanitizer catches
 // an overrun.
 #pragma once
