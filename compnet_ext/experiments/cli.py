@@ -254,7 +254,7 @@ def add_reproduce_parser(sub):
             return run_sparse(p, args)
         args.points = Config.points if args.points is None else args.points
         args.lr_peaks = args.lr_peaks or LR_PEAKS
-        args.out = args.out or "./compnet-results"
+        args.out = "./compnet-results" if args.out is None else args.out
         cfg = _config(args, QUICK, depth=args.depth)
         with _claim_out(p, args.out) as od:
             return reproduce.run(args.targets, cfg, od, draw_plots=not args.no_plots)
@@ -271,7 +271,7 @@ def run_sparse(p, args):
     args.lr_peaks = args.lr_peaks or sparse.SPARSE_LR
     args.lr_weights = args.lr_weights or weight_lrs(sparse.SPARSE_LR)
     args.threads = args.threads or sparse.SPARSE_SETTINGS["threads"]
-    args.out = args.out or "./compnet-sparse"
+    args.out = "./compnet-sparse" if args.out is None else args.out
     cfg = _config(args, QUICK, depth=args.depth)
     with _claim_out(p, args.out) as od:
         return sparse_reproduce.run(args.targets, cfg, od, draw_plots=not args.no_plots)

@@ -66,7 +66,8 @@ def sparse_points(train=TRAIN_POINTS, test=TEST_POINTS, dtype=torch.float32):
     centres ``(2j + 1) / (2 test)``. ValueError when a test point would be a training point."""
     check_int("train", train, 2)
     check_int("test", test, 1)
-    x_train = torch.linspace(0, 1, train, dtype=torch.float64)
+    # divisions, correctly rounded (linspace's interpolation may differ in the last bit)
+    x_train = torch.arange(train, dtype=torch.float64) / (train - 1)
     x_test = (2 * torch.arange(test, dtype=torch.float64) + 1) / (2 * test)
     # i / (n-1) == (2j+1) / (2m)  <=>  2 m i == (n-1)(2j+1): exact in integers.
     if any(2 * test * i == (train - 1) * (2 * j + 1) for i in range(train) for j in range(test)):
