@@ -19,8 +19,9 @@ from .experiments.sparse import SparseResult, run as run_sparse, sparse_points
 from .init import PEAK_RANGE
 from .ops import PEAK_BOUNDS
 
-__all__ = ["compare", "run", "run_sparse", "sparse_points", "SparseResult", "Config", "KindResult", "KINDS", "WEIGHT_ONLY_KINDS",
-           "STAGE1_KINDS", "LR_PEAKS", "LR_WEIGHTS", "PEAK_RANGE"]
+__all__ = ["compare", "run", "run_sparse", "sparse_points", "SparseResult", "Config",
+           "KindResult", "KINDS", "WEIGHT_ONLY_KINDS", "STAGE1_KINDS", "LR_PEAKS", "LR_WEIGHTS",
+           "PEAK_RANGE"]
 
 
 def _deprecated(old, new):

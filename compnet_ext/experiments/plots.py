@@ -204,8 +204,9 @@ def plot_sparse_fits(path, x, fns, x_train, x_test, fits):
             line, = top.plot(x, fit, lw=1, label=KIND_LABELS.get(k, k))
             bot.semilogy(x, (fit - y).abs().clamp_min(1e-12), lw=0.8, color=line.get_color(),
                          label=f"{KIND_LABELS.get(k, k)} (test {mse:.1e})")
-        for ax, lo in ((top, None), (bot, 1e-12)):
-            at = (lambda p: fns[n](p.double())) if lo is None else (lambda p: torch.full_like(p, lo))
+        # on the target above; along the bottom edge of the error panel below
+        for ax, at in ((top, lambda p: fns[n](p.double())),
+                       (bot, lambda p: torch.full_like(p, 1e-12))):
             ax.plot(x_train, at(x_train), "o", color="black", ms=4, label="training points")
             ax.plot(x_test, at(x_test), "o", mfc="none", color="red", ms=5, label="test points")
         top.set_title(f"{label(n)}: lowest-test-MSE seed")

@@ -112,7 +112,10 @@ def run(targets, config=None, *, x_train=None, x_test=None, test_every=1, **sett
     Returns:
         ``(x_train, x_test, {target: {kind: SparseResult}})``, tensors on the CPU.
     """
-    cfg = Config(**{**SPARSE_SETTINGS, **settings}) if config is None else config.replace(**settings)
+    if config is None:
+        cfg = Config(**{**SPARSE_SETTINGS, **settings})
+    else:
+        cfg = config.replace(**settings)
     check_int("test_every", test_every, 1)
     default_train, default_test = sparse_points(dtype=cfg.dtype)
     x_train = _points("x_train", default_train if x_train is None else x_train, cfg.dtype)
@@ -143,7 +146,8 @@ def _starts(cfg):
     """The starting draws, in :func:`compnet_ext.train.run`'s order (seed s starts alike)."""
     S, widths, dtype = cfg.seeds, mlp_widths(cfg.width, cfg.depth), cfg.dtype
     g = torch.Generator().manual_seed(cfg.seed)
-    layers = {"default": default_layers(S, widths, g, dtype), "raai": raai_layers(S, widths, g, dtype)}
+    layers = {"default": default_layers(S, widths, g, dtype),
+              "raai": raai_layers(S, widths, g, dtype)}
     peaks0 = starting_peaks(S, cfg.depth, g, dtype, *cfg.peak_range)
     rows = slice(*(cfg.seed_block or (0, S)))
     return {k: [(W[rows], b[rows]) for W, b in v] for k, v in layers.items()}, peaks0[rows]
@@ -177,8 +181,8 @@ def _train(ys, x_train, x_test, cfg, test_every):
                 per_target.append(_encoded(peaks0.to(dev), None, sign))
             else:
                 per_target.append([(W.to(dev), b.to(dev)) for W, b in start[k]])
-        layers = [(torch.cat([l[i][0] for l in per_target]), torch.cat([l[i][1] for l in per_target]))
-                  for i in range(len(per_target[0]))]
+        layers = [(torch.cat([l[i][0] for l in per_target]),
+                   torch.cat([l[i][1] for l in per_target])) for i in range(len(per_target[0]))]
         y_tr = torch.cat([ys[n][0].expand(S, -1) for n in names]).to(dev)
         y_te = torch.cat([ys[n][1].expand(S, -1) for n in names]).to(dev)
         # Weight-only kinds train both stages' steps on the weights; the others stage 2 only.
@@ -215,7 +219,8 @@ def _train_weights(layers, x, y, x_test, y_test, epochs, lr, test_every, fused, 
         if not fused:
             mlp = BatchedMLP.from_layers(layers)
             opt = BatchedAdam(stages.flat_params(mlp), lr, betas=_BETAS, eps=eps)
-        tests, trains, steps = [_mse(params, widths, x_test, y_test)], [_mse(params, widths, x, y)], [0]
+        tests, trains = [_mse(params, widths, x_test, y_test)], [_mse(params, widths, x, y)]
+        steps = [0]
         done = 0
         while done < epochs:
             n = min(test_every, epochs - done)
