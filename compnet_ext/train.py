@@ -3,6 +3,7 @@ API of :mod:`compnet_ext.experiments` (docs/training.md).
 
 - :func:`compare`: final MSE per seed of every kind on one target;
 - :func:`run`: the engine behind it and the ``compnet`` command, ``{target: {kind: KindResult}}``;
+- :func:`run_sparse`: the later version's sparse-data test (10 training, 10 test points);
 - :class:`Config`: an experiment's settings (``run(targets, Config(...))`` or keywords);
 - :data:`KINDS`, :data:`LR_PEAKS`, :data:`LR_WEIGHTS`, :data:`PEAK_RANGE`: the defaults.
 
@@ -14,11 +15,13 @@ import warnings
 from .experiments import stages
 from .experiments.config import KINDS, LR_PEAKS, LR_WEIGHTS, STAGE1_KINDS, WEIGHT_ONLY_KINDS, Config
 from .experiments.engine import KindResult, compare, run
+from .experiments.sparse import SparseResult, run as run_sparse, sparse_points
 from .init import PEAK_RANGE
 from .ops import PEAK_BOUNDS
 
-__all__ = ["compare", "run", "Config", "KindResult", "KINDS", "WEIGHT_ONLY_KINDS",
-           "STAGE1_KINDS", "LR_PEAKS", "LR_WEIGHTS", "PEAK_RANGE"]
+__all__ = ["compare", "run", "run_sparse", "sparse_points", "SparseResult", "Config",
+           "KindResult", "KINDS", "WEIGHT_ONLY_KINDS", "STAGE1_KINDS", "LR_PEAKS", "LR_WEIGHTS",
+           "PEAK_RANGE"]
 
 
 def _deprecated(old, new):

@@ -3,10 +3,12 @@
 Layers, each importing only the ones below it:
 
 - :mod:`.cli`: parses and checks the options, claims the output folder, runs a command;
-- :mod:`.reproduce`, :mod:`.sweep`: the two experiment commands; :mod:`.report` (tables and
+- :mod:`.reproduce`, :mod:`.sweep`: the two experiment commands (:mod:`.sparse_reproduce`:
+  ``reproduce --sparse``); :mod:`.report` (tables and
   result files), :mod:`.plots` (every picture), :mod:`.outdir` (the output folder);
 - :mod:`.engine`: :func:`~.engine.run` and :func:`~.engine.compare`, every target x kind x seed
   in as few batched networks as possible;
+- :mod:`.sparse`: the later version's sparse-data test, trained and measured on held-out points;
 - :mod:`.stages`: the two training stages, each one function, fused or step by step;
 - :mod:`.config`: :class:`~.config.Config` (one experiment's settings) and their checks;
   :mod:`.paper` (the paper's figures), :mod:`.progress` (progress bars).

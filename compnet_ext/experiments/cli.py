@@ -19,7 +19,7 @@ from ..checks import MAX_HIDDEN, MAX_WIDTH, check_int, check_real
 from ..init import PEAK_RANGE, mlp_widths, starting_peaks
 from ..network import encode
 from ..targets import PAPER_TARGETS, TARGETS
-from . import plots, reproduce, sweep
+from . import plots, reproduce, sparse, sparse_reproduce, sweep
 from .config import KINDS, LR_PEAKS, LR_WEIGHTS, Config, check_setting, resolve_device, weight_lrs
 from .outdir import OutDir, OutDirError
 
@@ -237,16 +237,44 @@ def add_reproduce_parser(sub):
     _common(p, 30, (1000, 1000))
     p.add_argument("--depth", type=setting("depth"), default=5,
                    help=f"hidden layers, 1 to {MAX_HIDDEN} (the fused kernels' limit; default 5)")
-    p.add_argument("--out", default="./compnet-results",
-                   help="output folder (its earlier compnet results are replaced)")
+    p.add_argument("--out", default=None,
+                   help="output folder (its earlier compnet results are replaced; default "
+                        "./compnet-results, with --sparse ./compnet-sparse)")
+    p.add_argument("--sparse", action="store_true",
+                   help="the later version's sparse-data test instead: train on 10 points "
+                        "(i/9, ends included), test MSE on 10 others ((2j+1)/20), Adam lr 1e-3 "
+                        "for peaks and weights unless --lr-peaks/--lr-weights say otherwise, "
+                        "1 CPU thread unless --threads; --points does not apply "
+                        "(docs/reproduce.md, 'Sparse data')")
+    # None: not given (the sparse test has its own defaults for these)
+    p.set_defaults(points=None, lr_peaks=None)
 
     def run(args):
+        if args.sparse:
+            return run_sparse(p, args)
+        args.points = Config.points if args.points is None else args.points
+        args.lr_peaks = args.lr_peaks or LR_PEAKS
+        args.out = "./compnet-results" if args.out is None else args.out
         cfg = _config(args, QUICK, depth=args.depth)
         with _claim_out(p, args.out) as od:
             return reproduce.run(args.targets, cfg, od, draw_plots=not args.no_plots)
 
     p.set_defaults(func=run)
     return p
+
+
+def run_sparse(p, args):
+    """``compnet reproduce --sparse`` (:mod:`~compnet_ext.experiments.sparse_reproduce`)."""
+    if args.points is not None:
+        p.error("--points does not apply to --sparse (10 training and 10 test points, fixed)")
+    args.points = sparse.TRAIN_POINTS
+    args.lr_peaks = args.lr_peaks or sparse.SPARSE_LR
+    args.lr_weights = args.lr_weights or weight_lrs(sparse.SPARSE_LR)
+    args.threads = args.threads or sparse.SPARSE_SETTINGS["threads"]
+    args.out = "./compnet-sparse" if args.out is None else args.out
+    cfg = _config(args, QUICK, depth=args.depth)
+    with _claim_out(p, args.out) as od:
+        return sparse_reproduce.run(args.targets, cfg, od, draw_plots=not args.no_plots)
 
 
 def add_sweep_parser(sub):

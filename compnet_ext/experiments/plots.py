@@ -187,3 +187,53 @@ def plot_sweep(path, rows, kinds):
         axes[0][j].legend(fontsize=6)
         axes[1][j].legend(fontsize=6)
     save(fig, path)
+
+
+def plot_sparse_fits(path, x, fns, x_train, x_test, fits):
+    """Sparse-data test, per target: the target, the best seed's fit of every kind (``fits``:
+    {target: {kind: (values at ``x``, test MSE)}}), training points (dots) and test points
+    (circles); below, each fit's absolute error (log scale)."""
+    plt = _plt()
+    names = list(fits)
+    fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 6.5), squeeze=False)
+    for j, n in enumerate(names):
+        top, bot = axes[0][j], axes[1][j]
+        y = fns[n](x)
+        top.plot(x, y, color="black", lw=3, alpha=0.3, label="target")
+        for k, (fit, mse) in fits[n].items():
+            line, = top.plot(x, fit, lw=1, label=KIND_LABELS.get(k, k))
+            bot.semilogy(x, (fit - y).abs().clamp_min(1e-12), lw=0.8, color=line.get_color(),
+                         label=f"{KIND_LABELS.get(k, k)} (test {mse:.1e})")
+        # on the target above; along the bottom edge of the error panel below
+        for ax, at in ((top, lambda p: fns[n](p.double())),
+                       (bot, lambda p: torch.full_like(p, 1e-12))):
+            ax.plot(x_train, at(x_train), "o", color="black", ms=4, label="training points")
+            ax.plot(x_test, at(x_test), "o", mfc="none", color="red", ms=5, label="test points")
+        top.set_title(f"{label(n)}: lowest-test-MSE seed")
+        bot.set_title("|fit - target| (markers: the points)")
+        bot.set_xlabel("x")
+        bot.legend(fontsize=6)
+    axes[0][0].legend(fontsize=7)
+    save(fig, path)
+
+
+def plot_sparse_curves(path, res, stage1_epochs):
+    """Sparse-data test, per target: median test MSE (solid) and training MSE (dotted) over the
+    seeds vs Adam step, for every kind (stage-2 kinds start after stage 1)."""
+    plt = _plt()
+    names = list(res)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    for j, n in enumerate(names):
+        ax = axes[0][j]
+        for k, r in res[n].items():
+            steps = r.steps.numpy()
+            line, = ax.semilogy(steps, r.test_curve.double().median(dim=0).values, lw=1.2,
+                                label=f"{KIND_LABELS.get(k, k)} test")
+            ax.semilogy(steps, r.train_curve.double().median(dim=0).values, lw=0.8, ls=":",
+                        color=line.get_color())
+        if stage1_epochs:
+            ax.axvline(stage1_epochs, color="gray", lw=0.6, ls="--")
+        ax.set_title(f"{label(n)}: median MSE (dotted: training)")
+        ax.set_xlabel("Adam step (dashed: end of stage 1)")
+    axes[0][0].legend(fontsize=6)
+    save(fig, path)
