@@ -82,7 +82,7 @@ def qualitative_checks(results):
 def config_record(cfg, **extra):
     """The ``config`` of results.json: a :class:`~compnet_ext.experiments.config.Config`'s
     settings that decide the numbers, and ``extra``."""
-    rec = {"seeds": cfg.seeds, "points": cfg.points, "width": cfg.width,
+    rec = {"seeds": cfg.seeds, "points": cfg.points, "width": cfg.network_width(),
            "epochs": list(cfg.epochs), "lr_peaks": cfg.lr_peaks, "lr_weights": cfg.lr_weights,
            "seed": cfg.seed, "device": str(cfg.device),
            "dtype": str(cfg.dtype).removeprefix("torch."), "peak_range": list(cfg.peak_range),
