@@ -18,7 +18,7 @@ from ..batched_mlp import BatchedMLP
 from ..checks import MAX_HIDDEN, MAX_WIDTH, check_int, check_real
 from ..init import PEAK_RANGE, mlp_widths, starting_peaks
 from ..network import encode
-from ..targets import PAPER_TARGETS, TARGETS
+from ..targets import NONCONVEX_TARGETS, PAPER_TARGETS, TARGETS
 from . import plots, reproduce, sweep
 from .config import KINDS, LR_PEAKS, LR_WEIGHTS, Config, check_setting, resolve_device, weight_lrs
 from .outdir import OutDir, OutDirError
@@ -171,9 +171,12 @@ def plot_target(text):
         print(f"compnet plot: --target {text} is deprecated and will be removed; it now draws "
               f"{new} ({TARGETS[new].label})", file=sys.stderr)
         return new
-    if text not in TARGETS:
+    drawable = sorted(n for n, t in TARGETS.items() if t.sign != 0)  # on [0, 1], one sign
+    if text not in drawable:
+        hint = (" (non-convex targets: `compnet reproduce --nonconvex` draws their fits)"
+                if text in TARGETS else "")
         raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from "
-                                         f"{', '.join(map(repr, sorted(TARGETS)))})")
+                                         f"{', '.join(map(repr, drawable))}){hint}")
     return text
 
 
@@ -239,11 +242,24 @@ def add_reproduce_parser(sub):
                    help=f"hidden layers, 1 to {MAX_HIDDEN} (the fused kernels' limit; default 5)")
     p.add_argument("--out", default="./compnet-results",
                    help="output folder (its earlier compnet results are replaced)")
+    p.add_argument("--nonconvex", nargs="?", const="all", default=None,
+                   type=name_list(NONCONVEX_TARGETS), metavar="TARGETS",
+                   help="the non-convex targets instead (difference of two compositional "
+                        "networks, each target on its domain; "
+                        f"{', '.join(NONCONVEX_TARGETS)} or 'all', the default)")
+    p.set_defaults(targets=None)  # None: all the paper's; --targets conflicts with --nonconvex
 
     def run(args):
+        if args.nonconvex and args.targets is not None:
+            p.error("--targets picks convex targets; with --nonconvex name the non-convex "
+                    "targets as its value, e.g. --nonconvex cubic,bump")
         cfg = _config(args, QUICK, depth=args.depth)
         with _claim_out(p, args.out) as od:
-            return reproduce.run(args.targets, cfg, od, draw_plots=not args.no_plots)
+            if args.nonconvex:
+                return reproduce.run_nonconvex(args.nonconvex, cfg, od,
+                                               draw_plots=not args.no_plots)
+            return reproduce.run(args.targets or PAPER_TARGETS, cfg, od,
+                                 draw_plots=not args.no_plots)
 
     p.set_defaults(func=run)
     return p
