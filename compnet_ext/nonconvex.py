@@ -34,6 +34,9 @@ from .ops import forward as op_forward
 SIGNS = (-1, 1)
 """The signs of the two halves: half 0 is convex (sign -1), half 1 concave (sign +1)."""
 
+PAIR_WIDTH = 9
+"""Hidden width of the encoded pair (:func:`encode`): 4 + 4 neurons of the halves and u."""
+
 
 def check_domain(domain):
     """``domain`` as a pair of finite floats ``(lo, hi)`` with ``lo < hi`` (ValueError/TypeError
@@ -149,3 +152,29 @@ def encode(peaks, coef, scales=None, *, domain=(0.0, 1.0), validate=True):
             b = c[:, 0, None] * b0 + c[:, 1, None] * b1 + c[:, 3, None]
         layers.append((W.to(dtype), b.to(dtype)))
     return layers
+
+
+def smooth_pair_scales(peaks):
+    """Both halves' smooth scales ``[S, 2, D]`` (each with its own sign): the starting free
+    scales of a pair whose differentiability is not enforced (the same function as smooth)."""
+    return torch.stack([reference.smooth_scales(peaks[:, h], sign)
+                        for h, sign in enumerate(SIGNS)], dim=1)
+
+
+def fit_coef(x, target, peaks, scales=None, *, domain=(0.0, 1.0)):
+    """Per-seed least-squares coefficients ``[S, 4]`` of the pair with these peaks (and scales).
+
+    Minimises the MSE over ``c`` of ``c0 (F1 - u) + c1 (F2 - u) + c2 u + c3`` against ``target``
+    (``[N]`` or ``[S, N]``) at ``x [N]``: a linear least-squares problem per seed, solved in
+    float64 on the CPU by an SVD (rank-deficient bases get the minimum-norm solution), so the
+    result does not depend on the device. Returned in the dtype and on the device of ``peaks``.
+    """
+    S, _ = check_pair(peaks, peaks.new_zeros(peaks.shape[0], 4), scales)
+    f64 = lambda t: None if t is None else t.detach().to("cpu", torch.float64)
+    u = to_unit(f64(x), domain).expand(S, x.shape[-1])
+    f = [reference.forward(u, f64(peaks)[:, h], None if scales is None else f64(scales)[:, h],
+                           sign) for h, sign in enumerate(SIGNS)]
+    basis = torch.stack([f[0] - u, f[1] - u, u, torch.ones_like(u)], dim=-1)  # [S, N, 4]
+    rhs = f64(target).expand(S, x.shape[-1]).unsqueeze(-1)
+    coef = torch.linalg.lstsq(basis, rhs, driver="gelsd").solution.squeeze(-1)
+    return coef.to(peaks.dtype).to(peaks.device)

@@ -1,9 +1,12 @@
 """The one registry of named target curves, and checked evaluation of user targets.
 
 The paper's four targets (MATH.md section 6: :data:`PAPER_TARGETS`, what ``compnet reproduce``
-and ``compnet sweep`` train on) and the extra curves ``compnet plot fit`` can draw. Every named
-target is normalised so that f(0) = 0 and f(1) = 1, and comes with the sign of the
-compositional network that fits it (-1 subtracts waves: convex targets; +1 adds them: concave).
+and ``compnet sweep`` train on) and the extra curves ``compnet plot fit`` can draw. Every convex
+or concave target lives on [0, 1], is normalised so that f(0) = 0 and f(1) = 1, and comes with
+the sign of the compositional network that fits it (-1 subtracts waves: convex targets; +1 adds
+them: concave). The non-convex targets (:data:`NONCONVEX_TARGETS`, ``compnet reproduce
+--nonconvex``) have sign 0 (a difference of one network of each sign, MATH.md section 7) and
+their own natural ``domain``.
 """
 import math
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ class Target:
     fn: Callable[[torch.Tensor], torch.Tensor]
     sign: int
     label: str  # how the paper's tables name it
+    domain: tuple = (0.0, 1.0)  # where the target is fitted (sign 0 only: others live on [0, 1])
 
 
 TARGETS = {
@@ -27,10 +31,21 @@ TARGETS = {
     "tanh3": Target("tanh3", lambda x: torch.tanh(3 * x) / math.tanh(3), +1, "tanh(3x) / tanh(3)"),
     # not in the paper: a gentler convex curve to draw fits against
     "x2": Target("x2", lambda x: x**2, -1, "x^2"),
+    # Non-convex (sign 0, MATH.md section 7), each on its natural domain:
+    # the later paper's example: one inflection, f(lo) = f(hi), so the linear term is needed;
+    "cubic": Target("cubic", lambda x: x**3 - x, 0, "x^3 - x", (-1.0, 1.0)),
+    # two full periods: three interior inflections and curvature far from the origin, which
+    # default-initialised ReLU networks fit poorly (the breakpoints paper, section 4);
+    "periodic": Target("periodic", torch.sin, 0, "sin(x)", (-2 * math.pi, 2 * math.pi)),
+    # a localised feature: concave in the middle, convex in both tails (inflections at +-1/sqrt 2)
+    "bump": Target("bump", lambda x: torch.exp(-x**2), 0, "exp(-x^2)", (-2.0, 2.0)),
 }
 
 PAPER_TARGETS = ("x3", "x11", "sin", "tanh3")
 """The targets of the paper's Tables 1-2, in its order."""
+
+NONCONVEX_TARGETS = ("cubic", "periodic", "bump")
+"""The non-convex targets of ``compnet reproduce --nonconvex`` (sign 0, each on its domain)."""
 
 
 def get_target(name):
@@ -47,7 +62,8 @@ def label(name):
 
 
 def select(names):
-    """``{name: (fn, sign)}`` of the named targets: the form :func:`compnet_ext.train.run` takes."""
+    """``{name: (fn, sign)}`` of the named targets: the form :func:`compnet_ext.train.run` takes
+    (their domains: ``get_target(name).domain``, the ``domain`` setting of the run)."""
     return {n: (get_target(n).fn, get_target(n).sign) for n in names}
 
 

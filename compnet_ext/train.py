@@ -1,7 +1,10 @@
 """Two-stage training of many seeds of all five kinds (MATH.md section 6), batched: the public
 API of :mod:`compnet_ext.experiments` (docs/training.md).
 
-- :func:`compare`: final MSE per seed of every kind on one target;
+- :func:`compare`: final MSE per seed of every kind on one target; ``sign=0`` with a ``domain``
+  fits a non-convex target as a difference of two compositional networks (MATH.md section 7),
+  every kind with the same width-9 network, e.g. ``compare(lambda x: x**3 - x, sign=0,
+  domain=(-1, 1))``;
 - :func:`run`: the engine behind it and the ``compnet`` command, ``{target: {kind: KindResult}}``;
 - :func:`run_sparse`: the later version's sparse-data test (10 training, 10 test points);
 - :class:`Config`: an experiment's settings (``run(targets, Config(...))`` or keywords);

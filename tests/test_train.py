@@ -219,7 +219,7 @@ def test_bad_arguments(no_work, kwargs, exc, match):
     (lambda x: x * float("nan"), -1, ValueError, "NaN"),
     (lambda x: 1 / 0, -1, TypeError, "raised ZeroDivisionError"),
     (torch.zeros(5), -1, ValueError, "one value per point"),
-    (lambda x: x**3, 0, ValueError, "sign"),
+    (lambda x: x**3, 2, ValueError, "sign"),  # 0 is the non-convex pair
     (lambda x: x**3, None, ValueError, "sign"),
 ])
 def test_bad_targets(no_work, target, sign, exc, match):

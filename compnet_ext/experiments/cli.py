@@ -18,7 +18,7 @@ from ..batched_mlp import BatchedMLP
 from ..checks import MAX_HIDDEN, MAX_WIDTH, check_int, check_real
 from ..init import PEAK_RANGE, mlp_widths, starting_peaks
 from ..network import encode
-from ..targets import PAPER_TARGETS, TARGETS
+from ..targets import NONCONVEX_TARGETS, PAPER_TARGETS, TARGETS
 from . import plots, reproduce, sparse, sparse_reproduce, sweep
 from .config import KINDS, LR_PEAKS, LR_WEIGHTS, Config, check_setting, resolve_device, weight_lrs
 from .outdir import OutDir, OutDirError
@@ -171,9 +171,12 @@ def plot_target(text):
         print(f"compnet plot: --target {text} is deprecated and will be removed; it now draws "
               f"{new} ({TARGETS[new].label})", file=sys.stderr)
         return new
-    if text not in TARGETS:
+    drawable = sorted(n for n, t in TARGETS.items() if t.sign != 0)  # on [0, 1], one sign
+    if text not in drawable:
+        hint = (" (non-convex targets: `compnet reproduce --nonconvex` draws their fits)"
+                if text in TARGETS else "")
         raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from "
-                                         f"{', '.join(map(repr, sorted(TARGETS)))})")
+                                         f"{', '.join(map(repr, drawable))}){hint}")
     return text
 
 
@@ -246,18 +249,34 @@ def add_reproduce_parser(sub):
                         "for peaks and weights unless --lr-peaks/--lr-weights say otherwise, "
                         "1 CPU thread unless --threads; --points does not apply "
                         "(docs/reproduce.md, 'Sparse data')")
-    # None: not given (the sparse test has its own defaults for these)
-    p.set_defaults(points=None, lr_peaks=None)
+    p.add_argument("--nonconvex", nargs="?", const="all", default=None,
+                   type=name_list(NONCONVEX_TARGETS), metavar="TARGETS",
+                   help="the non-convex targets instead (difference of two compositional "
+                        "networks, each target on its domain; "
+                        f"{', '.join(NONCONVEX_TARGETS)} or 'all', the default)")
+    # None: not given (the sparse test has its own defaults for points and lr_peaks;
+    # --targets conflicts with --nonconvex)
+    p.set_defaults(points=None, lr_peaks=None, targets=None)
 
     def run(args):
+        if args.nonconvex and args.sparse:
+            p.error("--sparse runs the paper's convex targets; it cannot be combined with "
+                    "--nonconvex")
         if args.sparse:
             return run_sparse(p, args)
+        if args.nonconvex and args.targets is not None:
+            p.error("--targets picks convex targets; with --nonconvex name the non-convex "
+                    "targets as its value, e.g. --nonconvex cubic,bump")
         args.points = Config.points if args.points is None else args.points
         args.lr_peaks = args.lr_peaks or LR_PEAKS
         args.out = "./compnet-results" if args.out is None else args.out
         cfg = _config(args, QUICK, depth=args.depth)
         with _claim_out(p, args.out) as od:
-            return reproduce.run(args.targets, cfg, od, draw_plots=not args.no_plots)
+            if args.nonconvex:
+                return reproduce.run_nonconvex(args.nonconvex, cfg, od,
+                                               draw_plots=not args.no_plots)
+            return reproduce.run(args.targets or PAPER_TARGETS, cfg, od,
+                                 draw_plots=not args.no_plots)
 
     p.set_defaults(func=run)
     return p
@@ -274,7 +293,8 @@ def run_sparse(p, args):
     args.out = "./compnet-sparse" if args.out is None else args.out
     cfg = _config(args, QUICK, depth=args.depth)
     with _claim_out(p, args.out) as od:
-        return sparse_reproduce.run(args.targets, cfg, od, draw_plots=not args.no_plots)
+        return sparse_reproduce.run(args.targets or PAPER_TARGETS, cfg, od,
+                                    draw_plots=not args.no_plots)
 
 
 def add_sweep_parser(sub):

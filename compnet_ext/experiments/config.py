@@ -15,6 +15,7 @@ import torch
 from .._extension import WITH_CUDA
 from ..checks import check_bounds, check_depth, check_int, check_real, check_width
 from ..init import PEAK_RANGE
+from ..nonconvex import PAIR_WIDTH, check_domain
 
 KINDS = ("default", "raai", "no_pretraining", "not_enforced", "enforced")
 """The five kinds of network of the paper's Tables 1-2 (docs/training.md)."""
@@ -116,8 +117,10 @@ class Config:
     over all kinds, ``device`` a resolved ``torch.device``.
 
     What is computed: ``kinds``; ``seeds`` networks of each (seed s starts from the same draw in
-    every kind and on every target); ``points`` evenly spaced on [0, 1]; hidden ``width`` and
-    ``depth``; ``epochs`` (stage 1, stage 2): Adam steps, weight-only kinds train their sum;
+    every kind and on every target); ``points`` evenly spaced on ``domain`` (default [0, 1];
+    another interval needs sign-0 targets, MATH.md section 7); hidden ``width`` (None: the
+    compositional encoding's, 4 for sign -1/+1 targets and 9 for sign 0, which every kind then
+    gets: :func:`network_width`) and ``depth``; ``epochs`` (stage 1, stage 2): Adam steps, weight-only kinds train their sum;
     ``lr_peaks`` (stage 1) and ``lr_weights`` (a number or {kind: rate}); the generator ``seed``;
     ``peak_range`` of the uniform starting peaks; ``dtype``; ``device`` ("auto"/None, "cpu",
     "cuda[:i]").
@@ -135,7 +138,7 @@ class Config:
     kinds: tuple = KINDS
     seeds: int = 30
     points: int = 500
-    width: int = 4
+    width: int = None
     depth: int = 5
     epochs: tuple = (1000, 1000)
     lr_peaks: float = LR_PEAKS
@@ -150,12 +153,15 @@ class Config:
     keep_curves: bool = True
     keep_layers: bool = False
     progress: bool = False
+    domain: tuple = (0.0, 1.0)
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)
         set_("kinds", check_kinds(self.kinds))
-        for name in ("seeds", "points", "width", "depth"):
+        for name in ("seeds", "points", "depth"):
             check_setting(name, getattr(self, name))
+        if self.width is not None:
+            check_setting("width", self.width)
         try:
             epochs = tuple(self.epochs)
         except TypeError:
@@ -167,9 +173,12 @@ class Config:
         set_("epochs", epochs)
         set_("lr_peaks", check_real("lr_peaks", self.lr_peaks, positive=True))
         set_("lr_weights", weight_lrs(self.lr_weights))
-        if self.width != 4 and any(k in self.kinds for k in ("no_pretraining",) + STAGE1_KINDS):
+        if self.width not in (None, 4, PAIR_WIDTH) and any(
+                k in self.kinds for k in ("no_pretraining",) + STAGE1_KINDS):
             raise ValueError(f"`width` must be 4 for the compositional kinds (the encoding of "
-                             f"MATH.md section 5 has 4 neurons per layer), got {self.width}")
+                             f"MATH.md section 5 has 4 neurons per layer; {PAIR_WIDTH} for "
+                             f"sign-0 targets), got {self.width}")
+        set_("domain", check_domain(self.domain))
         check_setting("seed", self.seed)
         set_("peak_range", check_bounds("peak_range", self.peak_range))
         if self.dtype not in (torch.float32, torch.float64):
@@ -190,6 +199,19 @@ class Config:
     def rows(self):
         """The seeds this configuration trains: ``range(start, stop)`` of its seed block."""
         return range(*(self.seed_block or (0, self.seeds)))
+
+    def network_width(self, pair=False):
+        """The hidden width of every kind: ``width``, or when None the compositional
+        encoding's (4; ``pair``, sign-0 targets: :data:`~compnet_ext.nonconvex.PAIR_WIDTH`).
+        ValueError naming `width` when the compositional kinds cannot have the width asked."""
+        need = PAIR_WIDTH if pair else 4
+        if self.width is None:
+            return need
+        if self.width != need and any(k in self.kinds for k in ("no_pretraining",) + STAGE1_KINDS):
+            what = "sign-0 targets (the pair's encoding)" if pair else "sign -1/+1 targets"
+            raise ValueError(f"`width` must be {need} for the compositional kinds on {what}, got "
+                             f"{self.width} (leave it None for the encoding's width)")
+        return self.width
 
     def replace(self, **changes):
         """A copy with ``changes``, checked again."""

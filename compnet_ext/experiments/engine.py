@@ -8,6 +8,11 @@ parameters -- peaks, and free scales when differentiability is not enforced; sta
 own MSE and Adam is elementwise, so training S seeds in one batch gives each seed exactly the run
 it would have alone.
 
+Sign-0 (non-convex) targets, MATH.md section 7: every kind gets the same width-9 network; stage 1
+trains the difference-of-convex pair (:mod:`~compnet_ext.experiments.nonconvex_stages`), stage
+2 its encoding (:func:`compnet_ext.nonconvex.encode`) as above. The points then span the
+``domain`` setting. A run holds sign-0 targets only or none (the widths differ).
+
 A *block* is the S rows of one kind on one target. Weight-only kinds (default, raai,
 no_pretraining) train during stage 1 of the others, then everything trains for the last
 ``epochs[1]`` steps: the fused engine as one launch series per kind, the step-by-step engine as
@@ -18,13 +23,13 @@ from dataclasses import dataclass, field
 import torch
 
 from ..batched_mlp import BatchedMLP
-from ..checks import check_sign
+from .. import nonconvex
 from ..init import default_layers, mlp_widths, raai_layers, starting_peaks
 from ..network import encode
 from ..ops import smooth_scales
 from ..optim import BatchedAdam
 from ..targets import evaluate_target, get_target
-from . import stages
+from . import nonconvex_stages, stages
 from .config import STAGE1_KINDS, WEIGHT_ONLY_KINDS, Config, cpu_threads
 from .progress import progress_bar
 
@@ -32,14 +37,16 @@ from .progress import progress_bar
 @dataclass
 class KindResult:
     """One (target, kind): ``final [S]`` MSE, ``curve [E0+E1, S]`` (or None), best seed's fit
-    ``best_fit [N]``, for stage-1 kinds the stage-1 ``peaks``/``scales``, and with
-    ``keep_layers`` the trained ``mlp_layers``."""
+    ``best_fit [N]``, for stage-1 kinds the stage-1 ``peaks``/``scales`` (sign 0: ``[S, 2, D+1]``
+    / ``[S, 2, D]``, and the pair's ``coef [S, 4]``), and with ``keep_layers`` the trained
+    ``mlp_layers``."""
     final: torch.Tensor
     curve: torch.Tensor | None
     best_fit: torch.Tensor
     peaks: torch.Tensor | None = None
     scales: torch.Tensor | None = None
     mlp_layers: list = field(default_factory=list)
+    coef: torch.Tensor | None = None
 
 
 def run(targets, config=None, **settings):
@@ -47,11 +54,12 @@ def run(targets, config=None, **settings):
 
     Args:
         targets: dict name -> (target, sign), target a callable on points or a tensor ``[points]``
-            (:func:`compnet_ext.targets.select` makes one from names).
+            (:func:`compnet_ext.targets.select` makes one from names); sign -1, +1, or 0 for
+            a non-convex target (all targets of a run sign 0, or none).
         config: a :class:`~compnet_ext.experiments.config.Config`; ``settings`` are its fields
             (``kinds``, ``seeds``, ``points``, ``width``, ``depth``, ``epochs``, ``lr_peaks``,
             ``lr_weights``, ``device``, ``seed``, ``dtype``, ``peak_range``, ``seed_block``,
-            ``fused``, ``threads``, ``keep_curves``, ``keep_layers``, ``progress``), given
+            ``fused``, ``threads``, ``keep_curves``, ``keep_layers``, ``progress``, ``domain``), given
             alone or as changes to ``config``. Checked before any work.
 
     Returns:
@@ -75,16 +83,22 @@ def run(targets, config=None, **settings):
 def compare(target, sign, config=None, **settings):
     """Final MSE per seed of every kind on one target: ``{kind: Tensor[seeds]}`` (CPU).
 
-    ``target``: a callable on a tensor of points in [0, 1] (returns one value per point), a
-    tensor of ``points`` values, or one of the paper's target names ("x3", "x11", "sin",
-    "tanh3"; ``sign`` may then be None to use the paper's). ``sign``: -1 for convex targets
-    (waves subtracted), +1 for concave. Settings as in :func:`run` (curves are not kept).
-    Deterministic given ``seed`` on a given device.
+    ``target``: a callable on a tensor of points in the ``domain`` setting (returns one value
+    per point), a tensor of ``points`` values, or a registered target's name
+    (:data:`compnet_ext.targets.TARGETS`: the paper's "x3", "x11", "sin", "tanh3", the
+    non-convex "cubic", "periodic", "bump"; ``sign`` may then be None to use its sign, and
+    without a ``domain`` setting its domain is used). ``sign``: -1 for convex targets (waves
+    subtracted), +1 for concave, 0 for any other (a difference of one network of each sign,
+    MATH.md section 7; every kind then gets the same width-9 network), e.g.
+    ``compare(lambda x: x**3 - x, sign=0, domain=(-1, 1))``. Settings as in :func:`run`
+    (curves are not kept). Deterministic given ``seed`` on a given device.
     """
     if isinstance(target, str):
         named = get_target(target)
         sign = named.sign if sign is None else sign
         target = named.fn
+        if config is None and "domain" not in settings:
+            settings = {**settings, "domain": named.domain}
     _, res = run({"target": (target, sign)}, config, **{**settings, "keep_curves": False})
     return {k: r.final for k, r in res["target"].items()}
 
@@ -97,12 +111,11 @@ class _Experiment:
         if not targets:
             raise ValueError("`targets` is empty")
         self.cfg = cfg
-        self.x = torch.linspace(0, 1, cfg.points, dtype=cfg.dtype)
-        self.ys, self.signs = {}, {}
-        for name, (tgt, sign) in targets.items():
-            check_sign(sign)
-            self.ys[name] = evaluate_target(tgt, self.x, name=f"target {name!r}")
-            self.signs[name] = sign
+        self.signs = {name: check_experiment_sign(sign) for name, (_, sign) in targets.items()}
+        self.pair = check_pair_run(self.signs, cfg.domain)
+        self.x = torch.linspace(*cfg.domain, cfg.points, dtype=cfg.dtype)
+        self.ys = {name: evaluate_target(tgt, self.x, name=f"target {name!r}")
+                   for name, (tgt, _) in targets.items()}
         self.names = list(targets)
         self.weight_kinds = [k for k in cfg.kinds if k in WEIGHT_ONLY_KINDS]
         self.stage1_kinds = [k for k in cfg.kinds if k in STAGE1_KINDS]
@@ -110,16 +123,26 @@ class _Experiment:
         self.x_d = self.x.to(self.dev)
         # One draw for everything, in a fixed order, so the selected kinds do not change the
         # numbers; a seed block is rows of the whole draw.
-        S, widths, dtype = cfg.seeds, mlp_widths(cfg.width, cfg.depth), cfg.dtype
+        # A pair's two halves draw their peaks as one row of 2 (D + 1).
+        S, dtype = cfg.seeds, cfg.dtype
+        widths = mlp_widths(cfg.network_width(self.pair), cfg.depth)
         g = torch.Generator().manual_seed(cfg.seed)
         start = {"default": default_layers(S, widths, g, dtype),
                  "raai": raai_layers(S, widths, g, dtype)}
-        peaks0 = starting_peaks(S, cfg.depth, g, dtype, *cfg.peak_range)
+        if self.pair:
+            peaks0 = starting_peaks(S, 2 * cfg.depth + 1, g, dtype, *cfg.peak_range)
+            peaks0 = peaks0.reshape(S, 2, cfg.depth + 1)
+        else:
+            peaks0 = starting_peaks(S, cfg.depth, g, dtype, *cfg.peak_range)
         if cfg.seed_block is not None:
             rows = slice(*cfg.seed_block)
             start = {k: [(W[rows], b[rows]) for W, b in layers] for k, layers in start.items()}
             peaks0 = peaks0[rows]
         self.start, self.peaks0, self.S = start, peaks0, len(cfg.rows)
+        # The pair's starting coefficients: per seed and target, the least-squares fit given
+        # the starting peaks (nonconvex_stages: why), shared by kinds 3-5 like the peaks.
+        self.coef0 = {n: nonconvex.fit_coef(self.x, self.ys[n], peaks0, domain=cfg.domain)
+                      for n in self.names} if self.pair else {}
 
     def rows(self, i):
         """Rows of the i-th block of a batch."""
@@ -130,9 +153,20 @@ class _Experiment:
         encoded starting peaks), on the device."""
         if kind in self.start:
             layers = self.start[kind]
+        elif self.pair:
+            layers = self.encoded((self.peaks0, None, self.coef0[name]))
         else:
             layers = _encoded(self.peaks0.to(self.dev), None, self.signs[name])
         return [(W.to(self.dev), b.to(self.dev)) for W, b in layers]
+
+    def encoded(self, params, name=None):
+        """The ReLU layers of stage-1 parameters ``(peaks, scales)`` on target ``name``, or of a
+        pair's ``(peaks, scales, coef)`` (the domain folded in), detached."""
+        if not self.pair:
+            return _encoded(*params, self.signs[name])
+        peaks, scales, coef = params
+        return [(W.detach(), b.detach())
+                for W, b in nonconvex.encode(peaks, coef, scales, domain=self.cfg.domain)]
 
     def target_rows(self, blocks):
         return torch.cat([self.ys[n].expand(self.S, self.cfg.points) for _, n in blocks]).to(self.dev)
@@ -148,6 +182,15 @@ class _Experiment:
         for k in self.stage1_kinds:
             for n in self.names:
                 p0 = self.peaks0.to(self.dev)
+                if self.pair:
+                    s0 = None if k == "enforced" else nonconvex.smooth_pair_scales(p0)
+                    p, s, c, _, curve = nonconvex_stages.train_pair(
+                        self.x_d, self.ys[n].to(self.dev), p0, self.coef0[n].to(self.dev), s0,
+                        domain=cfg.domain, epochs=cfg.epochs[0], lr=cfg.lr_peaks,
+                        record_every=record_every)
+                    stage1[(k, n)] = (p, s, c)
+                    curves[(k, n)] = [curve.t()]
+                    continue
                 s0 = None if k == "enforced" else smooth_scales(p0, self.signs[n])
                 p, s, _, curve = stages.train_peaks(
                     self.x_d, self.ys[n].to(self.dev), p0, s0, self.signs[n],
@@ -161,6 +204,29 @@ class _Experiment:
         """Append each block's rows of a batch's ``curve [rows, R]`` to ``curves`` as ``[R, S]``."""
         for i, b in enumerate(blocks):
             curves.setdefault(b, []).append(curve[self.rows(i)].t())
+
+
+def check_experiment_sign(sign):
+    """``sign`` of a target of an experiment: -1, +1, or 0 (non-convex); ValueError naming
+    `sign` otherwise."""
+    if isinstance(sign, bool) or sign not in (-1, 0, 1):
+        raise ValueError(f"`sign` must be -1 (convex), +1 (concave) or 0 (non-convex), got "
+                         f"{sign!r}")
+    return int(sign)
+
+
+def check_pair_run(signs, domain):
+    """Whether a run's targets (``{name: sign}``) are sign 0: all or none of them (the widths
+    differ); a domain other than [0, 1] needs them (the sign -1/+1 networks are pinned to
+    y(0) = 0 and y(1) = 1 on [0, 1])."""
+    zero = [n for n, s in signs.items() if s == 0]
+    if zero and len(zero) != len(signs):
+        raise ValueError(f"sign-0 targets {zero} cannot share a run with sign -1/+1 targets "
+                         f"(their networks have width 9, not 4): run them separately")
+    if not zero and tuple(domain) != (0.0, 1.0):
+        raise ValueError(f"`domain` {tuple(domain)} needs sign-0 targets: the sign -1/+1 "
+                         f"networks live on [0, 1] (y(0) = 0, y(1) = 1); use sign=0")
+    return bool(zero)
 
 
 def _encoded(peaks, scales, sign):
@@ -200,7 +266,7 @@ def _train_fused(exp, bar):
         stage2(k, kb, _cat_layers([exp.start_layers(k, n) for n in exp.names]), E0 + E1)
     for k in exp.stage1_kinds:
         kb = [(k, n) for n in exp.names]
-        stage2(k, kb, _cat_layers([_encoded(*stage1[b], exp.signs[b[1]]) for b in kb]), E1)
+        stage2(k, kb, _cat_layers([exp.encoded(stage1[b], b[1]) for b in kb]), E1)
     bar.close()
     return BatchedMLP.from_layers(_cat_layers(parts)), blocks, curves, stage1
 
@@ -231,7 +297,7 @@ def _train_steps(exp, bar):
     # Phase B: everything as one batched MLP for the last E1 steps.
     new_blocks = list(stage1)
     if new_blocks:
-        new_layers = [_encoded(p, s, exp.signs[n]) for (k, n), (p, s) in stage1.items()]
+        new_layers = [exp.encoded(params, n) for (k, n), params in stage1.items()]
         parts = ([_detached(mlp_a)] if mlp_a else []) + new_layers
         mlp = BatchedMLP.from_layers(_cat_layers(parts))
         fresh = BatchedAdam(stages.flat_params(BatchedMLP.from_layers(_cat_layers(new_layers))),
@@ -259,10 +325,11 @@ def _results(exp, mlp, blocks, curves, stage1):
     for i, (k, n) in enumerate(blocks):
         rows = exp.rows(i)
         f = final[rows].cpu()
-        p, s = stage1.get((k, n), (None, None))
+        p, s, *c = stage1.get((k, n), (None, None))
         out[n][k] = KindResult(
             final=f, curve=torch.cat(curves[(k, n)]).cpu() if exp.cfg.keep_curves else None,
             best_fit=y_final[rows][int(torch.argmin(f))].detach().cpu(),
             peaks=None if p is None else p.cpu(), scales=None if s is None else s.cpu(),
-            mlp_layers=[] if layers is None else [(W[rows], b[rows]) for W, b in layers])
+            mlp_layers=[] if layers is None else [(W[rows], b[rows]) for W, b in layers],
+            coef=c[0].cpu() if c else None)
     return {n: {k: out[n][k] for k in exp.cfg.kinds} for n in exp.names}

@@ -119,12 +119,14 @@ def plot_fit(mlp, target=None, seed=0, *, n=2001, title=None):
 
 
 def plot_best_fits(path, x, ys, res):
-    """Per target: the best seed's fit of every kind (top) and its absolute error (bottom, log)."""
+    """Per target: the best seed's fit of every kind (top) and its absolute error (bottom, log).
+    ``x``: the points of every target, or ``{target: points}`` (targets on their own domains)."""
     plt = _plt()
     names = list(res)
     fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 6.5), squeeze=False)
+    xs = x if isinstance(x, dict) else {n: x for n in names}
     for j, n in enumerate(names):
-        top, bot = axes[0][j], axes[1][j]
+        top, bot, x = axes[0][j], axes[1][j], xs[n]
         top.plot(x, ys[n], color="black", lw=3, alpha=0.3, label="target")
         for k, r in res[n].items():
             top.plot(x, r.best_fit, lw=1, label=KIND_LABELS.get(k, k))

@@ -31,22 +31,25 @@ def _e(v):
     return "n/a" if v is None else f"{v:.2e}"
 
 
-def markdown_tables(results, seeds):
+def markdown_tables(results, seeds, *, other_title="Other targets"):
     """The paper's Tables 1-2 shape (min and mean MSE per kind) with the paper's figures beside
-    ours; targets outside the paper's tables get a table of their own."""
+    ours; targets outside the paper's tables get a table of their own (``other_title``), with
+    no 'paper' columns when the paper has none of them."""
     out = []
     named = [t for _, ts in PAPER_TABLES for t in ts]
     groups = [(title, [t for t in ts if t in results]) for title, ts in PAPER_TABLES]
-    groups.append(("Other targets", [t for t in results if t not in named]))
+    groups.append((other_title, [t for t in results if t not in named]))
     for title, ts in groups:
         if not ts:
             continue
         kinds = list(results[ts[0]])
+        paper = any(t in PAPER for t in ts)
         head = ["Network"]
         for stat in ("min", "mean"):
             for t in ts:
-                head += [f"{stat.capitalize()} {label(t)}", "paper"]
-        out.append(f"**{title}.** Minimum and mean (n = {seeds}) MSE; 'paper' = the paper's figure.")
+                head += [f"{stat.capitalize()} {label(t)}"] + (["paper"] if paper else [])
+        note = "; 'paper' = the paper's figure." if paper else "."
+        out.append(f"**{title}.** Minimum and mean (n = {seeds}) MSE{note}")
         out.append("")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
@@ -54,7 +57,9 @@ def markdown_tables(results, seeds):
             row = [KIND_LABELS.get(k, k)]
             for stat in ("min", "mean"):
                 for t in ts:
-                    row += [_e(results[t][k][stat]), _e(PAPER.get(t, {}).get(k, {}).get(stat))]
+                    row += [_e(results[t][k][stat])]
+                    if paper:
+                        row += [_e(PAPER.get(t, {}).get(k, {}).get(stat))]
             out.append("| " + " | ".join(row) + " |")
         out.append("")
     return "\n".join(out)
@@ -74,7 +79,8 @@ def qualitative_checks(results):
         for k in ("default", "raai"):
             if k in per_kind:
                 ratio = per_kind[k]["mean"] / mean_e
-                checks.append((f"{t}: '{k}' mean / 'enforced' mean = {ratio:.0f} >= 100",
+                shown = f"{ratio:.0f}" if ratio >= 1 else f"{ratio:.2g}"  # no "0" for 0.3
+                checks.append((f"{t}: '{k}' mean / 'enforced' mean = {shown} >= 100",
                                ratio >= 100))
     return checks
 
@@ -82,7 +88,7 @@ def qualitative_checks(results):
 def config_record(cfg, **extra):
     """The ``config`` of results.json: a :class:`~compnet_ext.experiments.config.Config`'s
     settings that decide the numbers, and ``extra``."""
-    rec = {"seeds": cfg.seeds, "points": cfg.points, "width": cfg.width,
+    rec = {"seeds": cfg.seeds, "points": cfg.points, "width": cfg.network_width(),
            "epochs": list(cfg.epochs), "lr_peaks": cfg.lr_peaks, "lr_weights": cfg.lr_weights,
            "seed": cfg.seed, "device": str(cfg.device),
            "dtype": str(cfg.dtype).removeprefix("torch."), "peak_range": list(cfg.peak_range),

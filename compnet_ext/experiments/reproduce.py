@@ -1,11 +1,14 @@
 """``compnet reproduce``: the paper's section 4.1 experiment (MATH.md section 6) into an output
 folder: results.csv, the exact piece counts after stage 1, plots, and results.json last; its
-Tables 1-2 with the paper's figures beside ours on stdout."""
+Tables 1-2 with the paper's figures beside ours on stdout. ``compnet reproduce --nonconvex``
+(:func:`run_nonconvex`): the same experiment and files on the non-convex targets (sign 0, each
+on its own domain, MATH.md section 7)."""
 import sys
 import time
 
 from ..breakpoints import MAX_PIECES, CountLimitError, count_pieces
 from ..network import encode
+from ..nonconvex import PAIR_WIDTH
 from ..targets import get_target, select
 from . import engine, plots, report
 
@@ -48,36 +51,68 @@ def run(targets, cfg, od, *, draw_plots=True, out=None):
     counting and plotting that can hit a limit, take long or be interrupted; results.json is
     written last and marks the run complete.
     """
-    out = out or sys.stdout
     t0 = time.perf_counter()
     x, res = engine.run(select(targets), cfg)
     wall = time.perf_counter() - t0
+    return _report(targets, cfg, od, {n: x for n in res}, res, wall,
+                   lambda skipped: _pieces(res, cfg.depth, skipped), {}, draw_plots, out)
+
+
+def run_nonconvex(targets, cfg, od, *, draw_plots=True, out=None):
+    """:func:`run` on non-convex targets (names of sign-0 targets): one run per target on its
+    own domain (``cfg.domain`` is replaced by the target's), every kind the width-9 network of
+    the pair (MATH.md section 7). The same files; the tables have no paper column (the later
+    paper's figures are not available here); no piece counts."""
+    bad = [t for t in targets if get_target(t).sign != 0]
+    if bad:
+        raise ValueError(f"`targets` {bad} are not non-convex (sign 0) targets")
+    t0 = time.perf_counter()
+    xs, res = {}, {}
+    for t in targets:
+        xs[t], r = engine.run(select([t]), cfg.replace(domain=get_target(t).domain))
+        res.update(r)
+    wall = time.perf_counter() - t0
+    domains = {t: list(get_target(t).domain) for t in targets}
+    return _report(targets, cfg, od, xs, res, wall, lambda skipped: (None, []),
+                   {"width": PAIR_WIDTH, "sign": 0, "domains": domains}, draw_plots, out,
+                   title="Non-convex targets (sign 0)", command="reproduce --nonconvex")
+
+
+def _pieces(res, depth, skipped):
+    try:
+        return stage1_pieces(res, depth)
+    except CountLimitError as e:
+        report.skip(skipped, "stage1_pieces", "stage-1 piece counts", str(e))
+        return None, []
+
+
+def _report(targets, cfg, od, xs, res, wall, count, extra, draw_plots, out, *,
+            title="Other targets", command="reproduce"):
+    """Write results.csv, (``count``'s) piece counts, plots and results.json; print the tables.
+    ``xs``: the points of each target; ``extra``: more of results.json's ``config``."""
+    out = out or sys.stdout
     results = report.summaries(res)
     report.write_csv(od.file("results.csv"), results)
     files, skipped = ["results.csv"], {}
     checks = report.qualitative_checks(results)
-    try:
-        pieces, piece_checks = stage1_pieces(res, cfg.depth)
-    except CountLimitError as e:
-        pieces, piece_checks = None, []
-        report.skip(skipped, "stage1_pieces", "stage-1 piece counts", str(e))
+    pieces, piece_checks = count(skipped)
     checks += piece_checks
 
     def paint():
-        ys = {n: get_target(n).fn(x) for n in res}
-        plots.plot_best_fits(od.file("best_fits.png"), x, ys, res)
+        ys = {n: get_target(n).fn(xs[n]) for n in res}
+        plots.plot_best_fits(od.file("best_fits.png"), xs, ys, res)
         plots.plot_loss_curves(od.file("loss_curves.png"), res, cfg.epochs[0])
         return ["best_fits.png", "loss_curves.png"]
 
     files += report.draw(skipped, draw_plots, paint) + ["results.json"]
     config = report.config_record(cfg, depth=cfg.depth, targets=list(targets),
-                                  kinds=list(cfg.kinds))
+                                  kinds=list(cfg.kinds), **extra)
     report.write_json(od.file("results.json"), {
         "config": config, "results": results, "paper": report.paper_figures(results),
-        "command": "reproduce", "wall_seconds": wall, "stage1_pieces": pieces,
+        "command": command, "wall_seconds": wall, "stage1_pieces": pieces,
         "checks": [{"claim": c, "holds": ok} for c, ok in checks],
         "skipped": skipped, "files": files})
-    print(report.markdown_tables(results, cfg.seeds), file=out)
+    print(report.markdown_tables(results, cfg.seeds, other_title=title), file=out)
     for claim, ok in checks:
         print(f"- [{'x' if ok else ' '}] {claim}", file=out)
     print(f"\n{len(targets)} target(s) x {len(cfg.kinds)} kind(s) x {cfg.seeds} seeds, "
