@@ -34,10 +34,9 @@ FORMAT = "compnet-cell 1"
 SUFFIX = ".cell"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Cell:
-    """One work unit: ``depth``, seed block ``start .. stop - 1``, ``kind``, ``target``
-    (the field order is the order cells are planned, shared out and batched in)."""
+    """One work unit: ``depth``, seed block ``start .. stop - 1``, ``kind``, ``target``."""
     depth: int
     start: int
     stop: int

@@ -276,6 +276,16 @@ def _status_file(folder, rank, kind):
     return os.path.join(folder, f"rank-{rank}.{kind}")
 
 
+def _clear_status(logs, size):
+    """Rank 0, every rank done: the status files have served."""
+    names = [f"rank-{r}.{kind}" for r in range(size) for kind in ("alive", "done")]
+    for name in names + [TOKEN_NAME]:
+        try:
+            os.remove(os.path.join(logs, name))
+        except FileNotFoundError:
+            pass
+
+
 def _read(path):
     try:
         with open(path) as f:
@@ -354,7 +364,7 @@ def run_cells(session, plan, compute, *, settings, epochs, desc, progress=True, 
     mine = cellfiles.share(todo, w.size, epochs)[w.rank]
     log(f"pid {os.getpid()} on {socket.gethostname()}: {len(mine)} of {len(todo)} cells to "
         f"train ({len(plan) - len(todo)} of {len(plan)} reused)")
-    beat = _Heartbeat(logs, w.rank) if w.launched else None
+    beat = _Heartbeat(logs, w.rank) if w.launched and w.rank != 0 else None
     fault = _fault()
     costs = {c.key: cellfiles.cost(c, epochs) for c in todo}
     bar = cell_progress(len(plan), len(plan) - len(todo), sum(costs.values()), desc,
@@ -395,6 +405,7 @@ def run_cells(session, plan, compute, *, settings, epochs, desc, progress=True, 
             if w.rank == 0:
                 look()
         if w.rank != 0:
+            beat.close()  # before "done": rank 0 deletes the status files once all are done
             atomic_write(_status_file(logs, w.rank, "done"), lambda f: f.write("done"))
             log("done")
             return None
@@ -402,6 +413,8 @@ def run_cells(session, plan, compute, *, settings, epochs, desc, progress=True, 
         _wait_for_all(session, todo, done, look, logs)
         bar.close()
         log("all cells done")
+        if w.launched:
+            _clear_status(logs, w.size)
         return {c.key: load(c) for c in plan}
     except BaseException as e:
         bar.close()
