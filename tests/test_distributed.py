@@ -218,3 +218,10 @@ def test_cell_files_round_trip_and_refuse_other_keys(tmp_path):
     os.rename(cells.cell_path(str(tmp_path), cell), cells.cell_path(str(tmp_path), other))
     assert cells.read_cell(str(tmp_path), other, "abc") == (None, "not a cell file (bad header)")
     assert cells.read_cell(str(tmp_path), cell, "abc") == (None, "missing")
+
+
+def test_block_seeds_is_checked_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([*SWEEP, "--block-seeds", "0", "--out", str(tmp_path / "never")])
+    assert e.value.code == 2 and "--block-seeds" in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / "never").exists()

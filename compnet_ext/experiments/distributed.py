@@ -350,6 +350,7 @@ def run_cells(session, plan, compute, *, settings, epochs, desc, progress=True, 
         for cell in plan:
             payload, why = cellfiles.read_cell(folder, cell, settings)
             if payload is not None:
+                loaded[cell.key] = payload
                 reused += 1
                 continue
             if why != "missing":  # recomputed; say so, it may point at a disk problem
