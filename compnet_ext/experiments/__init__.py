@@ -5,6 +5,9 @@ Layers, each importing only the ones below it:
 - :mod:`.cli`: parses and checks the options, claims the output folder, runs a command;
 - :mod:`.reproduce`, :mod:`.sweep`: the two experiment commands; :mod:`.report` (tables and
   result files), :mod:`.plots` (every picture), :mod:`.outdir` (the output folder);
+- :mod:`.distributed`: the ranks under torchrun (one without it) and :func:`~.distributed.run_cells`,
+  which trains an experiment's work cells (:mod:`.cells`: target x kind x depth x seed block,
+  their shares and their resumable files);
 - :mod:`.engine`: :func:`~.engine.run` and :func:`~.engine.compare`, every target x kind x seed
   in as few batched networks as possible;
 - :mod:`.stages`: the two training stages, each one function, fused or step by step;
