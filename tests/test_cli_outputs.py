@@ -119,7 +119,8 @@ def test_interrupt_after_training_keeps_results_csv_and_no_results_json(tmp_path
     assert cli.main(["reproduce", *TINY, "--out", str(out)]) == 130
     assert _lines(capsys.readouterr().err) == [
         f"compnet reproduce: interrupted; results written so far are in {out}"]
-    assert os.listdir(out) == ["results.csv"]  # no results.json: not complete; lock released
+    # no results.json: not complete; lock released; cells/ kept for --resume
+    assert sorted(os.listdir(out)) == ["cells", "results.csv"]
 
 
 def test_count_limit_skips_stage1_counts_and_says_so_once(tmp_path, capsys, monkeypatch):
@@ -224,7 +225,8 @@ def test_sigint_ends_a_sweep_with_one_line_exit_130_keeping_finished_depths(tmp_
     assert "Traceback" not in err
     assert _lines(err)[-1] == f"compnet sweep: interrupted; results written so far are in {out}"
     assert [r["depth"] for r in csv.DictReader(open(out / "sweep.csv"))][0] == "2"
-    assert sorted(os.listdir(out)) == ["sweep.csv"]  # no results.json, no lock, no temporary
+    # no results.json, no lock, no temporary; cells/ (the finished work cells) for --resume
+    assert sorted(os.listdir(out)) == ["cells", "sweep.csv"]
 
 
 @pytest.fixture

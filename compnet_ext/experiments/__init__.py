@@ -6,6 +6,9 @@ Layers, each importing only the ones below it:
 - :mod:`.reproduce`, :mod:`.sweep`: the two experiment commands (:mod:`.sparse_reproduce`:
   ``reproduce --sparse``); :mod:`.report` (tables and
   result files), :mod:`.plots` (every picture), :mod:`.outdir` (the output folder);
+- :mod:`.distributed`: the ranks under torchrun (one without it) and :func:`~.distributed.run_cells`,
+  which trains an experiment's work cells (:mod:`.cells`: target x kind x depth x seed block,
+  their shares and their resumable files);
 - :mod:`.engine`: :func:`~.engine.run` and :func:`~.engine.compare`, every target x kind x seed
   in as few batched networks as possible;
 - :mod:`.sparse`: the later version's sparse-data test, trained and measured on held-out points;

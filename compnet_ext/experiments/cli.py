@@ -20,8 +20,10 @@ from ..init import PEAK_RANGE, mlp_widths, starting_peaks
 from ..network import encode
 from ..targets import NONCONVEX_TARGETS, PAPER_TARGETS, TARGETS
 from . import plots, reproduce, sparse, sparse_reproduce, sweep
+from .cells import BLOCK_SEEDS
 from .config import KINDS, LR_PEAKS, LR_WEIGHTS, Config, check_setting, resolve_device, weight_lrs
-from .outdir import OutDir, OutDirError
+from .distributed import OptionsMismatch, RankError, Session, World
+from .outdir import OutDirError
 
 QUICK = {"seeds": 6, "epochs": (300, 300)}
 SWEEP_QUICK = {"seeds": 4, "epochs": (100, 100), "depths": "2:6"}
@@ -223,16 +225,34 @@ def _config(args, quick, **extra):
                   fused=not args.step_by_step, progress=not args.no_progress, **extra)
 
 
-def _claim_out(parser, path):
-    """``--out`` claimed before any work (a usage error naming it otherwise); see outdir."""
+def _scaling(p):
+    """The options of a run split into work cells (docs/training.md, "Resuming")."""
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the finished work cells that --out's cells/ holds (from a run "
+                        "with the same options that stopped); recompute the rest")
+    p.add_argument("--keep-cells", action="store_true",
+                   help="keep cells/ (every work cell's result) after the run completes")
+    p.add_argument("--block-seeds", type=int_type("block-seeds", lambda n, v: check_int(n, v, 1)),
+                   default=BLOCK_SEEDS,
+                   help=f"most seeds in one work cell (default {BLOCK_SEEDS}); a cell is the unit "
+                        "that torchrun ranks share and --resume reuses")
+
+
+def _session(parser, args, cfg):
+    """The run's ranks with ``--out`` claimed (rank 0) before any work: a usage error naming the
+    option otherwise (said once, by rank 0); see distributed."""
+    world = World.from_env()
+    options = {k: v for k, v in vars(args).items() if k != "func"}
     try:
-        od = OutDir(path)
-    except OutDirError as e:
+        s = Session(world, args.out, resume=args.resume, options=options, device=cfg.device)
+    except (OutDirError, OptionsMismatch) as e:
+        if world.rank != 0:
+            raise SystemExit(2) from None
         parser.error(str(e))
-    if od.removed:
-        print(f"compnet: --out {path}: deleted the earlier run's {', '.join(od.removed)}",
+    if s.od.removed:
+        print(f"compnet: --out {args.out}: deleted the earlier run's {', '.join(s.od.removed)}",
               file=sys.stderr)
-    return od
+    return s
 
 
 def add_reproduce_parser(sub):
@@ -258,10 +278,20 @@ def add_reproduce_parser(sub):
     # --targets conflicts with --nonconvex)
     p.set_defaults(points=None, lr_peaks=None, targets=None)
 
+    _scaling(p)
+
     def run(args):
         if args.nonconvex and args.sparse:
             p.error("--sparse runs the paper's convex targets; it cannot be combined with "
                     "--nonconvex")
+        if args.nonconvex or args.sparse:
+            which = "--sparse" if args.sparse else "--nonconvex"
+            if World.from_env().size > 1:
+                p.error(f"{which} runs in one process; torchrun splits the convex reproduction "
+                        "and sweep only")
+            if args.resume or args.keep_cells or args.block_seeds != BLOCK_SEEDS:
+                p.error(f"--resume, --keep-cells and --block-seeds do not apply to {which} "
+                        "(it is not split into work cells)")
         if args.sparse:
             return run_sparse(p, args)
         if args.nonconvex and args.targets is not None:
@@ -271,12 +301,13 @@ def add_reproduce_parser(sub):
         args.lr_peaks = args.lr_peaks or LR_PEAKS
         args.out = "./compnet-results" if args.out is None else args.out
         cfg = _config(args, QUICK, depth=args.depth)
-        with _claim_out(p, args.out) as od:
+        with _session(p, args, cfg) as s:
             if args.nonconvex:
-                return reproduce.run_nonconvex(args.nonconvex, cfg, od,
+                return reproduce.run_nonconvex(args.nonconvex, cfg, s.od,
                                                draw_plots=not args.no_plots)
-            return reproduce.run(args.targets or PAPER_TARGETS, cfg, od,
-                                 draw_plots=not args.no_plots)
+            return reproduce.run(args.targets or PAPER_TARGETS, cfg, s.od,
+                                 draw_plots=not args.no_plots, session=s,
+                                 block_seeds=args.block_seeds, keep_cells=args.keep_cells)
 
     p.set_defaults(func=run)
     return p
@@ -292,8 +323,8 @@ def run_sparse(p, args):
     args.threads = args.threads or sparse.SPARSE_SETTINGS["threads"]
     args.out = "./compnet-sparse" if args.out is None else args.out
     cfg = _config(args, QUICK, depth=args.depth)
-    with _claim_out(p, args.out) as od:
-        return sparse_reproduce.run(args.targets or PAPER_TARGETS, cfg, od,
+    with _session(p, args, cfg) as s:
+        return sparse_reproduce.run(args.targets or PAPER_TARGETS, cfg, s.od,
                                     draw_plots=not args.no_plots)
 
 
@@ -308,13 +339,16 @@ def add_sweep_parser(sub):
     p.add_argument("--out", default="./compnet-sweep",
                    help="output folder (its earlier compnet results are replaced)")
 
+    _scaling(p)
+
     def run(args):
         cfg = _config(args, SWEEP_QUICK)
         if args.depths is None:
             args.depths = parse_depths(SWEEP_QUICK["depths"] if args.quick else "2:32")
-        with _claim_out(p, args.out) as od:
-            return sweep.run(args.targets, cfg, args.depths, od, pieces=not args.no_pieces,
-                             draw_plots=not args.no_plots)
+        with _session(p, args, cfg) as s:
+            return sweep.run(args.targets, cfg, args.depths, s.od, pieces=not args.no_pieces,
+                             draw_plots=not args.no_plots, session=s,
+                             block_seeds=args.block_seeds, keep_cells=args.keep_cells)
 
     p.set_defaults(func=run)
     return p
@@ -419,6 +453,9 @@ def main(argv=None):
         print(f"{name}: interrupted; {where}", file=sys.stderr)
         return 130
     except OSError as e:  # writing the results failed: disk full, permissions changed, ...
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 1
+    except RankError as e:  # under torchrun: another rank failed; its own error is its log's
         print(f"{name}: error: {e}", file=sys.stderr)
         return 1
     except Exception as e:

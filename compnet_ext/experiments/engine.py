@@ -18,6 +18,7 @@ no_pretraining) train during stage 1 of the others, then everything trains for t
 ``epochs[1]`` steps: the fused engine as one launch series per kind, the step-by-step engine as
 ONE BatchedMLP with one optimiser that keeps every row's Adam state.
 """
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -32,6 +33,24 @@ from ..targets import evaluate_target, get_target
 from . import nonconvex_stages, stages
 from .config import STAGE1_KINDS, WEIGHT_ONLY_KINDS, Config, cpu_threads
 from .progress import progress_bar
+
+
+# The last starting draw, kept while reuse_draws() is active: {key: (start layers, peaks)}.
+_draws = None
+
+
+@contextlib.contextmanager
+def reuse_draws():
+    """Within it, :func:`run` keeps its last starting draw and reuses it when the next run draws
+    the same (same ``seed``, ``seeds``, widths, ``dtype``, ``peak_range``): a split experiment
+    trains many cells of one depth, each a seed block of the same whole draw. Freed on exit."""
+    global _draws
+    outer = _draws
+    _draws = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _draws = outer
 
 
 @dataclass
@@ -126,18 +145,28 @@ class _Experiment:
         # A pair's two halves draw their peaks as one row of 2 (D + 1).
         S, dtype = cfg.seeds, cfg.dtype
         widths = mlp_widths(cfg.network_width(self.pair), cfg.depth)
-        g = torch.Generator().manual_seed(cfg.seed)
-        start = {"default": default_layers(S, widths, g, dtype),
-                 "raai": raai_layers(S, widths, g, dtype)}
-        if self.pair:
-            peaks0 = starting_peaks(S, 2 * cfg.depth + 1, g, dtype, *cfg.peak_range)
-            peaks0 = peaks0.reshape(S, 2, cfg.depth + 1)
-        else:
-            peaks0 = starting_peaks(S, cfg.depth, g, dtype, *cfg.peak_range)
-        if cfg.seed_block is not None:
-            rows = slice(*cfg.seed_block)
-            start = {k: [(W[rows], b[rows]) for W, b in layers] for k, layers in start.items()}
-            peaks0 = peaks0[rows]
+        key = (cfg.seed, S, widths, dtype, tuple(cfg.peak_range), self.pair)
+        draw = None if _draws is None else _draws.get(key)
+        if draw is None:
+            g = torch.Generator().manual_seed(cfg.seed)
+            start = {"default": default_layers(S, widths, g, dtype),
+                     "raai": raai_layers(S, widths, g, dtype)}
+            if self.pair:
+                peaks0 = starting_peaks(S, 2 * cfg.depth + 1, g, dtype, *cfg.peak_range)
+                peaks0 = peaks0.reshape(S, 2, cfg.depth + 1)
+            else:
+                peaks0 = starting_peaks(S, cfg.depth, g, dtype, *cfg.peak_range)
+            draw = (start, peaks0)
+            if _draws is not None:
+                _draws.clear()
+                _draws[key] = draw
+        start, peaks0 = draw
+        if cfg.seed_block is not None or _draws is not None:
+            # copies: the kept draw must stay as drawn whatever a run does with its rows
+            rows = slice(*(cfg.seed_block or (0, S)))
+            start = {k: [(W[rows].clone(), b[rows].clone()) for W, b in layers]
+                     for k, layers in start.items()}
+            peaks0 = peaks0[rows].clone()
         self.start, self.peaks0, self.S = start, peaks0, len(cfg.rows)
         # The pair's starting coefficients: per seed and target, the least-squares fit given
         # the starting peaks (nonconvex_stages: why), shared by kinds 3-5 like the peaks.

@@ -6,6 +6,11 @@ process dies, so a crashed or killed run never leaves a lock that blocks the nex
 deletes the files an earlier run left there (:data:`OUTPUT_NAMES`, ``results.json`` first), so
 that everything in the folder afterwards belongs to this run. Every file is written atomically
 (:func:`atomic_write`), and ``results.json`` is written last: its presence means the run finished.
+
+Work in progress lives in two subfolders: ``cells/`` (one result file per finished work cell,
+:mod:`~compnet_ext.experiments.cells`; kept by ``--resume``, deleted once the run is complete
+unless ``--keep-cells``) and, for runs under torchrun, ``logs/`` (one log per rank, and the
+ranks' status files, :mod:`~compnet_ext.experiments.distributed`).
 """
 import contextlib
 import fcntl
@@ -19,6 +24,10 @@ LOCK_NAME = ".compnet.lock"
 # look like one finished run.
 OUTPUT_NAMES = ("results.json", "results.csv", "best_fits.png", "loss_curves.png",
                 "sweep.csv", "sweep.png")
+CELLS_DIR = "cells"
+LOGS_DIR = "logs"
+# The ranks' status files (distributed.py): stale ones would read as this run's.
+STATUS_SUFFIXES = (".error", ".done", ".alive")
 
 
 class OutDirError(ValueError):
@@ -50,10 +59,12 @@ class OutDir:
     """``--out`` claimed for one run; a context manager that releases the lock on exit.
 
     Raises :class:`OutDirError` (naming ``--out``) when the path is empty, an existing file, not
-    writable, or locked by another run. ``removed`` lists the earlier run's files it deleted.
+    writable, or locked by another run. ``removed`` lists the earlier run's files it deleted;
+    with ``resume`` the finished cells in ``cells/`` (and the rank logs) are kept.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, resume=False):
+        self.resume = resume
         if not path.strip():
             raise OutDirError(f"--out must name a folder, got {path!r}")
         if os.path.exists(path) and not os.path.isdir(path):
@@ -107,7 +118,33 @@ class OutDir:
             # temporary files of a run that was killed mid-write
             for tmp in glob.glob(os.path.join(glob.escape(self.path), f".{name}.*.tmp")):
                 os.remove(tmp)
+        cells = self._clear_folder(CELLS_DIR, () if self.resume else ("*.cell",))
+        if cells:
+            removed.append(f"{cells} cell file(s) in {CELLS_DIR}/")
+        self._clear_folder(LOGS_DIR, [f"rank-*{s}" for s in STATUS_SUFFIXES]
+                           + ([] if self.resume else ["rank-*.log"]))
         return removed
+
+    def _clear_folder(self, sub, patterns):
+        """Delete ``patterns`` and temporary files in the subfolder ``sub`` (then the folder if
+        empty); the number of files matching ``patterns`` deleted."""
+        folder = os.path.join(self.path, sub)
+        if not os.path.isdir(folder):
+            return 0
+        n = 0
+        for pattern in patterns:
+            for path in glob.glob(os.path.join(glob.escape(folder), pattern)):
+                os.remove(path)
+                n += 1
+        for tmp in glob.glob(os.path.join(glob.escape(folder), ".*.tmp")):
+            os.remove(tmp)
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)  # only when empty
+        return n
+
+    def discard_cells(self):
+        """Delete ``cells/`` once the run is complete (its results are in the output files)."""
+        self._clear_folder(CELLS_DIR, ("*.cell",))
 
     def file(self, name):
         return os.path.join(self.path, name)

@@ -1,16 +1,21 @@
 """``compnet reproduce``: the paper's section 4.1 experiment (MATH.md section 6) into an output
 folder: results.csv, the exact piece counts after stage 1, plots, and results.json last; its
-Tables 1-2 with the paper's figures beside ours on stdout. ``compnet reproduce --nonconvex``
-(:func:`run_nonconvex`): the same experiment and files on the non-convex targets (sign 0, each
-on its own domain, MATH.md section 7)."""
+Tables 1-2 with the paper's figures beside ours on stdout. Trained as work cells (target x kind
+x seed block), split over the ranks under torchrun (:mod:`~compnet_ext.experiments.distributed`).
+``compnet reproduce --nonconvex`` (:func:`run_nonconvex`): the same experiment and files on the
+non-convex targets (sign 0, each on its own domain, MATH.md section 7), in one process."""
 import sys
 import time
+
+import torch
 
 from ..breakpoints import MAX_PIECES, CountLimitError, count_pieces
 from ..network import encode
 from ..nonconvex import PAIR_WIDTH
 from ..targets import get_target, select
 from . import engine, plots, report
+from .cells import BLOCK_SEEDS, Cell, blocks, plan, settings_hash
+from .distributed import Session, run_cells
 
 
 def stage1_pieces(res, depth):
@@ -43,19 +48,65 @@ def stage1_pieces(res, depth):
     return out, checks
 
 
-def run(targets, cfg, od, *, draw_plots=True, out=None):
+def train_cells(targets, cfg, session, *, block_seeds=BLOCK_SEEDS):
+    """Train every cell (target x kind x seed block at ``cfg.depth``) over the session's ranks;
+    rank 0 gets ``(x, {target: {kind: KindResult}})`` exactly as :func:`engine.run` gives it in
+    one process (stage-2 layers not kept), the other ranks None."""
+    seed_blocks = blocks(cfg.seeds, block_seeds)
+    rank_cfg = cfg.replace(device=session.world.device(cfg.device))
+
+    def compute(depth, block, kind, group):
+        _, res = engine.run(select([c.target for c in group]), rank_cfg, kinds=(kind,),
+                            seed_block=block, keep_curves=True, progress=False)
+        return [{"final": r.final, "curve": r.curve, "best": int(torch.argmin(r.final)),
+                 "best_fit": r.best_fit, "peaks": r.peaks, "scales": r.scales}
+                for r in (res[c.target][kind] for c in group)]
+
+    with engine.reuse_draws():
+        payloads = run_cells(session, plan(targets, cfg.kinds, [cfg.depth], cfg.seeds, block_seeds),
+                             compute, settings=settings_hash("reproduce", cfg), epochs=cfg.epochs,
+                             desc="compnet reproduce", progress=cfg.progress)
+    if payloads is None:
+        return None
+    res = {}
+    for t in targets:
+        for k in cfg.kinds:
+            got = [payloads[Cell(cfg.depth, a, b, k, t).key] for a, b in seed_blocks]
+            final = torch.cat([g["final"] for g in got])
+            # The best seed's fit: from the block holding the first minimum (argmin's choice).
+            best = int(torch.argmin(final))
+            i = max(i for i, (a, _) in enumerate(seed_blocks) if a <= best)
+            if got[i]["best"] != best - seed_blocks[i][0]:
+                raise RuntimeError(f"cell {t}/{k}: the block's best seed disagrees with the whole")
+            cat = lambda name: (None if got[0][name] is None
+                                else torch.cat([g[name] for g in got]))
+            res.setdefault(t, {})[k] = engine.KindResult(
+                final=final, curve=torch.cat([g["curve"] for g in got], dim=1),
+                best_fit=got[i]["best_fit"], peaks=cat("peaks"), scales=cat("scales"))
+    return torch.linspace(0, 1, cfg.points, dtype=cfg.dtype), res
+
+
+def run(targets, cfg, od, *, draw_plots=True, out=None, session=None, block_seeds=BLOCK_SEEDS,
+        keep_cells=False):
     """Train ``targets`` (names) as configured by ``cfg`` (a Config) into the claimed
     :class:`~compnet_ext.experiments.outdir.OutDir` ``od``; write the files; print.
 
     The training results (results.csv) are written as soon as training ends, before the piece
     counting and plotting that can hit a limit, take long or be interrupted; results.json is
-    written last and marks the run complete.
+    written last and marks the run complete; then ``cells/`` (every cell's result, which
+    ``--resume`` reuses) is deleted unless ``keep_cells``. ``session``: the ranks
+    (:class:`~.distributed.Session`; default: this process alone on ``od``); only rank 0 writes
+    the files.
     """
     t0 = time.perf_counter()
-    x, res = engine.run(select(targets), cfg)
+    trained = train_cells(targets, cfg, session or Session.local(od), block_seeds=block_seeds)
+    if trained is None:  # not rank 0: its cells are written
+        return 0
+    x, res = trained
     wall = time.perf_counter() - t0
     return _report(targets, cfg, od, {n: x for n in res}, res, wall,
-                   lambda skipped: _pieces(res, cfg.depth, skipped), {}, draw_plots, out)
+                   lambda skipped: _pieces(res, cfg.depth, skipped), {}, draw_plots, out,
+                   keep_cells=keep_cells)
 
 
 def run_nonconvex(targets, cfg, od, *, draw_plots=True, out=None):
@@ -87,9 +138,10 @@ def _pieces(res, depth, skipped):
 
 
 def _report(targets, cfg, od, xs, res, wall, count, extra, draw_plots, out, *,
-            title="Other targets", command="reproduce"):
+            title="Other targets", command="reproduce", keep_cells=False):
     """Write results.csv, (``count``'s) piece counts, plots and results.json; print the tables.
-    ``xs``: the points of each target; ``extra``: more of results.json's ``config``."""
+    ``xs``: the points of each target; ``extra``: more of results.json's ``config``; then
+    discard ``cells/`` unless ``keep_cells``."""
     out = out or sys.stdout
     results = report.summaries(res)
     report.write_csv(od.file("results.csv"), results)
@@ -112,6 +164,8 @@ def _report(targets, cfg, od, xs, res, wall, count, extra, draw_plots, out, *,
         "command": command, "wall_seconds": wall, "stage1_pieces": pieces,
         "checks": [{"claim": c, "holds": ok} for c, ok in checks],
         "skipped": skipped, "files": files})
+    if not keep_cells:
+        od.discard_cells()
     print(report.markdown_tables(results, cfg.seeds, other_title=title), file=out)
     for claim, ok in checks:
         print(f"- [{'x' if ok else ' '}] {claim}", file=out)

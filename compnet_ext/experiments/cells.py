@@ -1,0 +1,156 @@
+"""Work cells of a split experiment, how they are shared out, and their result files.
+
+A *cell* is one target x kind x depth x seed block (:class:`Cell`): the unit a rank trains, a
+file in ``OUT/cells/``, and what ``--resume`` reuses. Cells are made from the options alone
+(:func:`plan`), never from the number of processes, so every run of the same options has the same
+cells, and every seed's numbers depend only on its global index (a block trains rows of the whole
+draw, :attr:`~compnet_ext.experiments.config.Config.seed_block`): the gathered results are the
+same, bit for bit, whatever the number of ranks.
+
+Sizing: a block has at most ``block_seeds`` seeds (:data:`BLOCK_SEEDS` by default). That is large
+enough to fill a fused launch on a GPU, small enough that a crash loses little and that a big
+experiment has many more cells than ranks; cells of the same depth, kind and block are trained
+together in one batched launch series (:func:`groups`).
+
+Files: each cell's result is one file, written atomically, holding a JSON header line (the cell's
+key, the hash of the settings that decide its numbers, the payload's length and SHA-256) and the
+payload (``torch.save`` of a dict of tensors). :func:`read_cell` accepts a file only when all of
+these match, so a partial, corrupted or stale file is recomputed, never used.
+"""
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+
+import compnet_ext
+from .outdir import atomic_write
+
+BLOCK_SEEDS = 4096
+"""Default most seeds in one cell (``--block-seeds``)."""
+FORMAT = "compnet-cell 1"
+SUFFIX = ".cell"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One work unit: ``depth``, seed block ``start .. stop - 1``, ``kind``, ``target``."""
+    depth: int
+    start: int
+    stop: int
+    kind: str
+    target: str
+
+    @property
+    def key(self):
+        """The cell's name, also its file's: ``d005-s0000000-0000030-enforced-x3``."""
+        return f"d{self.depth:03d}-s{self.start:07d}-{self.stop:07d}-{self.kind}-{self.target}"
+
+    @property
+    def block(self):
+        return (self.start, self.stop)
+
+
+def blocks(seeds, block_seeds=BLOCK_SEEDS):
+    """``[(start, stop), ...]`` covering ``range(seeds)`` in near-equal blocks of at most
+    ``block_seeds``."""
+    n = -(-seeds // block_seeds)
+    edges = [seeds * i // n for i in range(n + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def plan(targets, kinds, depths, seeds, block_seeds=BLOCK_SEEDS):
+    """Every cell of an experiment, in (depth, block, kind, target) order."""
+    return [Cell(d, a, b, k, t) for d in depths for a, b in blocks(seeds, block_seeds)
+            for k in kinds for t in targets]
+
+
+def cost(cell, epochs):
+    """Rough relative training cost of a cell: seeds x layers x steps (every kind takes about
+    epochs[0] + epochs[1] steps of work proportional to the depth)."""
+    return (cell.stop - cell.start) * (cell.depth + 1) * max(1, sum(epochs))
+
+
+def share(cells, world_size, epochs):
+    """Contiguous runs of ``cells`` (in plan order), one per rank, of near-equal :func:`cost`.
+
+    Contiguous shares keep each rank's cells batchable (same depth and block side by side);
+    the cut points are where the running cost crosses each rank's equal part.
+    """
+    costs = [cost(c, epochs) for c in cells]
+    total, out, start, run = sum(costs), [], 0, 0
+    for r in range(world_size):
+        goal = total * (r + 1) / world_size
+        stop = start
+        while stop < len(cells) and (r == world_size - 1 or run + costs[stop] / 2 <= goal):
+            run += costs[stop]
+            stop += 1
+        out.append(cells[start:stop])
+        start = stop
+    return out
+
+
+def groups(cells):
+    """Consecutive cells of the same depth, block and kind: ``[(depth, (start, stop), kind,
+    [cells])]``, each trained as one batched run (all its targets in one launch series)."""
+    out = []
+    for c in cells:
+        if out and out[-1][:3] == (c.depth, c.block, c.kind):
+            out[-1][3].append(c)
+        else:
+            out.append((c.depth, c.block, c.kind, [c]))
+    return out
+
+
+def settings_hash(command, cfg, **extra):
+    """Hash of everything that decides a cell's numbers besides its key (not the number of
+    ranks, the device index or the CPU threads, which do not change them)."""
+    rec = {"command": command, "seeds": cfg.seeds, "points": cfg.points, "width": cfg.width,
+           "epochs": list(cfg.epochs), "lr_peaks": cfg.lr_peaks,
+           "lr_weights": sorted(cfg.lr_weights.items()), "seed": cfg.seed,
+           "peak_range": list(cfg.peak_range), "dtype": str(cfg.dtype),
+           "device": cfg.device.type, "fused": cfg.fused, "torch": torch.__version__,
+           "compnet_ext": compnet_ext.__version__, **extra}
+    return hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def cell_path(folder, cell):
+    return os.path.join(folder, cell.key + SUFFIX)
+
+
+def write_cell(folder, cell, settings, payload):
+    """Write ``payload`` (a dict of tensors, numbers, strings, None) as ``cell``'s file,
+    atomically."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    data = buf.getvalue()
+    header = {"format": FORMAT, "key": cell.key, "settings": settings, "bytes": len(data),
+              "sha256": hashlib.sha256(data).hexdigest()}
+    atomic_write(cell_path(folder, cell),
+                 lambda f: f.write(json.dumps(header).encode() + b"\n" + data), binary=True)
+
+
+def read_cell(folder, cell, settings):
+    """``(payload, None)`` from ``cell``'s file, or ``(None, why)`` when it is missing,
+    partial, corrupted or from other settings."""
+    try:
+        with open(cell_path(folder, cell), "rb") as f:
+            head, data = f.readline(), f.read()
+    except FileNotFoundError:
+        return None, "missing"
+    except OSError as e:
+        return None, f"unreadable ({e})"
+    try:
+        header = json.loads(head)
+        ok = header["format"] == FORMAT and header["key"] == cell.key
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        return None, "not a cell file (bad header)"
+    if header["settings"] != settings:
+        return None, "made with other settings"
+    if len(data) != header["bytes"] or hashlib.sha256(data).hexdigest() != header["sha256"]:
+        return None, "corrupted (length or checksum)"
+    return torch.load(io.BytesIO(data), weights_only=True), None
