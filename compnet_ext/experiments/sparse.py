@@ -144,7 +144,7 @@ def _points(name, x, dtype):
 
 def _starts(cfg):
     """The starting draws, in :func:`compnet_ext.train.run`'s order (seed s starts alike)."""
-    S, widths, dtype = cfg.seeds, mlp_widths(cfg.width, cfg.depth), cfg.dtype
+    S, widths, dtype = cfg.seeds, mlp_widths(cfg.network_width(), cfg.depth), cfg.dtype
     g = torch.Generator().manual_seed(cfg.seed)
     layers = {"default": default_layers(S, widths, g, dtype),
               "raai": raai_layers(S, widths, g, dtype)}
