@@ -140,16 +140,18 @@ def test_warps_per_seed_rule():
     assert harness.warps_per_seed(30, 500) == 16 and harness.warps_per_seed(120, 500) == 16
 
 
-# (S, D, N): a seed on several warps (W = 1..16, uneven tiles per warp: N = 500 gives 16 warps,
-# the last with 20 points; N = 1000 gives 2 tiles per warp); D across the register chunk (32
-# float, 16 double: one chunk, several chunks with the carry of gy and lambda between them).
-SPLIT_SHAPES = [(1, 5, 33), (2, 17, 500), (3, 33, 1000), (1, 70, 1000), (2, 1, 100)]
+# (S, D, N, dtype, free): a seed on several warps (W = 2..16, uneven tiles per warp: N = 500
+# gives 16 warps, the last with 20 points; N = 1000 gives 2 tiles per warp); D across the
+# register chunk (32 float, 16 double: one chunk, several chunks with the carry of gy and lambda
+# between them).
+F32, F64 = torch.float32, torch.float64
+SPLIT_SHAPES = [(1, 5, 33, F32, False), (2, 17, 500, F64, True), (3, 33, 1000, F32, True),
+                (1, 70, 1000, F64, False), (2, 1, 100, F32, True), (3, 33, 500, F64, False),
+                (2, 32, 64, F32, False)]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("S,D,N", SPLIT_SHAPES)
-@pytest.mark.parametrize("free", [False, True])
-def test_split_seeds(dtype, S, D, N, free):
+@pytest.mark.parametrize("S,D,N,dtype,free", SPLIT_SHAPES)
+def test_split_seeds(S, D, N, dtype, free):
     assert harness.warps_per_seed(S, N) > 1
     test_loss_and_grad(dtype, S, D, N, free)
     x, peaks, scales = _problem(S, D, N, dtype, free, shared_x=False)
@@ -160,17 +162,19 @@ def test_split_seeds(dtype, S, D, N, free):
     assert all(u is None or torch.equal(u, v) for u, v in zip(a, b)), "order-dependent"
 
 
-@pytest.mark.parametrize("S,N,W", [(2111, 40, 2), (2112, 40, 1)])
-def test_the_boundary_of_the_regimes(S, N, W):
-    # the last S with two warps per seed and the first with one (four seeds per block)
-    assert harness.warps_per_seed(S, N) == W
-    x, peaks, scales = _problem(S, 2, N, torch.float32, True, shared_x=False)
+def test_one_warp_per_seed_from_the_boundary_on():
+    # the first S with one warp per seed for N > 32 (four seeds per block); the last S with two
+    # is 2111 (test_warps_per_seed_rule; running it here would cost 15 s of fibers, and the
+    # two-warp path is the one test_split_seeds runs)
+    S, N = 2112, 33
+    assert harness.warps_per_seed(S, N) == 1 and harness.warps_per_seed(S - 1, N) == 2
+    x, peaks, scales = _problem(S, 1, N, torch.float32, True, shared_x=True)
     target = x**3
     got = harness.backward(x, peaks, scales, 1, target, loss_mode=True)
     loss, gp, gs = ops.loss_and_grad(x, target, peaks, scales, 1, True)
     y = ops.forward(x, peaks, scales, 1, True)
     tp, ts = _grad_tol(x, peaks, scales, 1, 2 * (y - target) / N)
-    _assert_close(got[2][:, :2], gp[:, :2], tp[:, :2], "g_peaks")
+    _assert_close(got[2][:, :1], gp[:, :1], tp[:, :1], "g_peaks")
     _assert_close(got[3], gs, ts, "g_scales")
 
 
@@ -216,7 +220,7 @@ def test_train_peaks(plan, free):
     x, peaks, _ = _problem(S, D, N, dtype, False, shared_x=True)
     scales = compnet_ext.smooth_scales(peaks, -1) * 1.2 if free else None
     target = x**3
-    bounds, epochs, lr = (1e-4, 1 - 1e-4), 2 if D < 1000 else 1, 0.02
+    bounds, epochs, lr = (1e-4, 1 - 1e-4), 2 if D < 600 else 1, 0.02
     *got, got_plan = harness.train_peaks(x, target, peaks, scales, -1, epochs=epochs, lr=lr,
                                          betas=(0.9, 0.999), eps=1e-8, peak_bounds=bounds,
                                          record_every=2)
