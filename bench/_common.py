@@ -16,17 +16,34 @@ def device_label(device):
     return platform.processor() or platform.machine()
 
 
-def save_json(prefix, device, meta, rows):
-    """Writes ``{"meta", "rows"}`` to bench/results/<prefix>-<cpu|cuda>-<date>.json; returns the path."""
-    path = os.path.join(RESULTS, f"{prefix}-{'cuda' if device == 'cuda' else 'cpu'}-"
-                                 f"{datetime.date.today().isoformat()}.json")
+def file_label(device):
+    """The device as it goes into a result file's name: the GPU's name, or the CPU's."""
+    if device == "cuda":
+        return torch.cuda.get_device_name().replace(" ", "-")
+    return f"cpu-{os.cpu_count()}core-{platform.machine()}"
+
+
+def save_json(prefix, device, meta, rows, out=None):
+    """Writes ``{"meta", "rows"}`` to <out or bench/results>/<prefix>-<device name>-<date>.json;
+    returns the path."""
+    out = out or RESULTS
+    path = os.path.join(out, f"{prefix}-{file_label(device)}-"
+                             f"{datetime.date.today().isoformat()}.json")
     meta = {"device": device_label(device), "threads": torch.get_num_threads(),
             "torch": torch.__version__, **meta}
-    os.makedirs(RESULTS, exist_ok=True)
+    os.makedirs(out, exist_ok=True)
     with open(path, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     print(f"wrote {path}")
     return path
+
+
+def report_target(what, measured, target, better="lower"):
+    """Prints an issue's target beside the measured figure; returns the record for the JSON."""
+    met = measured <= target if better == "lower" else measured >= target
+    print(f"target: {what}: {'met' if met else 'MISSED'} (measured {measured:.4g}, "
+          f"target {'<=' if better == 'lower' else '>='} {target:g})")
+    return {"what": what, "measured": measured, "target": target, "met": met}
 
 
 def add_device_args(ap):
@@ -34,6 +51,7 @@ def add_device_args(ap):
     ap.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--out", default=RESULTS, help="folder of the JSON results")
 
 
 def devices(choice):

@@ -90,7 +90,8 @@ def main(argv=None):
         if not args.quick:  # a smoke test does not replace the recorded results
             save_json("mlp", device, {"widths": widths, "N": N, "dtype": args.dtype,
                                       "repeats": repeats,
-                                      "what": "forward+backward of the per-seed MSE"}, rows)
+                                      "what": "forward+backward of the per-seed MSE"}, rows,
+                      args.out)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import torch
 import compnet_ext
 from compnet_ext import reference
 
+from _common import report_target  # noqa: E402 (bench/ is on sys.path when run as a script)
+
 OPS = ("forward", "forward+backward", "loss_and_grad", "stage1/epoch")
 
 
@@ -227,7 +229,13 @@ def main(argv=None):
             rows += run(argparse.Namespace(**{**vars(args), "device": "cuda", "S": [4096]}))
     else:
         rows = run(args)
+    targets = [report_target("issue 10: fused forward+backward vs eager at S=4096, D=16, N=512",
+                             r["speedup_vs_eager"], 100.0, better="higher")
+               for r in rows if r["device"] == "cuda" and (r["S"], r["D"], r["N"], r["op"]) ==
+               (4096, 16, 512, "forward+backward") and r["dtype"] == "float32"
+               and "speedup_vs_eager" in r]
     meta = dict(
+        targets=targets,
         date=datetime.datetime.now().isoformat(timespec="seconds"),
         command="python " + " ".join([os.path.relpath(__file__)] + (argv or sys.argv[1:])),
         torch=torch.__version__, threads=torch.get_num_threads(),

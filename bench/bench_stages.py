@@ -22,7 +22,7 @@ import torch
 
 from compnet_ext.nn import BatchedMLP, train_mlp
 
-from _common import add_device_args, devices, save_json  # noqa: E402 (bench/ is on sys.path when run as a script)
+from _common import add_device_args, devices, report_target, save_json  # noqa: E402 (bench/ is on sys.path when run as a script)
 
 
 def _time_interleaved(fns, repeats, sync):
@@ -103,11 +103,16 @@ def main_stage1(args):
         print(f"[{device}] stage 1 fused, S={S} D={D} N={N} epochs={epochs} {args.dtype}: "
               f"{t:.3f} s ({t / epochs * 1e3:.3f} ms/epoch, {rate:.3g} point-layer-epochs/s)",
               flush=True)
+        targets = []
+        if device == "cuda" and (S, D, N, epochs, args.dtype) == (100_000, 32, 500, 1000, "float32"):
+            targets.append(report_target("issue 10: stage 1, 1e5 seeds x D=32 x 1000 epochs, s",
+                                         t, 10.0))
         if not args.quick:
             save_json("stage1", device, {"S": S, "D": D, "N": N, "epochs": epochs,
                                          "dtype": args.dtype, "repeats": repeats,
+                                         "targets": targets,
                                          "what": "fused train_peaks, whole run: seconds"},
-                      [{"seconds": t, "point_layer_epochs_per_s": rate}])
+                      [{"seconds": t, "point_layer_epochs_per_s": rate}], args.out)
 
 
 def main(argv=None):
@@ -142,7 +147,7 @@ def main(argv=None):
                                          "epochs": epochs, "repeats": repeats,
                                          "load_average": os.getloadavg(),
                                          "what": "stage 2 (BatchedMLP, Adam on all weights): "
-                                                 "seconds per epoch"}, rows)
+                                                 "seconds per epoch"}, rows, args.out)
 
 
 if __name__ == "__main__":

@@ -19,22 +19,20 @@ inline void check_launch(const char* op, const char* err) {
   TORCH_CHECK(err == nullptr, op, ": CUDA kernel launch failed: ", err);
 }
 
-// A fused training kernel's workspace on the current device: the plan, and the spilled
-// workspace [S, values] in global memory (empty unless the plan spills). `values` per seed, of
-// the dtype of `like`.
-struct TrainWorkspace {
-  cuda::TrainPlan plan;
-  at::Tensor spill;
-};
-
-inline TrainWorkspace train_workspace(int64_t S, int64_t values, const at::Tensor& like) {
+// The opt-in dynamic shared memory per block of the current device.
+inline size_t optin_shared_bytes() {
   int device = 0, optin = 0;
   C10_CUDA_CHECK(cudaGetDevice(&device));
   C10_CUDA_CHECK(
       cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const cuda::TrainPlan plan =
-      cuda::train_plan(size_t(values) * like.element_size(), size_t(optin));
-  return {plan, at::empty({plan.spill ? S * values : 0}, like.options())};
+  return size_t(optin);
+}
+
+// A fused training kernel's spilled workspace [S, values] in global memory, of the dtype of
+// `like` (empty unless the plan spills).
+inline at::Tensor spill_workspace(const cuda::TrainPlan& plan, int64_t S, int64_t values,
+                                  const at::Tensor& like) {
+  return at::empty({plan.spill ? S * values : 0}, like.options());
 }
 
 }  // namespace cn

@@ -71,7 +71,7 @@ struct TileAcc {
   T* gs;  // [D][L]
   T* gx;  // this tile's dy/dx outputs, or nullptr
   int valid;
-  void layer(int i, const T (&va)[L], const T (&vs)[L]) {
+  void layer(int i, int, const T (&va)[L], const T (&vs)[L]) {
     add_lanes<T, L>(ga + i * L, va);
     add_lanes<T, L>(gs + i * L, vs);
   }
@@ -111,7 +111,7 @@ void block_sums(const SeedRows<T>& r, int64_t N, int D, int sign, int64_t b0, in
       return LOSS ? mse_grad(y, r.head[n0 + l], inv_n, lane_loss[l]) : r.head[n0 + l];
     };
     TileAcc<T, L> acc{lane_ga, lane_gs, r.gx ? r.gx + n0 : nullptr, valid};
-    backward_lanes<T, L, kChunk>(xt, r.a, r.s, D, sign, head, acc);
+    backward_lanes<T, L, kChunk>(xt, PeakLayers<T>{r.a}, r.s, D, sign, head, acc);
   }
   for (int i = 0; i < D; ++i) {
     out[i] = sum_lanes<T, L>(lane_ga + i * L);

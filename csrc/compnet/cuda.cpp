@@ -26,8 +26,9 @@ struct Cuda {
   }
   static void backward(const char* op, const Problem& p, const at::Tensor& loss,
                        const at::Tensor& gx, const at::Tensor& gp, const at::Tensor& gs) {
-    // smooth scales and their gradient, per seed
-    const at::Tensor scratch = at::empty({p.smooth() ? p.S : 0, 2 * p.D}, p.peaks.options());
+    // smooth scales and their gradient, the Tri table, the chunks' carry, per seed
+    const at::Tensor scratch = at::empty(
+        {p.S, cuda::backward_scratch_values(p.D, p.N, p.peaks.element_size())}, p.peaks.options());
     AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_backward_cuda", [&] {
       using T = scalar_t;
       check_launch(op, cuda::backward<T>(dims(p), p.x.data_ptr<T>(), p.peaks.data_ptr<T>(),
@@ -40,14 +41,19 @@ struct Cuda {
   static void train(const char* op, const Problem& p, const AdamConfig& cfg,
                     const at::Tensor& peaks, const at::Tensor& scales, const at::Tensor& loss,
                     const at::Tensor& curve, const at::Tensor& state) {
-    const TrainWorkspace ws = train_workspace(p.S, cuda::train_workspace_values(p.D), p.peaks);
+    const cuda::TrainPlan plan =
+        cuda::train_peaks_plan(dims(p), p.peaks.element_size(), optin_shared_bytes());
+    const at::Tensor spill = spill_workspace(plan, p.S, cuda::train_workspace_values(p.D), p.peaks);
+    const at::Tensor carry = at::empty(
+        {p.S, cuda::carry_values(p.D, p.N, p.peaks.element_size())}, p.peaks.options());
     AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_train_peaks_cuda", [&] {
       using T = scalar_t;
-      check_launch(op, cuda::train<T>(dims(p), cfg, ws.plan, p.x.data_ptr<T>(),
+      check_launch(op, cuda::train<T>(dims(p), cfg, plan, p.x.data_ptr<T>(),
                                       p.head.data_ptr<T>(), peaks.data_ptr<T>(),
                                       ptr_or_null<T>(scales), loss.data_ptr<T>(),
                                       ptr_or_null<T>(curve), curve.size(1), state.data_ptr<T>(),
-                                      ptr_or_null<T>(ws.spill), current_stream()));
+                                      ptr_or_null<T>(spill), ptr_or_null<T>(carry),
+                                      current_stream()));
     });
   }
 };

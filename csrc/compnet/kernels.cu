@@ -1,8 +1,11 @@
 // CUDA kernels of the compositional network's ops, on the sweeps of compnet/math.h: only
-// indexing and the warp reductions live here. One point per thread; the backward and the fused
-// stage 1 give each seed a warp, whose gradients are reduced with the order-fixed warp_sum and
-// added by lane 0 (no atomics: bitwise deterministic). Includes nothing from torch, so that nvcc
-// compiles it without a CUDA build of torch.
+// indexing and the reductions live here. The forward runs one point per thread. The backward and
+// the fused stage 1 give each seed W = warps_per_seed(S, N) warps (common/launch_config.h); warp
+// w takes the seed's tiles of 32 points w, w + W, ...; each lane sums its points' gradient terms
+// in registers, and each chunk of layers is reduced once per seed, in a fixed order (a
+// transposing warp butterfly, then the warps' rows in warp order: seed_sum). No atomics: bitwise
+// deterministic, and the same bits on every GPU (W does not depend on the device). Includes
+// nothing from torch, so that nvcc compiles it without a CUDA build of torch.
 #include <cuda_runtime.h>
 
 #include "../common/adam.h"
@@ -20,7 +23,7 @@ constexpr int kForwardThreads = 256;
 
 // Layers kept in registers per chunk of the reverse sweep.
 template <typename T>
-constexpr int kChunk = sizeof(T) == 4 ? 32 : 16;
+constexpr int kChunk = chunk_layers(sizeof(T));
 
 template <typename T>
 __global__ void forward_kernel(Dims d, const T* __restrict__ x, const T* __restrict__ a,
@@ -34,77 +37,116 @@ __global__ void forward_kernel(Dims d, const T* __restrict__ x, const T* __restr
   y[k] = yt[0];
 }
 
+// Threads per block at most (one seed of kMaxWarpsPerSeed warps): the kernels that sum over a
+// seed's points are compiled for it, so that such a block fits the register file.
+constexpr int kMaxThreads = kWarp * kMaxWarpsPerSeed;
+
+// A lane's sums of the chunk's layers over its points: registers, since backward_chunk's
+// unrolled loops index them with compile-time j.
 template <typename T>
-struct WarpAcc {
-  T* ga;  // this seed's wave-gradient row [D] (nullptr: not needed)
-  T* gs;  // this seed's scale-gradient row [D] (nullptr: not needed)
-  T* gx;  // this point's dy/dx slot (nullptr: not needed or inactive lane)
-  bool lead;
-  __device__ void layer(int i, const T (&va)[1], const T (&vs)[1]) {
-    if (ga) {
-      const T v = warp_sum(va[0]);
-      if (lead) ga[i] += v;
-    }
-    if (gs) {
-      const T v = warp_sum(vs[0]);
-      if (lead) gs[i] += v;
-    }
+struct LaneAcc {
+  static constexpr int C = kChunk<T>;
+  T v[2 * C];  // [ga of the chunk's layers | gs]
+  T* gx;       // this point's dy/dx slot (nullptr: not needed or inactive lane)
+  __device__ void layer(int, int j, const T (&va)[1], const T (&vs)[1]) {
+    v[j] += va[0];
+    v[C + j] += vs[0];
   }
   __device__ void input(const T (&g)[1]) {
     if (gx) *gx = g[0];
   }
 };
 
-// One warp, one seed: forward + reverse sweep over all N points, gradients summed in a fixed
-// order into ga/gs (zeroed here; either may be nullptr). With `loss_mode`, `head` is the target
-// and the sum of squared errors is returned (to every lane); otherwise `head` is grad_y.
+// One seed on the block's W warps: forward + reverse sweep over its N points, chunk by chunk from
+// the top (backward_chunk; between chunks each point's gy and lambda wait in `carry` [2, N]), one
+// fixed-order reduction per chunk into ga/gs (written, not added; either may be nullptr). With
+// `loss_mode`, `head_row` is the target and the sum of squared errors is returned to the seed's
+// thread 0 (others get 0); otherwise `head_row` is grad_y. `tri` is the seed's Tri table, `part`
+// its reduction area. Every thread of the seed calls it; it ends with them met.
 template <typename T>
-__device__ T warp_seed_pass(const Dims& d, const T* xrow, const T* head_row, bool loss_mode,
-                            const T* a, const T* s, T* ga, T* gs, T* gx_row) {
-  const int lane = threadIdx.x;
-  const bool lead = lane == 0;
-  if (lead) {
-    for (int i = 0; ga && i < d.D; ++i) ga[i] = T(0);
-    for (int i = 0; gs && i < d.D; ++i) gs[i] = T(0);
-  }
-  __syncwarp();
+__device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* head_row, bool loss_mode,
+                       const Tri<T>* tri, const T* s, T* ga, T* gs, T* gx_row, T* carry,
+                       T* part) {
+  constexpr int C = kChunk<T>;
+  const int lane = threadIdx.x, w = threadIdx.y, W = blockDim.y, D = d.D;
+  const int chunks = backward_chunks(D, C);
   const T inv_n = T(1) / T(d.N);
-  T lane_loss = T(0);
-  for (int64_t n0 = 0; n0 < d.N; n0 += kWarp) {  // uniform trip count: lanes stay in step
-    const int64_t n = n0 + lane;
-    const bool active = n < d.N;
-    const T xt[1] = {active ? xrow[n] : T(0)};
-    auto head = [&](int, T y) -> T {
-      if (!active) return T(0);
-      return loss_mode ? mse_grad(y, head_row[n], inv_n, lane_loss) : head_row[n];
-    };
-    WarpAcc<T> acc{ga, gs, (gx_row && active) ? gx_row + n : nullptr, lead};
-    backward_lanes<T, 1, kChunk<T>>(xt, a, s, d.D, d.sign, head, acc);
+  T sse = T(0);
+  for (int c = chunks - 1; c >= 0; --c) {
+    const bool top = c == chunks - 1;
+    LaneAcc<T> acc;
+#pragma unroll
+    for (int k = 0; k < 2 * C; ++k) acc.v[k] = T(0);
+    T lane_loss = T(0);
+    for (int64_t n = int64_t(w) * kWarp + lane; n - lane < d.N; n += int64_t(W) * kWarp) {
+      const bool active = n < d.N;
+      const T xt[1] = {active ? xrow[n] : T(0)};
+      auto head = [&](int, T y) -> T {
+        if (!active) return T(0);
+        return loss_mode ? mse_grad(y, head_row[n], inv_n, lane_loss) : head_row[n];
+      };
+      T gy[1] = {T(0)}, lam[1] = {T(0)};
+      if (!top && active) {
+        gy[0] = carry[n];
+        lam[0] = carry[d.N + n];
+      }
+      acc.gx = (gx_row && active) ? gx_row + n : nullptr;
+      backward_chunk<T, 1, C>(xt, TriTable<T>{tri}, s, D, d.sign, c, head, acc, gy, lam);
+      if (c > 0 && active) {
+        carry[n] = gy[0];
+        carry[d.N + n] = lam[0];
+      }
+    }
+    const int c0 = c * C, jn = D - c0 < C ? D - c0 : C;
+    const T total = seed_sum(
+        part, 2 * C, top ? warp_sum(lane_loss) : T(0),
+        [&](T* row) {
+          static_assert(2 * C == kWarp || 2 * C == 2 * kWarp, "one or two groups of 32 sums");
+          row[lane] = warp_transpose_sum<0>(acc.v);
+          if constexpr (2 * C > kWarp) row[kWarp + lane] = warp_transpose_sum<kWarp>(acc.v);
+        },
+        [&](int t, T sum) {
+          const int j = t < C ? t : t - C;
+          T* dst = t < C ? ga : gs;
+          if (j < jn && dst) dst[c0 + j] = sum;
+        });
+    if (top) sse = total;
   }
-  const T total = warp_sum(lane_loss);
-  __syncwarp();
-  return total;
+  return sse;
+}
+
+// The seed's Tri table from its peaks, the threads sharing the layers.
+template <typename T>
+__device__ void fill_tri_table(const T* a, int D, Tri<T>* tri) {
+  for (int i = seed_thread(); i < D; i += blockDim.y * kWarp) tri[i] = Tri<T>(a[i]);
 }
 
 template <typename T>
-__global__ void backward_kernel(Dims d, const T* __restrict__ x, const T* __restrict__ a_all,
-                                const T* __restrict__ s_all, const T* __restrict__ head_in,
-                                T* loss, T* gx, T* g_peaks, T* g_scales, T* scratch) {
-  const int64_t seed = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
-  if (seed >= d.S) return;  // whole warp exits together
-  const int D = d.D;
-  const bool lead = threadIdx.x == 0, smooth = s_all == nullptr;
+__global__ void __launch_bounds__(kMaxThreads)
+    backward_kernel(Dims d, const T* __restrict__ x, const T* __restrict__ a_all,
+                    const T* __restrict__ s_all, const T* __restrict__ head_in, T* loss, T* gx,
+                    T* g_peaks, T* g_scales, T* scratch) {
+  const int64_t seed = static_cast<int64_t>(blockIdx.x) * blockDim.z + threadIdx.z;
+  // The seed's threads exit together; a block holds seeds past S only when seeds have one warp,
+  // and those meet only at __syncwarp.
+  if (seed >= d.S) return;
+  const int D = d.D, W = blockDim.y;
+  const bool lead = seed_thread() == 0, smooth = s_all == nullptr;
   const T* a = a_all + seed * (D + 1);
+  T* row = scratch + seed * backward_scratch_values(D, d.N, sizeof(T));
   T* gp = g_peaks ? g_peaks + seed * (D + 1) : nullptr;
   // Scale gradients are needed for g_scales, or for the peaks through the smooth recurrence.
-  T* gs = smooth ? (gp ? scratch + seed * 2 * D + D : nullptr)
-                 : (g_scales ? g_scales + seed * D : nullptr);
-  const T* s = smooth ? scratch + seed * 2 * D : s_all + seed * D;
-  if (lead && smooth) smooth_scales_row(a, D, d.sign, scratch + seed * 2 * D);
-  __syncwarp();
-  const T sse = warp_seed_pass(d, x + (d.x_shared ? 0 : seed * d.N),
-                               head_in + (d.head_shared ? 0 : seed * d.N), loss != nullptr, a, s,
-                               gp, gs, gx ? gx + seed * d.N : nullptr);
+  T* gs = smooth ? (gp ? row + D : nullptr) : (g_scales ? g_scales + seed * D : nullptr);
+  const T* s = smooth ? row : s_all + seed * D;
+  Tri<T>* tri = reinterpret_cast<Tri<T>*>(row + 2 * D);
+  T* carry = row + 2 * D + tri_table_values(D);
+  if (lead && smooth) smooth_scales_row(a, D, d.sign, row);
+  fill_tri_table(a, D, tri);
+  seed_sync(W);
+  const T sse = seed_pass(d, x + (d.x_shared ? 0 : seed * d.N),
+                          head_in + (d.head_shared ? 0 : seed * d.N), loss != nullptr, tri, s, gp,
+                          gs, gx ? gx + seed * d.N : nullptr, carry,
+                          seed_reduction_area<T>(true, 0, reduction_values(sizeof(T))));
   if (lead) {
     if (loss) loss[seed] = mse_mean_by_reciprocal(sse, d.N);
     if (gp) {
@@ -114,52 +156,60 @@ __global__ void backward_kernel(Dims d, const T* __restrict__ x, const T* __rest
   }
 }
 
-// Stage 1 fused: one warp per seed runs all epochs with its peaks, scales and their gradients in
-// its workspace (train_workspace_values, placed by the TrainPlan). The Adam moments stay in
-// `state` [S, 2, P] (row [peaks (D + 1) | free scales (D)]); Adam is element-wise, so the lanes
-// share the row.
+// Stage 1 fused: each seed's W warps run all epochs with its peaks, scales, their gradients and
+// the Tri table in its workspace (train_workspace_values, placed by the TrainPlan). The Adam
+// moments stay in `state` [S, 2, P] (row [peaks (D + 1) | free scales (D)]); Adam is
+// element-wise, so the seed's threads share the row (thread t updates t, t + 32 W, ...).
 template <typename T>
-__global__ void train_kernel(Dims d, AdamConfig cfg, const T* __restrict__ x,
-                             const T* __restrict__ target, T* peaks, T* scales, T* loss,
-                             T* curve, int64_t records, T* state, T* spill) {
-  const int64_t seed = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
-  if (seed >= d.S) return;  // whole warp exits together
-  const int D = d.D, lane = threadIdx.x;
-  const bool lead = lane == 0, smooth = scales == nullptr;
-  T* a = warp_workspace(spill, seed, train_workspace_values(D));
+__global__ void __launch_bounds__(kMaxThreads)
+    train_kernel(Dims d, AdamConfig cfg, const T* __restrict__ x, const T* __restrict__ target,
+                 T* peaks, T* scales, T* loss, T* curve, int64_t records, T* state, T* spill,
+                 T* carry_all) {
+  const int64_t seed = static_cast<int64_t>(blockIdx.x) * blockDim.z + threadIdx.z;
+  if (seed >= d.S) return;  // as in backward_kernel
+  const int D = d.D, W = blockDim.y, t = seed_thread(), nt = W * kWarp;
+  const bool lead = t == 0, smooth = scales == nullptr;
+  const int64_t ws = train_workspace_values(D);
+  T* a = seed_workspace(spill, seed, ws);
   T* ga = a + D + 1;
   T* s = ga + D + 1;
   T* gs = s + D;
+  Tri<T>* tri = reinterpret_cast<Tri<T>*>(gs + D);
+  T* part = seed_reduction_area<T>(spill != nullptr, ws, reduction_values(sizeof(T)));
+  T* carry = carry_all ? carry_all + seed * carry_values(D, d.N, sizeof(T)) : nullptr;
   const int64_t P = D + 1 + (smooth ? 0 : D);
   T* m = state + seed * 2 * P;
   T* v = m + P;
   T* pk_row = peaks + seed * (D + 1);
   T* sc_row = smooth ? nullptr : scales + seed * D;
-  warp_copy(a, pk_row, D + 1);
-  if (!smooth) warp_copy(s, sc_row, D);
+  seed_copy(a, pk_row, D + 1);
+  if (!smooth) seed_copy(s, sc_row, D);
   const T* xrow = x + (d.x_shared ? 0 : seed * d.N);
   const T* trow = target + (d.head_shared ? 0 : seed * d.N);
   const T lo = T(cfg.peak_min), hi = T(cfg.peak_max), inf = T(INFINITY);
   auto pass = [&] {
-    __syncwarp();  // the parameters are complete
+    seed_sync(W);  // the parameters are complete
     if (lead && smooth) smooth_scales_row(a, D, d.sign, s);
-    __syncwarp();
-    const T sse = warp_seed_pass(d, xrow, trow, true, a, s, ga, gs, static_cast<T*>(nullptr));
+    fill_tri_table(a, D, tri);
+    seed_sync(W);
+    const T sse = seed_pass(d, xrow, trow, true, tri, s, ga, gs, static_cast<T*>(nullptr), carry,
+                            part);
     if (lead) {
       ga[D] = T(0);
       if (smooth) smooth_scales_backward_row(a, s, D, d.sign, gs, ga);
     }
-    __syncwarp();  // the gradient is complete
-    return mse_mean_by_reciprocal(sse, d.N);
+    seed_sync(W);  // the gradient is complete
+    return mse_mean_by_reciprocal(sse, d.N);  // the loss on the lead thread (which records it)
   };
   auto step = [&](const AdamStep<T>& adam) {
-    adam.apply(a, ga, m, v, D + 1, lo, hi, lane, kWarp);
-    if (!smooth) adam.apply(s, gs, m + D + 1, v + D + 1, D, -inf, inf, lane, kWarp);
+    adam.apply(a, ga, m, v, D + 1, lo, hi, t, nt);
+    if (!smooth) adam.apply(s, gs, m + D + 1, v + D + 1, D, -inf, inf, t, nt);
   };
   const T l = train_epochs<T>(cfg, lead ? curve + seed * records : nullptr, pass, step);
   if (lead) loss[seed] = l;
-  warp_copy(pk_row, a, D + 1);
-  if (!smooth) warp_copy(sc_row, s, D);
+  // each thread copies back the entries its Adam steps wrote
+  seed_copy(pk_row, a, D + 1);
+  if (!smooth) seed_copy(sc_row, s, D);
 }
 
 }  // namespace
@@ -176,19 +226,24 @@ template <typename T>
 const char* backward(const Dims& d, const T* x, const T* peaks, const T* scales, const T* head,
                      T* loss, T* gx, T* g_peaks, T* g_scales, T* scratch, void* stream) {
   if (d.S == 0 || d.N == 0) return nullptr;
-  return launch(backward_kernel<T>, ceil_div(d.S, kWarpsPerBlock), dim3(kWarp, kWarpsPerBlock),
-                0, stream, d, x, peaks, scales, head, loss, gx, g_peaks, g_scales, scratch);
+  const int W = warps_per_seed(d.S, d.N), G = seeds_per_block(W);
+  const size_t smem = size_t(G) * W * reduction_values(sizeof(T)) * sizeof(T);
+  return launch(backward_kernel<T>, ceil_div(d.S, G), dim3(kWarp, W, G), smem, stream, d, x,
+                peaks, scales, head, loss, gx, g_peaks, g_scales, scratch);
 }
 
 template <typename T>
 const char* train(const Dims& d, const AdamConfig& cfg, const TrainPlan& plan, const T* x,
                   const T* target, T* peaks, T* scales, T* loss, T* curve, int64_t records,
-                  T* state, T* spill, void* stream) {
+                  T* state, T* spill, T* carry, void* stream) {
   if (d.S == 0) return nullptr;  // with N = 0 the steps still run (carried Adam moments)
   if (const char* err = check_spill(plan, spill)) return err;
-  return launch(train_kernel<T>, ceil_div(d.S, plan.warps), dim3(kWarp, plan.warps),
+  if (plan.warps != warps_per_seed(d.S, d.N)) return "the plan's warps per seed do not match";
+  if ((carry != nullptr) != (carry_values(d.D, d.N, sizeof(T)) > 0))
+    return "the carry buffer does not match the depth";
+  return launch(train_kernel<T>, ceil_div(d.S, plan.seeds), dim3(kWarp, plan.warps, plan.seeds),
                 plan.smem_bytes, stream, d, cfg, x, target, peaks, scales, loss, curve, records,
-                state, spill);
+                state, spill, carry);
 }
 
 #define CN_INSTANTIATE(T)                                                                       \
@@ -196,7 +251,7 @@ const char* train(const Dims& d, const AdamConfig& cfg, const TrainPlan& plan, c
   template const char* backward<T>(const Dims&, const T*, const T*, const T*, const T*, T*, T*, \
                                    T*, T*, T*, void*);                                          \
   template const char* train<T>(const Dims&, const AdamConfig&, const TrainPlan&, const T*,     \
-                                const T*, T*, T*, T*, T*, int64_t, T*, T*, void*);
+                                const T*, T*, T*, T*, T*, int64_t, T*, T*, T*, void*);
 CN_INSTANTIATE(float)
 CN_INSTANTIATE(double)
 

@@ -4,6 +4,7 @@
 // cudaStream_t.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "../common/adam.h"
@@ -20,31 +21,63 @@ struct Dims {
   bool head_shared;  // the target or grad_y is [N]
 };
 
+// Layers per register chunk of the reverse sweep (compnet/math.h: backward_chunk), by the size
+// of the element type: 32 floats or 16 doubles (32 registers either way).
+CN_HD constexpr int chunk_layers(size_t elem) { return elem == 4 ? 32 : 16; }
+
+// Per-point values a seed carries between chunks (gy and lambda of N points), when there is
+// more than one chunk.
+CN_HD int64_t carry_values(int D, int64_t N, size_t elem) {
+  return D > chunk_layers(elem) ? 2 * N : 0;
+}
+
+// Values per warp in a seed's block reduction area: the chunk's two gradient rows and the loss.
+CN_HD int64_t reduction_values(size_t elem) { return 2 * int64_t(chunk_layers(elem)) + 1; }
+
+// Values of a seed's table of its layers' Tri (peak, 1 - peak, their reciprocals and squares).
+CN_HD int64_t tri_table_values(int D) { return 6 * int64_t(D); }
+
 template <typename T>
 const char* forward(const Dims& d, const T* x, const T* peaks, const T* scales, T* y,
                     void* stream);
 
-// One launch: forward + reverse sweep + per-seed reduction (+ smooth-scale chain rule).
+// Values per seed of the backward's `scratch`: smooth scales and their gradient (D each), the
+// Tri table, the chunks' carry.
+CN_HD int64_t backward_scratch_values(int D, int64_t N, size_t elem) {
+  return 2 * int64_t(D) + tri_table_values(D) + carry_values(D, N, elem);
+}
+
+// One launch: forward + reverse sweep + per-seed reduction (+ smooth-scale chain rule), each
+// seed on warps_per_seed(S, N) warps.
 // loss == nullptr: `head` is grad_y [S, N] and gradients of sum(grad_y * y) are produced.
 // loss != nullptr: `head` is the target; loss [S] gets the MSE, gradients are of loss.sum().
 // Any of gx ([S, N] per point), g_peaks ([S, D+1]) and g_scales ([S, D]) may be nullptr.
-// `scratch` is [S, 2D]: smooth scales and their gradient (may be nullptr in free mode).
+// `scratch` is [S, backward_scratch_values(D, N, sizeof(T))].
 template <typename T>
 const char* backward(const Dims& d, const T* x, const T* peaks, const T* scales, const T* head,
                      T* loss, T* gx, T* g_peaks, T* g_scales, T* scratch, void* stream);
 
 // Values per seed in the fused stage 1's workspace: the peaks and their gradient (D + 1 each),
-// the scales and their gradient (D each).
-CN_HD int64_t train_workspace_values(int D) { return 4 * int64_t(D) + 2; }
+// the scales and their gradient (D each), the Tri table.
+CN_HD int64_t train_workspace_values(int D) { return 4 * int64_t(D) + 2 + tri_table_values(D); }
 
-// Stage 1 fused (one launch, all epochs, one warp per seed): peaks [S, D+1], scales [S, D]
-// (nullptr: smooth) and the Adam moments `state` [S, 2, D+1 (+ D free)] are trained in place;
-// loss [S] gets the final loss, curve [S, records] the recorded losses. The workspaces go where
-// `plan` says: `spill` [S, train_workspace_values(D)] when it spills, else nullptr.
+// Where the fused stage 1 keeps its workspaces on a device with `optin_bytes` of opt-in shared
+// memory per block (common/launch_config.h: train_plan).
+inline TrainPlan train_peaks_plan(const Dims& d, size_t elem, size_t optin_bytes) {
+  return train_plan(size_t(train_workspace_values(d.D)) * elem,
+                    size_t(reduction_values(elem)) * elem, warps_per_seed(d.S, d.N),
+                    optin_bytes);
+}
+
+// Stage 1 fused (one launch, all epochs, each seed on plan.warps warps): peaks [S, D+1], scales
+// [S, D] (nullptr: smooth) and the Adam moments `state` [S, 2, D+1 (+ D free)] are trained in
+// place; loss [S] gets the final loss, curve [S, records] the recorded losses. The workspaces go
+// where `plan` (train_peaks_plan) says: `spill` [S, train_workspace_values(D)] when it spills,
+// else nullptr. `carry` is [S, carry_values(D, N, sizeof(T))] (nullptr when that is 0).
 template <typename T>
 const char* train(const Dims& d, const AdamConfig& cfg, const TrainPlan& plan, const T* x,
                   const T* target, T* peaks, T* scales, T* loss, T* curve, int64_t records,
-                  T* state, T* spill, void* stream);
+                  T* state, T* spill, T* carry, void* stream);
 
 }  // namespace cuda
 }  // namespace cn

@@ -11,6 +11,7 @@ namespace cn {
 template <typename T>
 struct Tri {
   T a, b, ia, ib, ia2, ib2;  // peak, 1 - a, 1/a, 1/(1-a), and their squares
+  Tri() = default;  // a slot of a table (TriTable)
   CN_HD explicit Tri(T peak)
       : a(peak), b(T(1) - peak), ia(T(1) / peak), ib(T(1) / b), ia2(ia * ia), ib2(ib * ib) {}
   // T_a(u) = u / a or (1 - u) / (1 - a), correctly rounded, as the reference computes it: the
@@ -39,6 +40,21 @@ struct Tri {
     const T one_m = T(1) - u;
     return (left ? -u : one_m) * (left ? ia2 : ib2);
   }
+};
+
+// Where the sweeps of backward_lanes get each layer's Tri: computed from the peak at every use
+// (PeakLayers: the CPU driver, whose tiles of 64 points amortise it), or read from a table filled
+// once per seed (TriTable: the CUDA kernels, one point per thread, where the four reciprocals
+// were ~40% of a point-layer's arithmetic). The same IEEE operations either way: the same bits.
+template <typename T>
+struct PeakLayers {
+  const T* a;
+  CN_HD Tri<T> operator()(int i) const { return Tri<T>(a[i]); }
+};
+template <typename T>
+struct TriTable {
+  const Tri<T>* t;
+  CN_HD const Tri<T>& operator()(int i) const { return t[i]; }
 };
 
 // ---- smooth scales (MATH.md section 3): per seed, O(D) -------------------------------------
@@ -116,77 +132,93 @@ CN_HD void forward_lanes(const T (&x)[L], const T* a, const T* s, int D, int sig
 // For L points of one seed: runs the forward sweep, asks `head` for dL/dy of each point
 // (head(l, y) -> gy; it may also accumulate a loss), then the reverse sweep, reporting the
 // per-point contributions of every layer to `acc`:
-//   acc.layer(i, ga, gs): ga[l] = gy * dy/da_i (through the waves), gs[l] = gy * dy/ds_i
+//   acc.layer(i, j, ga, gs): layer i (= c0 + j, j its index in the chunk):
+//                         ga[l] = gy * dy/da_i (through the waves), gs[l] = gy * dy/ds_i
 //   acc.input(gx):        gx[l] = gy * dy/dx
-// `s` is the full scales row (smooth scales materialised by the caller).
+// `s` is the full scales row (smooth scales materialised by the caller); `tri(i)` gives layer i's
+// Tri (PeakLayers or TriTable).
 //
 // The reverse sweep needs every wave value W_{i-1}. Rather than storing D of them per point,
 // layers are processed in chunks of CHUNK from the top: the forward is recomputed from x up to
 // the chunk and the chunk's inputs are kept in `win`. With CHUNK >= D this is one forward and
 // one reverse pass; deeper networks cost ceil(D/CHUNK)/2 extra forward passes, with no cap on D.
 // The chunk loops have compile-time trip counts, so on the GPU `win` lives in registers.
-template <typename T, int L, int CHUNK, typename Head, typename Acc>
-CN_HD void backward_lanes(const T (&x)[L], const T* a, const T* s, int D, int sign, Head& head,
-                          Acc& acc) {
+//
+// backward_chunk runs one chunk c (chunks are numbered from the bottom; the top one, which calls
+// `head`, is backward_chunks(D) - 1). Between chunks a point carries only gy and lam (lambda_i *
+// gy of the chunk's lowest layer, MATH.md section 4): the CUDA kernels run chunk by chunk over all
+// of a seed's points and keep those two per point in memory, so that a lane's gradient sums of
+// the chunk's layers stay in registers over all its points.
+CN_HD int backward_chunks(int D, int chunk) { return (D + chunk - 1) / chunk; }
+
+template <typename T, int L, int CHUNK, typename Layers, typename Head, typename Acc>
+CN_HD void backward_chunk(const T (&x)[L], const Layers& tri, const T* s, int D, int sign, int c,
+                          Head& head, Acc& acc, T (&gy)[L], T (&lam)[L]) {
   T win[CHUNK][L];  // inputs W_{i-1} of the chunk's layers
   T wout[L];        // W_i of the layer being reversed
-  T gy[L], lam[L];  // dL/dy and lambda_i * gy (MATH.md section 4)
-  const int nchunks = (D + CHUNK - 1) / CHUNK;
-  for (int c = nchunks - 1; c >= 0; --c) {
-    const int c0 = c * CHUNK;
-    const bool top = (c == nchunks - 1);
-    T u[L], y[L];
-    CN_LANES for (int l = 0; l < L; ++l) { u[l] = x[l]; y[l] = x[l]; }
-    // Forward up to the chunk; the output sum is only needed on the first (top) pass.
-    for (int i = 0; i < c0; ++i) {
-      const Tri<T> t(a[i]);
-      const T ss = T(sign) * s[i];
+  const int c0 = c * CHUNK;
+  const bool top = (c == backward_chunks(D, CHUNK) - 1);
+  T u[L], y[L];
+  CN_LANES for (int l = 0; l < L; ++l) { u[l] = x[l]; y[l] = x[l]; }
+  // Forward up to the chunk; the output sum is only needed on the first (top) pass.
+  for (int i = 0; i < c0; ++i) {
+    const Tri<T> t = tri(i);
+    const T ss = T(sign) * s[i];
+    CN_LANES for (int l = 0; l < L; ++l) {
+      u[l] = t.value(u[l]);
+      if (top) y[l] = madd(ss, u[l], y[l]);
+    }
+  }
+  const int jn = D - c0 < CHUNK ? D - c0 : CHUNK;  // layers in this chunk
+  const int jend = CN_FIXED_CHUNK ? CHUNK : jn;
+  CN_UNROLL for (int j = 0; j < jend; ++j) {
+    if (j < jn) {
+      const Tri<T> t = tri(c0 + j);
+      const T ss = T(sign) * s[c0 + j];
       CN_LANES for (int l = 0; l < L; ++l) {
+        win[j][l] = u[l];
         u[l] = t.value(u[l]);
         if (top) y[l] = madd(ss, u[l], y[l]);
       }
     }
-    const int jn = D - c0 < CHUNK ? D - c0 : CHUNK;  // layers in this chunk
-    const int jend = CN_FIXED_CHUNK ? CHUNK : jn;
-    CN_UNROLL for (int j = 0; j < jend; ++j) {
-      if (j < jn) {
-        const Tri<T> t(a[c0 + j]);
-        const T ss = T(sign) * s[c0 + j];
-        CN_LANES for (int l = 0; l < L; ++l) {
-          win[j][l] = u[l];
-          u[l] = t.value(u[l]);
-          if (top) y[l] = madd(ss, u[l], y[l]);
-        }
-      }
-    }
-    if (top) {
-      const T ss = T(sign) * s[D - 1];
-      CN_LANES for (int l = 0; l < L; ++l) {
-        gy[l] = head(l, y[l]);
-        wout[l] = u[l];
-        lam[l] = gy[l] * ss;
-      }
-    }
-    CN_UNROLL for (int j = jend - 1; j >= 0; --j) {
-      const int i = c0 + j;
-      if (j < jn) {
-        const Tri<T> t(a[i]);
-        // lambda_{i-1} = gy * sign * s_{i-1} + (dL/dW_{i-1} through layer i); below layer 0 the
-        // same expression with factor 1 is dL/dx = gy + lambda_0 * T'(x).
-        const T ss_prev = i > 0 ? T(sign) * s[i - 1] : T(1);
-        T ga[L], gs[L];
-        CN_LANES for (int l = 0; l < L; ++l) {
-          const T w = win[j][l];
-          ga[l] = lam[l] * t.da(w);
-          gs[l] = T(sign) * (gy[l] * wout[l]);
-          lam[l] = madd(lam[l], t.du(w), gy[l] * ss_prev);
-          wout[l] = w;
-        }
-        acc.layer(i, ga, gs);
-        if (i == 0) acc.input(lam);
-      }
+  }
+  // W of the chunk's top layer (for a lower chunk, the same value the chunk above started from)
+  CN_LANES for (int l = 0; l < L; ++l) wout[l] = u[l];
+  if (top) {
+    const T ss = T(sign) * s[D - 1];
+    CN_LANES for (int l = 0; l < L; ++l) {
+      gy[l] = head(l, y[l]);
+      lam[l] = gy[l] * ss;
     }
   }
+  CN_UNROLL for (int j = jend - 1; j >= 0; --j) {
+    const int i = c0 + j;
+    if (j < jn) {
+      const Tri<T> t = tri(i);
+      // lambda_{i-1} = gy * sign * s_{i-1} + (dL/dW_{i-1} through layer i); below layer 0 the
+      // same expression with factor 1 is dL/dx = gy + lambda_0 * T'(x).
+      const T ss_prev = i > 0 ? T(sign) * s[i - 1] : T(1);
+      T ga[L], gs[L];
+      CN_LANES for (int l = 0; l < L; ++l) {
+        const T w = win[j][l];
+        ga[l] = lam[l] * t.da(w);
+        gs[l] = T(sign) * (gy[l] * wout[l]);
+        lam[l] = madd(lam[l], t.du(w), gy[l] * ss_prev);
+        wout[l] = w;
+      }
+      acc.layer(i, j, ga, gs);
+      if (i == 0) acc.input(lam);
+    }
+  }
+}
+
+// All chunks of L points, top to bottom.
+template <typename T, int L, int CHUNK, typename Layers, typename Head, typename Acc>
+CN_HD void backward_lanes(const T (&x)[L], const Layers& tri, const T* s, int D, int sign,
+                          Head& head, Acc& acc) {
+  T gy[L], lam[L];  // dL/dy and lambda_i * gy (MATH.md section 4)
+  for (int c = backward_chunks(D, CHUNK) - 1; c >= 0; --c)
+    backward_chunk<T, L, CHUNK>(x, tri, s, D, sign, c, head, acc, gy, lam);
 }
 
 }  // namespace cn

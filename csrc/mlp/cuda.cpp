@@ -37,14 +37,16 @@ struct Cuda {
   static void train(const char* op, const MlpProblem& p, const AdamConfig& cfg,
                     const at::Tensor& params, const at::Tensor& loss, const at::Tensor& curve,
                     const at::Tensor& state) {
-    const TrainWorkspace ws =
-        train_workspace(p.S, cuda::mlp_train_workspace_values(p.shape), p.params);
+    const cuda::TrainPlan plan = cuda::mlp_train_plan(p.shape, dims(p), p.params.element_size(),
+                                                      optin_shared_bytes());
+    const at::Tensor spill =
+        spill_workspace(plan, p.S, cuda::mlp_train_workspace_values(p.shape), p.params);
     AT_DISPATCH_FLOATING_TYPES(p.params.scalar_type(), "mlp_train_cuda", [&] {
       using T = scalar_t;
-      check_launch(op, cuda::mlp_train<T>(p.shape, dims(p), cfg, ws.plan, p.x.data_ptr<T>(),
+      check_launch(op, cuda::mlp_train<T>(p.shape, dims(p), cfg, plan, p.x.data_ptr<T>(),
                                           p.head.data_ptr<T>(), params.data_ptr<T>(),
                                           loss.data_ptr<T>(), curve.data_ptr<T>(), curve.size(1),
-                                          state.data_ptr<T>(), ptr_or_null<T>(ws.spill),
+                                          state.data_ptr<T>(), ptr_or_null<T>(spill),
                                           current_stream()));
     });
   }

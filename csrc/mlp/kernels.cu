@@ -1,8 +1,11 @@
-// CUDA kernels of the batched-MLP ops, on the per-point math of mlp/math.h: one point per thread;
-// the backward and the fused stage 2 give each seed a warp, whose parameter gradients are reduced
-// with the order-fixed warp_sum and added by lane 0 into the seed's row (no atomics: bitwise
-// deterministic). Includes nothing from torch, so that nvcc compiles it without a CUDA build of
-// torch.
+// CUDA kernels of the batched-MLP ops, on the per-point math of mlp/math.h: one point per
+// thread. The backward and the fused stage 2 give each seed W = mlp_warps_per_seed warps
+// (common/launch_config.h); warp w takes the seed's tiles of 32 points w, w + W, .... Small nets
+// (mlp_lane_sums, the paper's among them) sum each parameter's gradient per lane over all of the
+// warp's points and reduce once per seed, in a fixed order (transposing warp butterflies, then
+// the warps' rows in warp order: seed_sum); larger nets warp-reduce every 32 points, lane 0
+// adding into the seed's row. No atomics: bitwise deterministic, the same bits on every GPU.
+// Includes nothing from torch, so that nvcc compiles it without a CUDA build of torch.
 #include <cuda_runtime.h>
 
 #include <type_traits>
@@ -20,14 +23,25 @@ namespace {
 
 constexpr int kForwardThreads = 128;
 // Per-thread activation buffer sizes (local memory): small nets get a small frame.
-constexpr int kSmallUnits = 64;
+constexpr int kSmallUnits = kLaneSumUnits;
 constexpr int kLargeUnits = mlp::kMaxWidth * mlp::kMaxHidden;
+// Threads per block at most (one seed of kMaxWarpsPerSeed warps).
+constexpr int kMaxThreads = kWarp * kMaxWarpsPerSeed;
 
 // f(std::integral_constant<int, Units>) for the activation buffer that holds the net's units.
 template <typename F>
 const char* with_units(const mlp::Shape& sh, F&& f) {
   if (sh.units <= kSmallUnits) return f(std::integral_constant<int, kSmallUnits>());
   return f(std::integral_constant<int, kLargeUnits>());
+}
+
+// f(Units, Sums): the activation buffer and the per-lane gradient sums (0: none, reduce every 32
+// points) of the backward kernels, as mlp_lane_sums decides.
+template <typename F>
+const char* with_buffers(const mlp::Shape& sh, F&& f) {
+  if (mlp_lane_sums(sh))
+    return f(std::integral_constant<int, kSmallUnits>(), std::integral_constant<int, kLaneSumParams>());
+  return f(std::integral_constant<int, kLargeUnits>(), std::integral_constant<int, 0>());
 }
 
 template <typename T, int Units>
@@ -43,6 +57,14 @@ __global__ void forward_kernel(const mlp::Shape sh, MlpDims d, const T* __restri
   y[k] = yt[0];
 }
 
+// A lane's gradient sums over its points (local memory: indexed at run time).
+template <typename T, int Sums>
+struct LaneSums {
+  T v[Sums];
+  __device__ void add(int idx, const T* x) { v[idx] += x[0]; }
+};
+
+// Large nets: each point's terms warp-reduced at once, lane 0 adding into the seed's row.
 template <typename T>
 struct WarpAcc {
   T* row;  // this seed's gradient row [P]
@@ -53,82 +75,112 @@ struct WarpAcc {
   }
 };
 
-// One warp, one seed with parameter row `p`: forward + backward over all N points; the
-// parameter gradient is summed in a fixed order into `grad` [P] (zeroed here). With `loss_mode`,
-// `head_row` is the target and the sum of squared errors is returned (to every lane); otherwise
-// it is grad_y. gx_row [N] gets dLoss/dx per point (nullptr: not needed). `grad` is complete
-// and visible to every lane on return.
-template <typename T, int Units>
-__device__ T warp_seed_pass(const mlp::Shape& sh, const MlpDims& d, const T* xrow,
-                            const T* head_row, bool loss_mode, const T* p, T* grad, T* gx_row) {
-  const int lane = threadIdx.x;
-  for (int j = lane; j < sh.params; j += kWarp) grad[j] = T(0);
-  __syncwarp();
-  WarpAcc<T> acc{grad, lane == 0};
+// One seed with parameter row `p` on the block's W warps: forward + backward over its N points;
+// the parameter gradient is summed in a fixed order into `grad` [P] (overwritten). With
+// `loss_mode`, `head_row` is the target and the sum of squared errors is returned to the seed's
+// thread 0 (at least); otherwise it is grad_y. gx_row [N] gets dLoss/dx per point (nullptr: not
+// needed). `part` is the seed's reduction area (Sums > 0). `grad` is complete and visible to
+// the seed's threads on return.
+template <typename T, int Units, int Sums>
+__device__ __forceinline__ T seed_pass(const mlp::Shape& sh, const MlpDims& d, const T* xrow,
+                                       const T* head_row, bool loss_mode, const T* p, T* grad,
+                                       T* gx_row, T* part) {
+  const int lane = threadIdx.x, w = threadIdx.y, W = blockDim.y, P = sh.params;
   T h[Units], g[mlp::kMaxWidth], gn[mlp::kMaxWidth];
   T lane_loss = 0;
   const T inv_n = T(1) / T(d.N);
-  // every lane runs the same number of tiles (the warp sums need all 32 lanes)
-  for (int64_t n0 = 0; n0 < d.N; n0 += kWarp) {
-    const int64_t n = n0 + lane;
-    const bool valid = n < d.N;
-    const T xt[1] = {valid ? xrow[n] : T(0)};
-    T yt[1], dy[1], dx[1];
-    mlp::forward_lanes<T, 1>(sh, p, xt, h, yt);
-    if (!valid)
-      dy[0] = T(0);
-    else
-      dy[0] = loss_mode ? mse_grad(yt[0], head_row[n], inv_n, lane_loss) : head_row[n];
-    mlp::backward_lanes<T, 1>(sh, p, xt, h, dy, g, gn, acc, gx_row ? dx : nullptr);
-    if (gx_row && valid) gx_row[n] = dx[0];
+  auto tiles = [&](auto& acc) {
+    // every lane of a warp runs the same number of tiles (WarpAcc's sums need all 32 lanes)
+    for (int64_t n = int64_t(w) * kWarp + lane; n - lane < d.N; n += int64_t(W) * kWarp) {
+      const bool valid = n < d.N;
+      const T xt[1] = {valid ? xrow[n] : T(0)};
+      T yt[1], dy[1], dx[1];
+      mlp::forward_lanes<T, 1>(sh, p, xt, h, yt);
+      if (!valid)
+        dy[0] = T(0);
+      else
+        dy[0] = loss_mode ? mse_grad(yt[0], head_row[n], inv_n, lane_loss) : head_row[n];
+      mlp::backward_lanes<T, 1>(sh, p, xt, h, dy, g, gn, acc, gx_row ? dx : nullptr);
+      if (gx_row && valid) gx_row[n] = dx[0];
+    }
+  };
+  if constexpr (Sums > 0) {
+    LaneSums<T, Sums> acc;
+    for (int j = 0; j < P; ++j) acc.v[j] = T(0);
+    tiles(acc);
+    return seed_sum(
+        part, P, warp_sum(lane_loss),
+        [&](T* row) {
+          for (int g0 = 0; g0 < P; g0 += kWarp) {
+            T v[kWarp];
+#pragma unroll
+            for (int k = 0; k < kWarp; ++k) v[k] = g0 + k < P ? acc.v[g0 + k] : T(0);
+            const T sum = warp_transpose_sum<0>(v);
+            if (g0 + lane < P) row[g0 + lane] = sum;
+          }
+        },
+        [&](int t, T total) { grad[t] = total; });
+  } else {
+    for (int j = lane; j < P; j += kWarp) grad[j] = T(0);
+    __syncwarp();
+    WarpAcc<T> acc{grad, lane == 0};
+    tiles(acc);
+    const T sse = warp_sum(lane_loss);
+    __syncwarp();
+    return sse;
   }
-  const T sse = warp_sum(lane_loss);
-  __syncwarp();
-  return sse;
 }
 
-template <typename T, int Units>
-__global__ void backward_kernel(const mlp::Shape sh, MlpDims d, const T* __restrict__ x,
-                                const T* __restrict__ params, const T* __restrict__ head,
-                                T* loss, T* gx, T* gparams) {
-  const int64_t seed = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
-  if (seed >= d.S) return;  // the whole warp exits together
+template <typename T, int Units, int Sums>
+__global__ void __launch_bounds__(kMaxThreads)
+    backward_kernel(const mlp::Shape sh, MlpDims d, const T* __restrict__ x,
+                    const T* __restrict__ params, const T* __restrict__ head, T* loss, T* gx,
+                    T* gparams) {
+  const int64_t seed = static_cast<int64_t>(blockIdx.x) * blockDim.z + threadIdx.z;
+  // The seed's threads exit together; a block holds seeds past S only when seeds have one warp,
+  // and those meet only at __syncwarp.
+  if (seed >= d.S) return;
   const int64_t P = sh.params;
   const T* head_row = head + (loss && d.head_shared ? 0 : seed * d.N);
-  const T sse = warp_seed_pass<T, Units>(sh, d, x + (d.x_shared ? 0 : seed * d.N), head_row,
-                                         loss != nullptr, params + seed * P, gparams + seed * P,
-                                         gx ? gx + seed * d.N : nullptr);
-  if (loss && threadIdx.x == 0) loss[seed] = mse_mean_by_reciprocal(sse, d.N);
+  const T sse = seed_pass<T, Units, Sums>(
+      sh, d, x + (d.x_shared ? 0 : seed * d.N), head_row, loss != nullptr, params + seed * P,
+      gparams + seed * P, gx ? gx + seed * d.N : nullptr,
+      seed_reduction_area<T>(true, 0, mlp_reduction_values(sh)));
+  if (loss && seed_thread() == 0) loss[seed] = mse_mean_by_reciprocal(sse, d.N);
 }
 
-// Stage 2 fused: one warp per seed runs all epochs with its parameters and gradient in its
+// Stage 2 fused: each seed's W warps run all epochs with its parameters and gradient in its
 // workspace (mlp_train_workspace_values, placed by the TrainPlan). The Adam moments stay in
-// `state` [S, 2, P]; Adam is element-wise, so the lanes share the row.
-template <typename T, int Units>
-__global__ void train_kernel(const mlp::Shape sh, MlpDims d, AdamConfig cfg,
-                             const T* __restrict__ x, const T* __restrict__ target, T* params,
-                             T* loss, T* curve, int64_t records, T* state, T* spill) {
-  const int64_t seed = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
-  if (seed >= d.S) return;  // the whole warp exits together
-  const int lane = threadIdx.x, P = sh.params;
-  T* p = warp_workspace(spill, seed, mlp_train_workspace_values(sh));
+// `state` [S, 2, P]; Adam is element-wise, so the seed's threads share the row.
+template <typename T, int Units, int Sums>
+__global__ void __launch_bounds__(kMaxThreads)
+    train_kernel(const mlp::Shape sh, MlpDims d, AdamConfig cfg, const T* __restrict__ x,
+                 const T* __restrict__ target, T* params, T* loss, T* curve, int64_t records,
+                 T* state, T* spill) {
+  const int64_t seed = static_cast<int64_t>(blockIdx.x) * blockDim.z + threadIdx.z;
+  if (seed >= d.S) return;  // as in backward_kernel
+  const int W = blockDim.y, t = seed_thread(), nt = W * kWarp, P = sh.params;
+  const int64_t ws = mlp_train_workspace_values(sh);
+  T* p = seed_workspace(spill, seed, ws);
   T* g = p + P;
+  T* part = seed_reduction_area<T>(spill != nullptr, ws, mlp_reduction_values(sh));
   T* m = state + seed * 2 * P;
   T* v = m + P;
   T* row = params + seed * P;
-  warp_copy(p, row, P);
+  seed_copy(p, row, P);
   const T* xrow = x + (d.x_shared ? 0 : seed * d.N);
   const T* trow = target + (d.head_shared ? 0 : seed * d.N);
   const T inf = T(INFINITY);
   auto pass = [&] {
-    __syncwarp();  // the parameters are complete
-    return mse_mean_by_reciprocal(
-        warp_seed_pass<T, Units>(sh, d, xrow, trow, true, p, g, static_cast<T*>(nullptr)), d.N);
+    seed_sync(W);  // the parameters are complete
+    const T sse = seed_pass<T, Units, Sums>(sh, d, xrow, trow, true, p, g,
+                                            static_cast<T*>(nullptr), part);
+    return mse_mean_by_reciprocal(sse, d.N);  // the loss on the lead thread (which records it)
   };
-  auto step = [&](const AdamStep<T>& adam) { adam.apply(p, g, m, v, P, -inf, inf, lane, kWarp); };
-  const T l = train_epochs<T>(cfg, lane == 0 ? curve + seed * records : nullptr, pass, step);
-  if (lane == 0) loss[seed] = l;
-  warp_copy(row, p, P);
+  auto step = [&](const AdamStep<T>& adam) { adam.apply(p, g, m, v, P, -inf, inf, t, nt); };
+  const T l = train_epochs<T>(cfg, t == 0 ? curve + seed * records : nullptr, pass, step);
+  if (t == 0) loss[seed] = l;
+  seed_copy(row, p, P);  // each thread copies back the entries its Adam steps wrote
 }
 
 }  // namespace
@@ -147,10 +199,12 @@ template <typename T>
 const char* mlp_backward(const mlp::Shape& sh, const MlpDims& d, const T* x, const T* params,
                          const T* head, T* loss, T* gx, T* gparams, void* stream) {
   if (d.S == 0) return nullptr;
-  return with_units(sh, [&](auto units) {
-    return launch(backward_kernel<T, decltype(units)::value>, ceil_div(d.S, kWarpsPerBlock),
-                  dim3(kWarp, kWarpsPerBlock), 0, stream, sh, d, x, params, head, loss, gx,
-                  gparams);
+  const int W = mlp_warps_per_seed(sh, d.S, d.N), G = seeds_per_block(W);
+  const size_t smem = size_t(G) * W * mlp_reduction_values(sh) * sizeof(T);
+  return with_buffers(sh, [&](auto units, auto sums) {
+    return launch(backward_kernel<T, decltype(units)::value, decltype(sums)::value>,
+                  ceil_div(d.S, G), dim3(kWarp, W, G), smem, stream, sh, d, x, params, head,
+                  loss, gx, gparams);
   });
 }
 
@@ -160,10 +214,11 @@ const char* mlp_train(const mlp::Shape& sh, const MlpDims& d, const AdamConfig& 
                       T* curve, int64_t records, T* state, T* spill, void* stream) {
   if (d.S == 0) return nullptr;  // with N = 0 the steps still run (carried Adam moments)
   if (const char* err = check_spill(plan, spill)) return err;
-  return with_units(sh, [&](auto units) {
-    return launch(train_kernel<T, decltype(units)::value>, ceil_div(d.S, plan.warps),
-                  dim3(kWarp, plan.warps), plan.smem_bytes, stream, sh, d, cfg, x, target, params,
-                  loss, curve, records, state, spill);
+  if (plan.warps != mlp_warps_per_seed(sh, d.S, d.N)) return "the plan's warps per seed do not match";
+  return with_buffers(sh, [&](auto units, auto sums) {
+    return launch(train_kernel<T, decltype(units)::value, decltype(sums)::value>,
+                  ceil_div(d.S, plan.seeds), dim3(kWarp, plan.warps, plan.seeds), plan.smem_bytes,
+                  stream, sh, d, cfg, x, target, params, loss, curve, records, state, spill);
   });
 }
 

@@ -18,18 +18,20 @@ namespace {
 using namespace cn;
 using namespace cn::cuda;
 
-// As common/cuda_glue.h's train_workspace, with the runtime calls of the harness device.
-TrainPlan plan_for(int64_t values, size_t elem) {
+// As common/cuda_glue.h's optin_shared_bytes, with the runtime calls of the harness device.
+size_t optin_bytes() {
   int device = 0, optin = 0;
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  return train_plan(size_t(values) * elem, size_t(optin));
+  return size_t(optin);
 }
 
+// plan_out: seeds per block, dynamic shared bytes, spilled, warps per seed.
 void report(const TrainPlan& p, int64_t* plan_out) {
-  plan_out[0] = p.warps;
+  plan_out[0] = p.seeds;
   plan_out[1] = int64_t(p.smem_bytes);
   plan_out[2] = p.spill;
+  plan_out[3] = p.warps;
 }
 
 AdamConfig adam(const double* c, const int64_t* n) {
@@ -41,20 +43,22 @@ template <typename T>
 const char* compnet_train_t(const Dims& d, const AdamConfig& cfg, const void* x,
                             const void* target, void* peaks, void* scales, void* loss, void* curve,
                             int64_t records, void* state, int64_t* plan_out) {
-  const TrainPlan plan = plan_for(train_workspace_values(d.D), sizeof(T));
+  const TrainPlan plan = train_peaks_plan(d, sizeof(T), optin_bytes());
   report(plan, plan_out);
   std::vector<T> spill(plan.spill ? size_t(d.S * train_workspace_values(d.D)) : 0);
+  std::vector<T> carry(size_t(d.S * carry_values(d.D, d.N, sizeof(T))));
   return train<T>(d, cfg, plan, static_cast<const T*>(x), static_cast<const T*>(target),
                   static_cast<T*>(peaks), static_cast<T*>(scales), static_cast<T*>(loss),
                   static_cast<T*>(curve), records, static_cast<T*>(state),
-                  plan.spill ? spill.data() : nullptr, nullptr);
+                  plan.spill ? spill.data() : nullptr, carry.empty() ? nullptr : carry.data(),
+                  nullptr);
 }
 
 template <typename T>
 const char* mlp_train_t(const mlp::Shape& sh, const MlpDims& d, const AdamConfig& cfg,
                         const void* x, const void* target, void* params, void* loss, void* curve,
                         int64_t records, void* state, int64_t* plan_out) {
-  const TrainPlan plan = plan_for(mlp_train_workspace_values(sh), sizeof(T));
+  const TrainPlan plan = mlp_train_plan(sh, d, sizeof(T), optin_bytes());
   report(plan, plan_out);
   std::vector<T> spill(plan.spill ? size_t(d.S * mlp_train_workspace_values(sh)) : 0);
   return mlp_train<T>(sh, d, cfg, plan, static_cast<const T*>(x), static_cast<const T*>(target),
@@ -76,6 +80,9 @@ bool shape(const int64_t* widths, int n, mlp::Shape& sh) {
 
 extern "C" {
 
+// The number of warps per seed the kernels use for S seeds of N points (launch_config.h).
+int64_t harness_warps_per_seed(int64_t S, int64_t N) { return warps_per_seed(S, N); }
+
 const char* cn_forward(int dtype, int64_t S, int64_t N, int D, int sign, int x_shared,
                        const void* x, const void* peaks, const void* scales, void* y) {
   const Dims d{S, N, D, sign, bool(x_shared), false};
@@ -85,8 +92,12 @@ const char* cn_forward(int dtype, int64_t S, int64_t N, int D, int sign, int x_s
 
 const char* cn_backward(int dtype, int64_t S, int64_t N, int D, int sign, int x_shared,
                         int head_shared, const void* x, const void* peaks, const void* scales,
-                        const void* head, void* loss, void* gx, void* gp, void* gs, void* scratch) {
+                        const void* head, void* loss, void* gx, void* gp, void* gs) {
   const Dims d{S, N, D, sign, bool(x_shared), bool(head_shared)};
+  // the scratch as compnet/cuda.cpp allocates it, with its exact size (ASan sees an overrun)
+  const size_t elem = dtype == 0 ? sizeof(float) : sizeof(double);
+  std::vector<unsigned char> buf(size_t(S * backward_scratch_values(D, N, elem)) * elem);
+  void* scratch = buf.data();
   return CN_DISPATCH(
       dtype,
       backward<float>(d, CP(float, x), CP(float, peaks), CP(float, scales), CP(float, head), P(float, loss), P(float, gx), P(float, gp), P(float, gs), P(float, scratch), nullptr),

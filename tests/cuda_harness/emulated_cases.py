@@ -6,8 +6,9 @@ Tolerances, derived from the arithmetic:
 - forward: the waves are correctly rounded quotients on both sides (bitwise equal); the output
   sum x + sum_i s_i W_i rounds once per layer on each side (FMA or not), so
   |difference| <= 2 D u (|x| + sum_i |s_i|) with u the unit roundoff.
-- gradients: the same per-point terms summed in another order (a warp butterfly per 32 points
-  then tile by tile, against the CPU's lane tiles): |difference| <= 2 (N + 32) u sum_n |term_n|
+- gradients: the same per-point terms summed in another order (per lane over a warp's tiles, a
+  transposing warp butterfly, then the seed's warps in order, against the CPU's lane tiles and
+  blocks): each order rounds at most N - 1 times, so |difference| <= 2 (N + 32) u sum_n |term_n|
   per parameter; the per-point terms come from the CPU op with one seed per point. The smooth
   chain rule then mixes neighbouring layers (factor 2 D on the bound).
 - fused training: bitwise equal to the same harness's loss_and_grad followed by
@@ -128,6 +129,55 @@ def test_backward(dtype, S, D, N, free):
         _assert_close(gs, ws, ts, "g_scales")
 
 
+# ---- a seed's points over several warps (csrc/common/launch_config.h: warps_per_seed) -------
+
+def test_warps_per_seed_rule():
+    # one per tile of 32 points, at most 16, enough to fill 2,112 warps; never the device's
+    # (the harness reports an H100; the rule has no device input at all)
+    assert [harness.warps_per_seed(1, n) for n in (0, 1, 32, 33, 500, 1000)] == [1, 1, 1, 2, 16, 16]
+    assert [harness.warps_per_seed(s, 1000) for s in (1, 132, 133, 600, 2111, 2112, 10**5)] == \
+        [16, 16, 16, 4, 2, 1, 1]
+    assert harness.warps_per_seed(30, 500) == 16 and harness.warps_per_seed(120, 500) == 16
+
+
+# (S, D, N, dtype, free): a seed on several warps (W = 2..16, uneven tiles per warp: N = 500
+# gives 16 warps, the last with 20 points; N = 1000 gives 2 tiles per warp); D across the
+# register chunk (32 float, 16 double: one chunk, several chunks with the carry of gy and lambda
+# between them).
+F32, F64 = torch.float32, torch.float64
+SPLIT_SHAPES = [(1, 5, 33, F32, False), (2, 17, 500, F64, True), (3, 33, 1000, F32, True),
+                (1, 70, 1000, F64, False), (2, 1, 100, F32, True), (3, 33, 500, F64, False),
+                (2, 32, 64, F32, False)]
+
+
+@pytest.mark.parametrize("S,D,N,dtype,free", SPLIT_SHAPES)
+def test_split_seeds(S, D, N, dtype, free):
+    assert harness.warps_per_seed(S, N) > 1
+    test_loss_and_grad(dtype, S, D, N, free)
+    x, peaks, scales = _problem(S, D, N, dtype, free, shared_x=False)
+    harness.set_seed(SEED + 1)  # another order of blocks and of the lanes between meetings
+    a = harness.backward(x, peaks, scales, -1, x**3, loss_mode=True)
+    harness.set_seed(SEED + 2)
+    b = harness.backward(x, peaks, scales, -1, x**3, loss_mode=True)
+    assert all(u is None or torch.equal(u, v) for u, v in zip(a, b)), "order-dependent"
+
+
+def test_one_warp_per_seed_from_the_boundary_on():
+    # the first S with one warp per seed for N > 32 (four seeds per block); the last S with two
+    # is 2111 (test_warps_per_seed_rule; running it here would cost 15 s of fibers, and the
+    # two-warp path is the one test_split_seeds runs)
+    S, N = 2112, 33
+    assert harness.warps_per_seed(S, N) == 1 and harness.warps_per_seed(S - 1, N) == 2
+    x, peaks, scales = _problem(S, 1, N, torch.float32, True, shared_x=True)
+    target = x**3
+    got = harness.backward(x, peaks, scales, 1, target, loss_mode=True)
+    loss, gp, gs = ops.loss_and_grad(x, target, peaks, scales, 1, True)
+    y = ops.forward(x, peaks, scales, 1, True)
+    tp, ts = _grad_tol(x, peaks, scales, 1, 2 * (y - target) / N)
+    _assert_close(got[2][:, :1], gp[:, :1], tp[:, :1], "g_peaks")
+    _assert_close(got[3], gs, ts, "g_scales")
+
+
 def _step_by_step(x, target, peaks, scales, sign, epochs, lr, bounds, record_every):
     """The harness's loss_and_grad + BatchedAdam + clamp, one launch per step."""
     params = [peaks.clone()] + ([scales.clone()] if scales is not None else [])
@@ -146,33 +196,45 @@ def _step_by_step(x, target, peaks, scales, sign, epochs, lr, bounds, record_eve
     return params[0], s, final, torch.stack(curve, 1), state
 
 
-# The plans (common/launch_config.h: train_plan): four warps in the default 48 KiB; one warp per
-# block when four do not fit (double: D >= 384), with the opt-in attribute when even one warp
-# needs more than 48 KiB (D >= 1536); spilled, on a device whose opt-in limit is lowered below
-# the one warp's workspace (the H100's 227 KiB would need D >= 7264).
-PLANS = {"default": ((5, 33, 37), 4, False), "one_warp": ((2, 400, 5), 1, False),
-         "optin": ((1, 1600, 2), 1, False), "spill": ((5, 400, 3), 4, True)}
+# The plans (common/launch_config.h: train_plan) as (seeds per block, warps per seed, spilled):
+# four one-warp seeds in the default 48 KiB; one seed per block when four do not fit (double:
+# D >= 151), with the opt-in attribute when even one needs more than 48 KiB (D >= 611); spilled,
+# on a device whose opt-in limit is lowered below the workspace (the H100's 227 KiB would need
+# D >= 2902); and a seed on several warps (N > 32) in each placement, in float and double.
+PLANS = {"default": ((5, 33, 17), torch.float64, (4, 1, False)),
+         "one_seed": ((2, 400, 5), torch.float64, (1, 1, False)),
+         "optin": ((1, 1600, 2), torch.float64, (1, 1, False)),
+         "spill": ((5, 400, 3), torch.float64, (4, 1, True)),
+         "split": ((3, 33, 70), torch.float64, (1, 3, False)),
+         "split_f32": ((2, 40, 100), torch.float32, (1, 4, False)),
+         "split_optin": ((1, 700, 40), torch.float64, (1, 2, False)),
+         "split_spill": ((2, 700, 40), torch.float64, (1, 2, True))}
 
 
 @pytest.mark.parametrize("plan", list(PLANS))
 @pytest.mark.parametrize("free", [False, True])
 def test_train_peaks(plan, free):
-    dtype = torch.float64
-    (S, D, N), warps, spill = PLANS[plan]
-    if plan == "spill":
+    (S, D, N), dtype, (seeds, warps, spill) = PLANS[plan]
+    if plan.endswith("spill"):
         harness.set_optin_smem(8 * 1024)
     x, peaks, _ = _problem(S, D, N, dtype, False, shared_x=True)
     scales = compnet_ext.smooth_scales(peaks, -1) * 1.2 if free else None
     target = x**3
-    bounds, epochs, lr = (1e-4, 1 - 1e-4), 2 if D < 1000 else 1, 0.02
+    bounds, epochs, lr = (1e-4, 1 - 1e-4), 2 if D < 600 else 1, 0.02
     *got, got_plan = harness.train_peaks(x, target, peaks, scales, -1, epochs=epochs, lr=lr,
                                          betas=(0.9, 0.999), eps=1e-8, peak_bounds=bounds,
                                          record_every=2)
-    assert (got_plan[0], bool(got_plan[2])) == (warps, spill)
-    assert (got_plan[1] > 48 * 1024) == (plan == "optin")
+    assert (got_plan[0], got_plan[3], bool(got_plan[2])) == (seeds, warps, spill)
+    assert (got_plan[1] > 48 * 1024) == plan.endswith("optin")
     want = _step_by_step(x, target, peaks, scales, -1, epochs, lr, bounds, 2)
     for name, a, b in zip(("peaks", "scales", "loss", "curve", "state"), got, want):
         assert (a is None and b is None) or torch.equal(a, b), f"{name} differs from step by step"
+    harness.set_seed(SEED + 3)  # another block and lane order: the same bits
+    *again, _ = harness.train_peaks(x, target, peaks, scales, -1, epochs=epochs, lr=lr,
+                                    betas=(0.9, 0.999), eps=1e-8, peak_bounds=bounds,
+                                    record_every=2)
+    for name, a, b in zip(("peaks", "scales", "loss", "curve", "state"), got, again):
+        assert (a is None and b is None) or torch.equal(a, b), f"{name}: order-dependent"
 
 
 # ---- MLP ---------------------------------------------------------------------------------------
@@ -187,8 +249,13 @@ def _mlp(widths, S, N, dtype, shared_x, seed=7):
 
 # Widths at the limits: one unit, the widest (16), the deepest (64 hidden layers); the small and
 # the large per-thread activation buffers (units <= 64 and beyond).
+# Nets with per-lane sums (P <= 256, csrc/mlp/kernels.h) on 1 to 16 warps per seed, among them
+# the paper's 4x5 net at N = 500 and 1000 (16 warps); larger nets (one warp, reductions every 32
+# points).
+PAPER = (1, 4, 4, 4, 4, 4, 1)
 MLP_CASES = [((1, 1), 1, 1), ((1, 16, 1), 5, 33), ((1, 3, 5, 1), 6, 70), ((1, 3, 5, 1), 1, 1),
-             ((1,) + (16,) * 5 + (1,), 2, 33), ((1,) + (1,) * 64 + (1,), 5, 33)]
+             ((1,) + (16,) * 5 + (1,), 2, 33), ((1,) + (1,) * 64 + (1,), 5, 33),
+             (PAPER, 2, 500), (PAPER, 1, 1000), ((1, 8, 8, 8, 1), 3, 100)]
 
 
 def _mlp_tol(x, params, widths, gy):
@@ -225,6 +292,7 @@ def test_mlp_forward_and_loss_and_grad(dtype, widths, S, N):
     _assert_close(loss, wl, 2 * (N + 32) * u(dtype) * ((want - target) ** 2).sum(1) / N + 1e-30,
                   "mlp loss")
     _assert_close(gp, wg, _mlp_tol(x, params, widths, gy), "mlp gparams")
+    harness.set_seed(SEED + 1)  # another order of blocks and lanes
     again = harness.mlp_backward(x, params, widths, target, loss_mode=True)
     assert torch.equal(gp, again[2]) and torch.equal(loss, again[0]), "not deterministic"
 
@@ -254,19 +322,23 @@ def _mlp_step_by_step(x, target, params, widths, epochs, lr, record_every):
     return p, final, torch.stack(curve, 1), torch.stack([opt.m[0], opt.v[0]], 1)
 
 
-# Plans: shared memory (4 warps); one warp per block (per-warp 2P doubles over 12 KiB); opt-in
-# (over 48 KiB: P > 3072, 13 hidden layers of 16); spilled (a device with a lowered opt-in limit;
-# on the H100 only the widest, deepest double nets spill).
-MLP_PLANS = {"default": ((1, 16, 16, 1), (5, 33, 2), 4, False),
-             "one_warp": ((1,) + (16,) * 4 + (1,), (2, 3, 1), 1, False),
-             "optin": ((1,) + (16,) * 13 + (1,), (1, 2, 1), 1, False),
-             "spill": ((1,) + (16,) * 4 + (1,), (5, 3, 1), 4, True)}
+# Plans as (seeds per block, warps per seed, spilled): large nets (one warp per seed, reductions
+# every 32 points) in shared memory (four seeds), one seed per block (per-seed 2P doubles over
+# 12 KiB), opt-in (over 48 KiB: P > 3072, 13 hidden layers of 16), spilled (a device with a
+# lowered opt-in limit; on the H100 only the widest, deepest double nets spill); the paper's net
+# (per-lane sums) on one warp per seed (four seeds) and on several (N > 32).
+MLP_PLANS = {"default": ((1, 16, 16, 1), (5, 33, 2), (4, 1, False)),
+             "one_seed": ((1,) + (16,) * 4 + (1,), (2, 3, 1), (1, 1, False)),
+             "optin": ((1,) + (16,) * 13 + (1,), (1, 2, 1), (1, 1, False)),
+             "spill": ((1,) + (16,) * 4 + (1,), (5, 3, 1), (4, 1, True)),
+             "lane_sums": (PAPER, (5, 20, 2), (4, 1, False)),
+             "lane_sums_split": (PAPER, (3, 70, 2), (1, 3, False))}
 
 
 @pytest.mark.parametrize("plan", list(MLP_PLANS))
 def test_mlp_train(plan):
     dtype = torch.float64
-    widths, (S, N, epochs), warps, spill = MLP_PLANS[plan]
+    widths, (S, N, epochs), (seeds, warps, spill) = MLP_PLANS[plan]
     if plan == "spill":
         harness.set_optin_smem(8 * 1024)
     x, params = _mlp(widths, S, N, dtype, shared_x=True)
@@ -274,11 +346,16 @@ def test_mlp_train(plan):
     target = torch.sin(3 * x)
     *got, got_plan = harness.mlp_train(x, target, params, widths, epochs=epochs, lr=1e-2,
                                        betas=(0.9, 0.999), eps=1e-8, record_every=1)
-    assert (got_plan[0], bool(got_plan[2])) == (warps, spill)
+    assert (got_plan[0], got_plan[3], bool(got_plan[2])) == (seeds, warps, spill)
     assert (got_plan[1] > 48 * 1024) == (plan == "optin")
     want = _mlp_step_by_step(x, target, params, widths, epochs, 1e-2, 1)
     for name, a, b in zip(("params", "loss", "curve", "state"), got, want):
         assert torch.equal(a, b), f"{name} differs from step by step"
+    harness.set_seed(SEED + 3)
+    *again, _ = harness.mlp_train(x, target, params, widths, epochs=epochs, lr=1e-2,
+                                  betas=(0.9, 0.999), eps=1e-8, record_every=1)
+    for name, a, b in zip(("params", "loss", "curve", "state"), got, again):
+        assert torch.equal(a, b), f"{name}: order-dependent"
 
 
 # The widest, deepest net (16 units, 64 hidden layers): its double workspace (2P values, P =
@@ -298,7 +375,7 @@ def test_mlp_at_the_limits():
     _assert_close(gp, wg, _mlp_tol(x, params, widths, gy), "mlp gparams")
     *got, got_plan = harness.mlp_train(x, target, params, widths, epochs=1, lr=1e-2,
                                        betas=(0.9, 0.999), eps=1e-8, record_every=1)
-    assert (got_plan[0], bool(got_plan[2])) == (4, True)
+    assert (got_plan[0], got_plan[3], bool(got_plan[2])) == (4, 1, True)
     want = _mlp_step_by_step(x, target, params, widths, 1, 1e-2, 1)
     for name, a, b in zip(("params", "loss", "curve", "state"), got, want):
         assert torch.equal(a, b), f"{name} differs from step by step"

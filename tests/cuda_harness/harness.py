@@ -23,6 +23,7 @@ def lib():
             getattr(_lib, name).restype = ctypes.c_char_p
         _lib.harness_set_seed.argtypes = [ctypes.c_uint64]
         _lib.harness_set_optin_smem.argtypes = [ctypes.c_int]
+        _lib.harness_warps_per_seed.restype = ctypes.c_int64
     return _lib
 
 
@@ -50,6 +51,11 @@ def set_seed(seed):
     lib().harness_set_seed(seed)
 
 
+def warps_per_seed(S, N):
+    """The warps that share a seed's points in the kernels (csrc/common/launch_config.h)."""
+    return lib().harness_warps_per_seed(_I64(S), _I64(N))
+
+
 def set_optin_smem(nbytes):
     """The opt-in shared memory per block that the emulated device reports (H100: 227 KiB)."""
     lib().harness_set_optin_smem(nbytes)
@@ -73,10 +79,9 @@ def backward(x, peaks, scales, sign, head, loss_mode):
     gx = None if loss_mode else new(S, N)
     gp = new(S, D + 1)
     gs = None if scales is None else new(S, D)
-    scratch = new(S, 2 * D) if scales is None else None
     _check(lib().cn_backward(_dtype(peaks), _I64(S), _I64(N), D, sign, int(x.dim() == 1),
                              int(head.dim() == 1), _ptr(x), _ptr(peaks), _ptr(scales), _ptr(head),
-                             _ptr(loss), _ptr(gx), _ptr(gp), _ptr(gs), _ptr(scratch)))
+                             _ptr(loss), _ptr(gx), _ptr(gp), _ptr(gs)))
     return loss, gx, gp, gs
 
 
@@ -86,7 +91,8 @@ def _hyper(lr, betas, eps, lo=0.0, hi=1.0):
 
 def train_peaks(x, target, peaks, scales, sign, *, epochs, lr, betas, eps, peak_bounds,
                 record_every, state=None, step=0):
-    """(peaks, scales, loss, curve, state, plan) with plan = (warps, smem_bytes, spill)."""
+    """(peaks, scales, loss, curve, state, plan) with plan = (seeds per block, smem_bytes, spill,
+    warps per seed)."""
     S, D = peaks.shape[0], peaks.shape[1] - 1
     N = x.shape[-1]
     peaks, scales = peaks.clone(), None if scales is None else scales.clone()
@@ -95,7 +101,7 @@ def train_peaks(x, target, peaks, scales, sign, *, epochs, lr, betas, eps, peak_
     records = (epochs + record_every - 1) // record_every if record_every else 0
     loss = torch.zeros(S, dtype=peaks.dtype)
     curve = torch.zeros(S, records, dtype=peaks.dtype)
-    plan = (_I64 * 3)()
+    plan = (_I64 * 4)()
     _check(lib().cn_train(_dtype(peaks), _I64(S), _I64(N), D, sign, int(x.dim() == 1),
                           int(target.dim() == 1), _hyper(lr, betas, eps, *peak_bounds),
                           (_I64 * 3)(epochs, record_every, step), _ptr(x), _ptr(target),
@@ -131,14 +137,15 @@ def mlp_backward(x, params, widths, head, loss_mode):
 
 def mlp_train(x, target, params, widths, *, epochs, lr, betas, eps, record_every, state=None,
               step=0):
-    """(params, loss, curve, state, plan) with plan = (warps, smem_bytes, spill)."""
+    """(params, loss, curve, state, plan) with plan = (seeds per block, smem_bytes, spill, warps
+    per seed)."""
     S, N = params.shape[0], x.shape[-1]
     params = params.clone()
     state = torch.zeros(S, 2, params.shape[1], dtype=params.dtype) if state is None else state.clone()
     records = (epochs + record_every - 1) // record_every if record_every else 0
     loss = torch.zeros(S, dtype=params.dtype)
     curve = torch.zeros(S, records, dtype=params.dtype)
-    plan = (_I64 * 3)()
+    plan = (_I64 * 4)()
     _check(lib().mlp_train_c(_dtype(params), *_widths(widths), _I64(S), _I64(N),
                              int(x.dim() == 1), int(target.dim() == 1), _hyper(lr, betas, eps),
                              (_I64 * 3)(epochs, record_every, step), _ptr(x), _ptr(target),

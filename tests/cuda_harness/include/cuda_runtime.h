@@ -16,6 +16,8 @@
 #define __host__
 #define __forceinline__ inline
 #define __align__(n) __attribute__((aligned(n)))
+// A register-allocation hint to nvcc; the harness has no registers to allocate.
+#define __launch_bounds__(...)
 // Static shared memory: one instance, reused by the blocks, which run one at a time.
 #define __shared__ static
 
