@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .._extension import WITH_CUDA
-from ..checks import check_bounds, check_depth, check_int, check_real, check_width
+from ..checks import (check_bounds, check_depth, check_int, check_peak_bounds, check_real,
+                      check_warmup, check_width)
 from ..init import PEAK_RANGE
 
 KINDS = ("default", "raai", "no_pretraining", "not_enforced", "enforced")
@@ -29,6 +30,10 @@ STAGE1_KINDS = ("not_enforced", "enforced")
 LR_PEAKS = 1e-2
 LR_WEIGHTS = {"default": 3e-3, "raai": 1e-2, "no_pretraining": 3e-4, "not_enforced": 1e-4,
               "enforced": 1e-4}
+WARMUP = {"default": 0, "raai": 0, "no_pretraining": 0, "not_enforced": 0, "enforced": 0}
+"""Steps of linear warm-up of each kind's weights' rate (``warmup_lr``; stage 1 has none)."""
+PEAK_CLAMP = (1e-3, 1 - 1e-3)
+"""Stage 1's clamp of the peaks in the experiments (``Config.peak_bounds``)."""
 
 SEED_MAX = 2**64 - 1
 """torch.Generator.manual_seed takes an unsigned 64-bit seed (negatives would alias large ones)."""
@@ -72,6 +77,18 @@ def weight_lrs(lr_weights):
     else:
         out = {k: lr_weights for k in KINDS}
     return {k: check_real(f"lr_weights[{k!r}]", v, positive=True) for k, v in out.items()}
+
+
+def warmups(warmup):
+    """{kind: steps} from an int (all kinds) or a dict (missing kinds take WARMUP's)."""
+    if isinstance(warmup, dict):
+        bad = [k for k in warmup if k not in KINDS]
+        if bad:
+            raise ValueError(f"unknown kind(s) {bad} in `warmup`; known: {', '.join(KINDS)}")
+        out = {**WARMUP, **warmup}
+    else:
+        out = {k: warmup for k in KINDS}
+    return {k: check_warmup(v, f"warmup[{k!r}]") for k, v in out.items()}
 
 
 def resolve_device(device):
@@ -118,9 +135,10 @@ class Config:
     What is computed: ``kinds``; ``seeds`` networks of each (seed s starts from the same draw in
     every kind and on every target); ``points`` evenly spaced on [0, 1]; hidden ``width`` and
     ``depth``; ``epochs`` (stage 1, stage 2): Adam steps, weight-only kinds train their sum;
-    ``lr_peaks`` (stage 1) and ``lr_weights`` (a number or {kind: rate}); the generator ``seed``;
-    ``peak_range`` of the uniform starting peaks; ``dtype``; ``device`` ("auto"/None, "cpu",
-    "cuda[:i]").
+    ``lr_peaks`` (stage 1) and ``lr_weights`` (a number or {kind: rate}); ``warmup``: steps of
+    linear warm-up of the weights' rate (an int or {kind: steps}; :func:`compnet_ext.optim.warmup_lr`);
+    ``peak_bounds``, stage 1's clamp of the peaks; the generator ``seed``; ``peak_range`` of the
+    uniform starting peaks; ``dtype``; ``device`` ("auto"/None, "cpu", "cuda[:i]").
 
     Which part of it: ``seed_block = (start, stop)`` trains only seeds ``start .. stop - 1`` of
     the ``seeds`` drawn (default: all), so an experiment splits into work units (targets x kinds
@@ -140,6 +158,8 @@ class Config:
     epochs: tuple = (1000, 1000)
     lr_peaks: float = LR_PEAKS
     lr_weights: dict = field(default_factory=lambda: dict(LR_WEIGHTS))
+    warmup: dict = field(default_factory=lambda: dict(WARMUP))
+    peak_bounds: tuple = PEAK_CLAMP
     seed: int = 0
     peak_range: tuple = PEAK_RANGE
     dtype: torch.dtype = torch.float32
@@ -167,6 +187,7 @@ class Config:
         set_("epochs", epochs)
         set_("lr_peaks", check_real("lr_peaks", self.lr_peaks, positive=True))
         set_("lr_weights", weight_lrs(self.lr_weights))
+        set_("warmup", warmups(self.warmup))
         if self.width != 4 and any(k in self.kinds for k in ("no_pretraining",) + STAGE1_KINDS):
             raise ValueError(f"`width` must be 4 for the compositional kinds (the encoding of "
                              f"MATH.md section 5 has 4 neurons per layer), got {self.width}")
@@ -174,6 +195,7 @@ class Config:
         set_("peak_range", check_bounds("peak_range", self.peak_range))
         if self.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"`dtype` must be torch.float32 or torch.float64, got {self.dtype}")
+        set_("peak_bounds", check_peak_bounds(self.peak_bounds, self.dtype))
         if self.seed_block is not None:
             block = tuple(self.seed_block)
             if not (len(block) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
