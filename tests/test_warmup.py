@@ -128,9 +128,9 @@ def test_bad_warmup_names_the_argument(bad):
     x, peaks, _ = make_problem(2, 3, 10, seed=42)
     with pytest.raises(ValueError, match="`warmup`"):
         compnet_ext.train_peaks(x, x, peaks, epochs=2, warmup=bad)
-    layers = _mlp(2, F64).layers()
+    layers, xm = _mlp(2, F64).layers(), torch.linspace(0, 1, 10, dtype=F64)
     with pytest.raises(ValueError, match="`warmup`"):
-        mlp_train(x[0], x[0], layers, epochs=2, warmup=bad)
+        mlp_train(xm, xm, layers, epochs=2, warmup=bad)
     with pytest.raises(ValueError, match="`warmup`"):
         BatchedAdam([peaks.clone()], 0.1, warmup=bad)
     with pytest.raises(ValueError, match=r"`warmup\['enforced'\]`"):
