@@ -65,7 +65,8 @@ class BatchedAdam:
         elif not lr > 0:
             raise ValueError(f"`lr` must be > 0, got {lr}")
         if isinstance(warmup, torch.Tensor):
-            if warmup.shape != (S,) or warmup.dtype.is_floating_point or not bool((warmup >= 0).all()):
+            if (warmup.shape != (S,) or warmup.dtype.is_floating_point
+                    or not bool((warmup >= 0).all())):
                 raise ValueError(f"`warmup` tensor must be [S] = [{S}] non-negative integers, "
                                  f"got {warmup.dtype} {list(warmup.shape)}")
             warmup = warmup.to(self.params[0].device, torch.int64)

@@ -4,7 +4,7 @@ API of :mod:`compnet_ext.experiments` (docs/training.md).
 - :func:`compare`: final MSE per seed of every kind on one target;
 - :func:`run`: the engine behind it and the ``compnet`` command, ``{target: {kind: KindResult}}``;
 - :class:`Config`: an experiment's settings (``run(targets, Config(...))`` or keywords);
-- :data:`KINDS`, :data:`LR_PEAKS`, :data:`LR_WEIGHTS`, :data:`WARMUP`, :data:`PEAK_CLAMP`,
+- :data:`KINDS`, :data:`LR_PEAKS`, :data:`LR_WEIGHTS`, :data:`WARMUP_FRACTION`, :data:`PEAK_CLAMP`,
   :data:`PEAK_RANGE`: the defaults (docs/hyperparameters.md).
 
 The stages themselves are :func:`compnet_ext.experiments.stages.train_peaks` and
@@ -13,14 +13,14 @@ The stages themselves are :func:`compnet_ext.experiments.stages.train_peaks` and
 import warnings
 
 from .experiments import stages
-from .experiments.config import (KINDS, LR_PEAKS, LR_WEIGHTS, PEAK_CLAMP, STAGE1_KINDS, WARMUP,
-                                 WEIGHT_ONLY_KINDS, Config)
+from .experiments.config import (KINDS, LR_PEAKS, LR_WEIGHTS, PEAK_CLAMP, STAGE1_KINDS,
+                                 WARMUP_FRACTION, WEIGHT_ONLY_KINDS, Config)
 from .experiments.engine import KindResult, compare, run
 from .init import PEAK_RANGE
 from .ops import PEAK_BOUNDS
 
 __all__ = ["compare", "run", "Config", "KindResult", "KINDS", "WEIGHT_ONLY_KINDS",
-           "STAGE1_KINDS", "LR_PEAKS", "LR_WEIGHTS", "WARMUP", "PEAK_CLAMP", "PEAK_RANGE"]
+           "STAGE1_KINDS", "LR_PEAKS", "LR_WEIGHTS", "WARMUP_FRACTION", "PEAK_CLAMP", "PEAK_RANGE"]
 
 
 def _deprecated(old, new):

@@ -20,8 +20,8 @@ from ..init import PEAK_RANGE, mlp_widths, starting_peaks
 from ..network import encode
 from ..targets import PAPER_TARGETS, TARGETS
 from . import plots, reproduce, sweep
-from .config import (KINDS, LR_PEAKS, LR_WEIGHTS, PEAK_CLAMP, WARMUP, Config, check_setting,
-                     resolve_device, warmups, weight_lrs)
+from .config import (KINDS, LR_PEAKS, LR_WEIGHTS, PEAK_CLAMP, WARMUP_FRACTION, Config,
+                     check_setting, resolve_device, warmup_fractions, weight_lrs)
 from .outdir import OutDir, OutDirError
 
 QUICK = {"seeds": 6, "epochs": (300, 300)}
@@ -133,15 +133,16 @@ def parse_lr_weights(text):
         raise argparse.ArgumentTypeError(f"must be one number or 'KIND=LR,...': {e}") from None
 
 
-def parse_warmup(text):
-    """'100' -> every kind; 'enforced=100,raai=0' -> those kinds (others: defaults)."""
+def parse_warmup_fraction(text):
+    """'0.1' -> every kind; 'enforced=0.1,raai=0' -> those kinds (others: defaults)."""
     try:
         if "=" not in text:
-            return warmups(int(text))
+            return warmup_fractions(float(text))
         pairs = dict(item.split("=") for item in text.split(","))
-        return warmups({k.strip(): int(v) for k, v in pairs.items()})
+        return warmup_fractions({k.strip(): float(v) for k, v in pairs.items()})
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"must be one int >= 0 or 'KIND=STEPS,...': {e}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be one number in [0, 1] or 'KIND=FRACTION,...': {e}") from None
 
 
 def parse_peak_bounds(text):
@@ -217,10 +218,10 @@ def _common(p, seeds, epochs):
     p.add_argument("--lr-weights", type=parse_lr_weights, default=None,
                    help="weights' learning rate: one number, or 'KIND=LR,...' (default: per kind, "
                         + ", ".join(f"{k}={v:g}" for k, v in LR_WEIGHTS.items()) + ")")
-    p.add_argument("--warmup", type=parse_warmup, default=None,
-                   help="steps of linear warm-up of the weights' rate: one int, or 'KIND=STEPS,...' "
-                        "(default: per kind, " + ", ".join(f"{k}={v}" for k, v in WARMUP.items())
-                        + ")")
+    p.add_argument("--warmup-fraction", type=parse_warmup_fraction, default=None,
+                   help="linear warm-up of the weights' rate over this fraction of each kind's "
+                        "weight steps: one number in [0, 1], or 'KIND=FRACTION,...' (default: "
+                        + ", ".join(f"{k}={v:g}" for k, v in WARMUP_FRACTION.items()) + ")")
     p.add_argument("--peak-bounds", type=parse_peak_bounds, default=PEAK_CLAMP,
                    help="stage 1's clamp of the peaks 'LO,HI' (default %(default)s)")
     p.add_argument("--seed", type=setting("seed"), default=0, help="generator seed (0 to 2^64 - 1)")
@@ -242,7 +243,8 @@ def _config(args, quick, **extra):
         args.seeds, args.epochs = quick["seeds"], quick["epochs"]
     return Config(kinds=args.kinds, seeds=args.seeds, points=args.points, epochs=args.epochs,
                   lr_peaks=args.lr_peaks, lr_weights=args.lr_weights or dict(LR_WEIGHTS),
-                  warmup=args.warmup or dict(WARMUP), peak_bounds=args.peak_bounds,
+                  warmup_fraction=args.warmup_fraction or dict(WARMUP_FRACTION),
+                  peak_bounds=args.peak_bounds,
                   seed=args.seed, device=args.device, threads=args.threads,
                   fused=not args.step_by_step, progress=not args.no_progress, **extra)
 

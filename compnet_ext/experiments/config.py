@@ -15,7 +15,7 @@ import torch
 
 from .._extension import WITH_CUDA
 from ..checks import (check_bounds, check_depth, check_int, check_peak_bounds, check_real,
-                      check_warmup, check_width)
+                      check_width)
 from ..init import PEAK_RANGE
 
 KINDS = ("default", "raai", "no_pretraining", "not_enforced", "enforced")
@@ -32,8 +32,12 @@ STAGE1_KINDS = ("not_enforced", "enforced")
 LR_PEAKS = 1e-2
 LR_WEIGHTS = {"default": 5e-3, "raai": 2e-2, "no_pretraining": 1e-3, "not_enforced": 3e-4,
               "enforced": 2e-4}
-WARMUP = {"default": 0, "raai": 300, "no_pretraining": 300, "not_enforced": 100, "enforced": 100}
-"""Steps of linear warm-up of each kind's weights' rate (``warmup_lr``; stage 1 has none)."""
+WARMUP_FRACTION = {"default": 0.0, "raai": 0.15, "no_pretraining": 0.15, "not_enforced": 0.1,
+                   "enforced": 0.1}
+"""Linear warm-up of each kind's weights' rate (``warmup_lr``; stage 1 has none), as a fraction
+of the steps the kind trains its weights: ``epochs[0] + epochs[1]`` for the weight-only kinds,
+``epochs[1]`` for the others. With the paper's 1000 + 1000: 300 steps for raai and
+no_pretraining, 100 for not_enforced and enforced (:meth:`Config.warmup_steps`)."""
 PEAK_CLAMP = (0.1, 0.9)
 """Stage 1's clamp of the peaks in the experiments (``Config.peak_bounds``)."""
 
@@ -81,16 +85,22 @@ def weight_lrs(lr_weights):
     return {k: check_real(f"lr_weights[{k!r}]", v, positive=True) for k, v in out.items()}
 
 
-def warmups(warmup):
-    """{kind: steps} from an int (all kinds) or a dict (missing kinds take WARMUP's)."""
-    if isinstance(warmup, dict):
-        bad = [k for k in warmup if k not in KINDS]
+def warmup_fractions(fraction):
+    """{kind: fraction in [0, 1]} from a number (all kinds) or a dict (missing kinds take
+    WARMUP_FRACTION's)."""
+    if isinstance(fraction, dict):
+        bad = [k for k in fraction if k not in KINDS]
         if bad:
-            raise ValueError(f"unknown kind(s) {bad} in `warmup`; known: {', '.join(KINDS)}")
-        out = {**WARMUP, **warmup}
+            raise ValueError(f"unknown kind(s) {bad} in `warmup_fraction`; known: "
+                             f"{', '.join(KINDS)}")
+        out = {**WARMUP_FRACTION, **fraction}
     else:
-        out = {k: warmup for k in KINDS}
-    return {k: check_warmup(v, f"warmup[{k!r}]") for k, v in out.items()}
+        out = {k: fraction for k in KINDS}
+    checked = {k: check_real(f"warmup_fraction[{k!r}]", v) for k, v in out.items()}
+    for k, v in checked.items():
+        if v > 1:
+            raise ValueError(f"`warmup_fraction[{k!r}]` must be a number in [0, 1], got {v!r}")
+    return checked
 
 
 def resolve_device(device):
@@ -137,8 +147,9 @@ class Config:
     What is computed: ``kinds``; ``seeds`` networks of each (seed s starts from the same draw in
     every kind and on every target); ``points`` evenly spaced on [0, 1]; hidden ``width`` and
     ``depth``; ``epochs`` (stage 1, stage 2): Adam steps, weight-only kinds train their sum;
-    ``lr_peaks`` (stage 1) and ``lr_weights`` (a number or {kind: rate}); ``warmup``: steps of
-    linear warm-up of the weights' rate (an int or {kind: steps}; :func:`compnet_ext.optim.warmup_lr`);
+    ``lr_peaks`` (stage 1) and ``lr_weights`` (a number or {kind: rate}); ``warmup_fraction``:
+    linear warm-up of the weights' rate over this fraction of the kind's weight steps (a number
+    in [0, 1] or {kind: fraction}; :data:`WARMUP_FRACTION`, :func:`compnet_ext.optim.warmup_lr`);
     ``peak_bounds``, stage 1's clamp of the peaks; the generator ``seed``; ``peak_range`` of the
     uniform starting peaks; ``dtype``; ``device`` ("auto"/None, "cpu", "cuda[:i]").
 
@@ -160,7 +171,7 @@ class Config:
     epochs: tuple = (1000, 1000)
     lr_peaks: float = LR_PEAKS
     lr_weights: dict = field(default_factory=lambda: dict(LR_WEIGHTS))
-    warmup: dict = field(default_factory=lambda: dict(WARMUP))
+    warmup_fraction: dict = field(default_factory=lambda: dict(WARMUP_FRACTION))
     peak_bounds: tuple = PEAK_CLAMP
     seed: int = 0
     peak_range: tuple = PEAK_RANGE
@@ -189,7 +200,7 @@ class Config:
         set_("epochs", epochs)
         set_("lr_peaks", check_real("lr_peaks", self.lr_peaks, positive=True))
         set_("lr_weights", weight_lrs(self.lr_weights))
-        set_("warmup", warmups(self.warmup))
+        set_("warmup_fraction", warmup_fractions(self.warmup_fraction))
         if self.width != 4 and any(k in self.kinds for k in ("no_pretraining",) + STAGE1_KINDS):
             raise ValueError(f"`width` must be 4 for the compositional kinds (the encoding of "
                              f"MATH.md section 5 has 4 neurons per layer), got {self.width}")
@@ -214,6 +225,14 @@ class Config:
     def rows(self):
         """The seeds this configuration trains: ``range(start, stop)`` of its seed block."""
         return range(*(self.seed_block or (0, self.seeds)))
+
+    def weight_steps(self, kind):
+        """Adam steps on the weights: both stages' epochs for the weight-only kinds."""
+        return sum(self.epochs) if kind in WEIGHT_ONLY_KINDS else self.epochs[1]
+
+    def warmup_steps(self, kind):
+        """Steps of the kind's weights' warm-up: its fraction of :meth:`weight_steps`, rounded."""
+        return round(self.warmup_fraction[kind] * self.weight_steps(kind))
 
     def replace(self, **changes):
         """A copy with ``changes``, checked again."""

@@ -50,7 +50,7 @@ def run(targets, config=None, **settings):
             (:func:`compnet_ext.targets.select` makes one from names).
         config: a :class:`~compnet_ext.experiments.config.Config`; ``settings`` are its fields
             (``kinds``, ``seeds``, ``points``, ``width``, ``depth``, ``epochs``, ``lr_peaks``,
-            ``lr_weights``, ``warmup``, ``peak_bounds``, ``device``, ``seed``, ``dtype``,
+            ``lr_weights``, ``warmup_fraction``, ``peak_bounds``, ``device``, ``seed``, ``dtype``,
             ``peak_range``, ``seed_block``,
             ``fused``, ``threads``, ``keep_curves``, ``keep_layers``, ``progress``), given
             alone or as changes to ``config``. Checked before any work.
@@ -143,7 +143,7 @@ class _Experiment:
                           for k, _ in blocks]).to(self.dev)
 
     def warmup_rows(self, blocks):
-        return torch.cat([torch.full((self.S,), self.cfg.warmup[k], dtype=torch.int64)
+        return torch.cat([torch.full((self.S,), self.cfg.warmup_steps(k), dtype=torch.int64)
                           for k, _ in blocks]).to(self.dev)
 
     def train_stage1(self, record_every):
@@ -194,7 +194,7 @@ def _train_fused(exp, bar):
     def stage2(kind, kind_blocks, layers, steps):
         mlp = BatchedMLP.from_layers(layers)
         _, curve = stages.train_mlp(mlp, exp.x_d, exp.target_rows(kind_blocks), epochs=steps,
-                                    lr=exp.cfg.lr_weights[kind], warmup=exp.cfg.warmup[kind],
+                                    lr=exp.cfg.lr_weights[kind], warmup=exp.cfg.warmup_steps(kind),
                                     record_every=every)
         parts.append(_detached(mlp))
         blocks.extend(kind_blocks)
