@@ -12,8 +12,9 @@ log10(min MSE) + log10(mean MSE) -- the two columns of the paper's tables; lower
 
 The stages run as the fused ops in segments that carry Adam's state (moments and step count):
 bitwise one run (compnet_ext.chunks), while the learning rate may change from one segment to the
-next. The warm-up's rate at step t (1-based), lr * t / W for t < W, is the expression of
-cn::AdamStep, so the chosen configuration reproduces exactly in ``compnet reproduce``.
+next. The warm-up's rate at step t (1-based), lr * t / W for t < W, is
+compnet_ext.optim.warmup_lr, the expression of cn::scheduled_lr, so the chosen configuration
+reproduces exactly in ``compnet reproduce`` (checked: the same figures to the last digit).
 """
 import argparse
 import math
@@ -26,6 +27,7 @@ from compnet_ext.init import default_layers, mlp_widths, raai_layers, starting_p
 from compnet_ext.mlp_ops import pack
 from compnet_ext.network import encode
 from compnet_ext.ops import PEAK_BOUNDS, smooth_scales
+from compnet_ext.optim import warmup_lr
 from compnet_ext.targets import PAPER_TARGETS, evaluate_target, select
 
 OPS = torch.ops.compnet_ext
@@ -40,11 +42,6 @@ GRID = {  # learning rates; stage-1 kinds also try the clamp (0.1, 0.9): 18 tria
     "enforced": (1e-4, 2e-4, 3e-4),
 }
 CLAMPS = {"not_enforced": (PEAK_BOUNDS, (0.1, 0.9)), "enforced": (PEAK_BOUNDS, (0.1, 0.9))}
-
-
-def warmup_lr(lr, warmup, t):
-    """The rate of step t (1-based): lr * t / warmup during the warm-up, then lr."""
-    return lr * (t / warmup) if t < warmup else lr
 
 
 def segments(epochs, warmup):

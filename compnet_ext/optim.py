@@ -36,7 +36,7 @@ def warmup_lr(lr, warmup, t):
     """The learning rate of Adam step ``t`` (1-based) under a linear warm-up of ``warmup`` steps:
     ``lr * (t / warmup)`` for ``t < warmup``, else ``lr`` -- the expression of
     ``cn::scheduled_lr``, one float64 division and multiplication, so the bits agree."""
-    return lr * (t / warmup) if t < warmup else lr
+    return lr * (float(t) / float(warmup)) if t < warmup else lr  # double(t) / double(W) in C++
 
 
 def _sqrt(v):
