@@ -1,4 +1,6 @@
-"""Learning-rate and starting-peak sweep behind the defaults in compnet_ext/experiments/config.py.
+"""The first learning-rate and starting-peak sweep (superseded by bench/tune_defaults.py, issue 11;
+kept to reproduce bench/results/lr_sweep.csv: it runs on seed 0 with constant rates and the old
+peak clamp [1e-3, 1 - 1e-3], as it did then).
 
     PYTHONPATH=. python3 bench/lr_sweep.py --seeds 10 > bench/results/lr_sweep.csv
 
@@ -34,7 +36,8 @@ def main():
     for part, lrp, lrw, pr, kinds in runs:
         t0 = time.perf_counter()
         _, res = train.run(targets, kinds=kinds, seeds=args.seeds, epochs=epochs, lr_peaks=lrp,
-                           lr_weights=lrw, peak_range=pr, keep_curves=False)
+                           lr_weights=lrw, peak_range=pr, keep_curves=False, seed=0,
+                           warmup_fraction=0, peak_bounds=(1e-3, 1 - 1e-3))
         dt = time.perf_counter() - t0
         for n, per_kind in res.items():
             for k, r in per_kind.items():

@@ -164,7 +164,8 @@ class BatchedMLP(torch.nn.Module):
         return f"S={self.S}, widths={self.widths}"
 
 
-def train_mlp(mlp, x, target, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, record_every=0):
+def train_mlp(mlp, x, target, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, record_every=0,
+              warmup=0):
     """Trains ``mlp`` (a :class:`BatchedMLP`) in place: ``epochs`` fused Adam steps.
 
     Stage 2 of the paper's method: all weights and biases of the S networks train freely on the
@@ -180,6 +181,7 @@ def train_mlp(mlp, x, target, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, 
         epochs: number of Adam steps (>= 0).
         lr, betas, eps: Adam's hyper-parameters.
         record_every: record the loss before every k-th step (0: no curve).
+        warmup: steps of linear learning-rate warm-up (:func:`compnet_ext.optim.warmup_lr`).
 
     Returns:
         ``(loss [S], curve [S, ceil(epochs / k)])``: the loss at the trained parameters and
@@ -191,7 +193,8 @@ def train_mlp(mlp, x, target, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, 
     check_mlp_points(x, mlp.S)
     with torch.no_grad():  # the results are constants (detached, as loss_and_grad's)
         layers, loss, curve = mlp_ops.mlp_train(x, target, mlp.layers(), epochs=epochs, lr=lr,
-                                                betas=betas, eps=eps, record_every=record_every)
+                                                betas=betas, eps=eps, record_every=record_every,
+                                                warmup=warmup)
         for (W, b), (W_new, b_new) in zip(mlp.layers(), layers):
             W.copy_(W_new)
             b.copy_(b_new)

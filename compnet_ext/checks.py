@@ -78,6 +78,11 @@ def check_adam(epochs, lr, betas, eps, record_every):
     return lr, float(betas[0]), float(betas[1]), check_real("eps", eps, positive=True)
 
 
+def check_warmup(warmup, name="warmup"):
+    """Steps of linear learning-rate warm-up: an int >= 0 (ValueError naming it otherwise)."""
+    return check_int(name, warmup, 0, INT64_MAX, wrong_type=ValueError)
+
+
 def check_bounds(name, bounds):
     """``(lo, hi)`` with ``0 < lo <= hi < 1``, as floats (peak bounds and ranges)."""
     if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2

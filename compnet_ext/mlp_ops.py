@@ -10,7 +10,8 @@ gradients, so that autograd reaches the caller's tensors.
 import torch
 
 from ._extension import _C  # noqa: F401  (registers the ops)
-from .checks import check_adam, check_layers, check_mlp_points, check_mlp_target, check_tensor
+from .checks import (check_adam, check_layers, check_mlp_points, check_mlp_target, check_tensor,
+                     check_warmup)
 from .chunks import run_in_chunks
 from .op_autograd import differentiable_vjp, register_not_differentiable
 from .reference import matmul_forward
@@ -53,7 +54,7 @@ def _loss_and_grad_fake(x, target, params, widths):
 
 @torch.library.register_fake("compnet_ext::mlp_train")
 def _train_fake(x, target, params, widths, epochs, lr, beta1, beta2, eps, record_every,
-                state=None, step=0):
+                state=None, step=0, warmup=0):
     records = -(-epochs // record_every) if record_every > 0 else 0
     S, P = params.shape
     return (params.new_empty(params.shape), params.new_empty(S), params.new_empty(S, records),
@@ -129,7 +130,8 @@ def mlp_loss_and_grad(x, target, layers):
     return loss, unpack(gp, widths)
 
 
-def mlp_train(x, target, layers, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, record_every=0):
+def mlp_train(x, target, layers, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, record_every=0,
+              warmup=0):
     """Stage 2 of the paper's method, fused: ``epochs`` Adam steps on all weights and biases.
 
     Every seed is trained independently (a CUDA warp or a CPU task owns a seed and keeps its
@@ -145,6 +147,8 @@ def mlp_train(x, target, layers, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-
         epochs: number of Adam steps (>= 0).
         lr, betas, eps: Adam's hyper-parameters.
         record_every: record the loss before every k-th step (0: no curve).
+        warmup: steps of linear learning-rate warm-up: step t < warmup (1-based) takes
+            ``lr * t / warmup`` (:func:`compnet_ext.optim.warmup_lr`); 0 (default): none.
 
     Returns:
         ``(layers, loss [S], curve [S, ceil(epochs / k)])``: the trained ``(W, b)`` (new tensors,
@@ -153,10 +157,11 @@ def mlp_train(x, target, layers, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-
     """
     _, widths = _check(x, layers, target)
     lr, beta1, beta2, eps = check_adam(epochs, lr, betas, eps, record_every)
+    warmup = check_warmup(warmup)
 
     def launch(params, state, n, step):
         params, loss, curve, state = _ops.mlp_train(x, target, params, widths, n, lr, beta1,
-                                                    beta2, eps, record_every, state, step)
+                                                    beta2, eps, record_every, state, step, warmup)
         return params, loss, curve, state
 
     params = pack(layers)

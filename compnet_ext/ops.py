@@ -8,7 +8,7 @@ op when ``validate=True``.
 import torch
 
 from . import reference
-from .checks import (check_adam, check_network, check_op_args, check_peak_bounds,
+from .checks import (check_adam, check_network, check_op_args, check_peak_bounds, check_warmup,
                      min_peak)  # noqa: F401  (min_peak: documented as compnet_ext.ops.min_peak)
 from .chunks import run_in_chunks
 from .op_autograd import differentiable_vjp, register_not_differentiable
@@ -47,7 +47,7 @@ def _loss_and_grad_fake(x, target, peaks, scales, sign, validate):
 
 @torch.library.register_fake("compnet_ext::train_peaks")
 def _train_peaks_fake(x, target, peaks, scales, sign, epochs, lr, beta1, beta2, eps, peak_min,
-                      peak_max, record_every, validate, state=None, step=0):
+                      peak_max, record_every, validate, state=None, step=0, warmup=0):
     S, D = check_op_args(x, target=target, peaks=peaks, scales=scales, sign=sign)
     records = -(-epochs // record_every) if record_every > 0 else 0
     P = D + 1 + (D if scales is not None else 0)
@@ -143,7 +143,7 @@ def smooth_scales(peaks, sign=-1, *, validate=True):
 
 
 def train_peaks(x, target, peaks, scales=None, sign=-1, *, epochs, lr=1e-2, betas=(0.9, 0.999),
-                eps=1e-8, peak_bounds=PEAK_BOUNDS, record_every=0, validate=True):
+                eps=1e-8, peak_bounds=PEAK_BOUNDS, record_every=0, validate=True, warmup=0):
     """Stage 1 of the paper's method, fused: ``epochs`` Adam steps on the peaks.
 
     Every seed is trained independently (a CUDA warp or a CPU task owns a seed and keeps its
@@ -161,6 +161,8 @@ def train_peaks(x, target, peaks, scales=None, sign=-1, *, epochs, lr=1e-2, beta
         peak_bounds: ``(lo, hi)`` with ``min_peak(dtype) <= lo <= hi < 1``; keeps the peaks
             valid (:func:`min_peak`). Default :data:`PEAK_BOUNDS`, the experiments' clamp.
         record_every: record the loss before every k-th step (0: no curve).
+        warmup: steps of linear learning-rate warm-up: step t < warmup (1-based) takes
+            ``lr * t / warmup`` (:func:`compnet_ext.optim.warmup_lr`); 0 (default): none.
 
     Returns:
         ``(peaks [S, D+1], scales [S, D] or None, loss [S], curve [S, ceil(epochs / k)])``:
@@ -169,12 +171,13 @@ def train_peaks(x, target, peaks, scales=None, sign=-1, *, epochs, lr=1e-2, beta
     check_op_args(x, peaks, scales, sign, target)
     lr, beta1, beta2, eps = check_adam(epochs, lr, betas, eps, record_every)
     lo, hi = check_peak_bounds(peak_bounds, peaks.dtype)
+    warmup = check_warmup(warmup)
 
     def launch(params, state, n, step):
         p, s = params
         p, s, loss, curve, state = _ops.train_peaks(
             x, target, p, s, int(sign), n, lr, beta1, beta2, eps, lo, hi, record_every,
-            bool(validate) and step == 0, state, step)
+            bool(validate) and step == 0, state, step, warmup)
         return (p, s if scales is not None else None), loss, curve, state
 
     cost = peaks.shape[0] * x.shape[-1] * peaks.shape[1]

@@ -7,6 +7,9 @@ step-by-step engine built on it gives bitwise the fused engine's result on any C
 ``torch.optim.Adam`` itself agrees to rounding: its kernels fuse the lerp and addcmul on some
 CPUs, and torch's CPU ``sqrt`` is not correctly rounded (a ``sqrt`` here is).
 
+A linear warm-up (``warmup``) scales the rate of step t < warmup by t / warmup, as
+``cn::scheduled_lr`` does (:func:`warmup_lr`).
+
 The per-seed step count lets networks that started at different times share one batched
 optimiser (:meth:`BatchedAdam.cat`): stage-2 networks join weight-only networks mid-run.
 """
@@ -14,6 +17,8 @@ import math
 
 import numpy as np
 import torch
+
+from .checks import check_warmup
 
 
 def ipow(b, t):
@@ -25,6 +30,13 @@ def ipow(b, t):
         t >>= 1
         b *= b
     return r
+
+
+def warmup_lr(lr, warmup, t):
+    """The learning rate of Adam step ``t`` (1-based) under a linear warm-up of ``warmup`` steps:
+    ``lr * (t / warmup)`` for ``t < warmup``, else ``lr`` -- the expression of
+    ``cn::scheduled_lr``, one float64 division and multiplication, so the bits agree."""
+    return lr * (float(t) / float(warmup)) if t < warmup else lr  # double(t) / double(W) in C++
 
 
 def _sqrt(v):
@@ -39,10 +51,11 @@ class BatchedAdam:
     """Adam over tensors ``[S, ...]``; ``step(grads)`` updates them in place.
 
     ``lr``: a float, or a tensor ``[S]`` of per-seed learning rates (kinds with different rates
-    share one batch).
+    share one batch). ``warmup``: steps of linear warm-up (:func:`warmup_lr`), an int or an
+    int tensor ``[S]`` per seed; counted on each seed's own step count.
     """
 
-    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, warmup=0):
         self.params = list(params)
         S = self.params[0].shape[0]
         if isinstance(lr, torch.Tensor):
@@ -51,7 +64,16 @@ class BatchedAdam:
             lr = lr.to(self.params[0].device, torch.float64)
         elif not lr > 0:
             raise ValueError(f"`lr` must be > 0, got {lr}")
-        self.lr, self.betas, self.eps = lr, betas, eps
+        if isinstance(warmup, torch.Tensor):
+            if (warmup.shape != (S,) or warmup.dtype.is_floating_point
+                    or not bool((warmup >= 0).all())):
+                raise ValueError(f"`warmup` tensor must be [S] = [{S}] non-negative integers, "
+                                 f"got {warmup.dtype} {list(warmup.shape)}")
+            warmup = warmup.to(self.params[0].device, torch.int64)
+        else:
+            warmup = torch.full((S,), check_warmup(warmup),
+                                dtype=torch.int64, device=self.params[0].device)
+        self.lr, self.betas, self.eps, self.warmup = lr, betas, eps, warmup
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
         self.t = torch.zeros(S, dtype=torch.int64, device=self.params[0].device)
@@ -67,6 +89,11 @@ class BatchedAdam:
             c1[rows] = 1.0 - ipow(b1, t)
             c2s[rows] = math.sqrt(1.0 - ipow(b2, t))
         lr = self.lr if isinstance(self.lr, torch.Tensor) else torch.full_like(c1, self.lr)
+        # warmup_lr per seed: lr * (t / warmup) during the warm-up (IEEE float64 ops, as in C++);
+        # lr itself after it (where() picks it: no multiplication by 1 needed, none done in C++).
+        warming = self.t < self.warmup
+        if bool(warming.any()):
+            lr = torch.where(warming, lr * (self.t.double() / self.warmup.double()), lr)
         neg_step = -(lr / c1)  # float64, as -(lr / (1 - beta1^t)) in C++
         return neg_step.to(dtype), c2s.to(dtype)
 
@@ -89,7 +116,8 @@ class BatchedAdam:
         lrs = [o.lr if isinstance(o.lr, torch.Tensor)
                else torch.full(o.t.shape, o.lr, dtype=torch.float64, device=o.t.device)
                for o in optimisers]
-        out = BatchedAdam(params, torch.cat(lrs), first.betas, first.eps)
+        out = BatchedAdam(params, torch.cat(lrs), first.betas, first.eps,
+                          torch.cat([o.warmup for o in optimisers]))
         out.m = [torch.cat(ms) for ms in zip(*(o.m for o in optimisers))]
         out.v = [torch.cat(vs) for vs in zip(*(o.v for o in optimisers))]
         out.t = torch.cat([o.t for o in optimisers])

@@ -8,7 +8,8 @@ API of :mod:`compnet_ext.experiments` (docs/training.md).
 - :func:`run`: the engine behind it and the ``compnet`` command, ``{target: {kind: KindResult}}``;
 - :func:`run_sparse`: the later version's sparse-data test (10 training, 10 test points);
 - :class:`Config`: an experiment's settings (``run(targets, Config(...))`` or keywords);
-- :data:`KINDS`, :data:`LR_PEAKS`, :data:`LR_WEIGHTS`, :data:`PEAK_RANGE`: the defaults.
+- :data:`KINDS`, :data:`LR_PEAKS`, :data:`LR_WEIGHTS`, :data:`WARMUP_FRACTION`, :data:`PEAK_CLAMP`,
+  :data:`PEAK_RANGE`: the defaults (docs/hyperparameters.md).
 
 The stages themselves are :func:`compnet_ext.experiments.stages.train_peaks` and
 :func:`~compnet_ext.experiments.stages.train_mlp` (fused or step by step).
@@ -16,7 +17,8 @@ The stages themselves are :func:`compnet_ext.experiments.stages.train_peaks` and
 import warnings
 
 from .experiments import stages
-from .experiments.config import KINDS, LR_PEAKS, LR_WEIGHTS, STAGE1_KINDS, WEIGHT_ONLY_KINDS, Config
+from .experiments.config import (KINDS, LR_PEAKS, LR_WEIGHTS, PEAK_CLAMP, STAGE1_KINDS,
+                                 WARMUP_FRACTION, WEIGHT_ONLY_KINDS, Config)
 from .experiments.engine import KindResult, compare, run
 from .experiments.sparse import SparseResult, run as run_sparse, sparse_points
 from .init import PEAK_RANGE
@@ -24,7 +26,7 @@ from .ops import PEAK_BOUNDS
 
 __all__ = ["compare", "run", "run_sparse", "sparse_points", "SparseResult", "Config",
            "KindResult", "KINDS", "WEIGHT_ONLY_KINDS", "STAGE1_KINDS", "LR_PEAKS", "LR_WEIGHTS",
-           "PEAK_RANGE"]
+           "WARMUP_FRACTION", "PEAK_CLAMP", "PEAK_RANGE"]
 
 
 def _deprecated(old, new):

@@ -23,11 +23,12 @@ TORCH_LIBRARY(compnet_ext, m) {
   // scales (empty in smooth mode), the final per-seed loss [S], the loss before every
   // `record_every`-th step [S, ceil(epochs / record_every)] and the Adam state [S, 2, P] to
   // continue from: `state` (None: fresh) and `step` (steps already taken) continue a run, so a
-  // run in chunks equals one launch bitwise.
+  // run in chunks equals one launch bitwise. `warmup`: step t < warmup (counted from the run's
+  // start, chunks included) takes the learning rate lr * t / warmup.
   m.def(
       "train_peaks(Tensor x, Tensor target, Tensor peaks, Tensor? scales, int sign, int epochs, "
       "float lr, float beta1, float beta2, float eps, float peak_min, float peak_max, "
-      "int record_every, bool validate, Tensor? state=None, int step=0) -> "
+      "int record_every, bool validate, Tensor? state=None, int step=0, int warmup=0) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor)");
 
   // Batched scalar-in, scalar-out ReLU MLPs (compnet_ext.nn.BatchedMLP). `params` [S, P] holds per
@@ -45,7 +46,8 @@ TORCH_LIBRARY(compnet_ext, m) {
   // (`state`, `step`: as train_peaks).
   m.def(
       "mlp_train(Tensor x, Tensor target, Tensor params, int[] widths, int epochs, float lr, "
-      "float beta1, float beta2, float eps, int record_every, Tensor? state=None, int step=0) -> "
+      "float beta1, float beta2, float eps, int record_every, Tensor? state=None, int step=0, "
+      "int warmup=0) -> "
       "(Tensor, Tensor, Tensor, Tensor)");
 }
 

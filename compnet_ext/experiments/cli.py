@@ -15,13 +15,14 @@ import sys
 import torch
 
 from ..batched_mlp import BatchedMLP
-from ..checks import MAX_HIDDEN, MAX_WIDTH, check_int, check_real
+from ..checks import MAX_HIDDEN, MAX_WIDTH, check_bounds, check_int, check_real
 from ..init import PEAK_RANGE, mlp_widths, starting_peaks
 from ..network import encode
 from ..targets import NONCONVEX_TARGETS, PAPER_TARGETS, TARGETS
 from . import plots, reproduce, sparse, sparse_reproduce, sweep
 from .cells import BLOCK_SEEDS
-from .config import KINDS, LR_PEAKS, LR_WEIGHTS, Config, check_setting, resolve_device, weight_lrs
+from .config import (KINDS, LR_PEAKS, LR_WEIGHTS, PEAK_CLAMP, WARMUP_FRACTION, Config,
+                     check_setting, resolve_device, warmup_fractions, weight_lrs)
 from .distributed import OptionsMismatch, RankError, Session, World
 from .outdir import OutDirError
 
@@ -134,6 +135,26 @@ def parse_lr_weights(text):
         raise argparse.ArgumentTypeError(f"must be one number or 'KIND=LR,...': {e}") from None
 
 
+def parse_warmup_fraction(text):
+    """'0.1' -> every kind; 'enforced=0.1,raai=0' -> those kinds (others: defaults)."""
+    try:
+        if "=" not in text:
+            return warmup_fractions(float(text))
+        pairs = dict(item.split("=") for item in text.split(","))
+        return warmup_fractions({k.strip(): float(v) for k, v in pairs.items()})
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"must be one number in [0, 1] or 'KIND=FRACTION,...': {e}") from None
+
+
+def parse_peak_bounds(text):
+    """'LO,HI' -> (LO, HI) with 0 < LO <= HI < 1."""
+    try:
+        return check_bounds("peak_bounds", tuple(float(v) for v in text.split(",")))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"must be 'LO,HI' with 0 < LO <= HI < 1: {e}") from None
+
+
 def device_type(text):
     """argparse type: 'auto', 'cpu' or 'cuda[:i]' that this machine has."""
     try:
@@ -202,6 +223,13 @@ def _common(p, seeds, epochs):
     p.add_argument("--lr-weights", type=parse_lr_weights, default=None,
                    help="weights' learning rate: one number, or 'KIND=LR,...' (default: per kind, "
                         + ", ".join(f"{k}={v:g}" for k, v in LR_WEIGHTS.items()) + ")")
+    p.add_argument("--warmup-fraction", type=parse_warmup_fraction, default=None,
+                   help="linear warm-up of the weights' rate over this fraction of each kind's "
+                        "weight steps: one number in [0, 1], or 'KIND=FRACTION,...' (default: "
+                        + ", ".join(f"{k}={v:g}" for k, v in WARMUP_FRACTION.items()) + ")")
+    p.add_argument("--peak-bounds", type=parse_peak_bounds, default=None,
+                   help=f"stage 1's clamp of the peaks 'LO,HI' (default {PEAK_CLAMP}; "
+                        "reproduce --sparse: the library's (0.001, 0.999))")
     p.add_argument("--seed", type=setting("seed"), default=0, help="generator seed (0 to 2^64 - 1)")
     p.add_argument("--device", type=device_type, default="auto",
                    help="auto (CUDA if available), cpu or cuda")
@@ -221,6 +249,8 @@ def _config(args, quick, **extra):
         args.seeds, args.epochs = quick["seeds"], quick["epochs"]
     return Config(kinds=args.kinds, seeds=args.seeds, points=args.points, epochs=args.epochs,
                   lr_peaks=args.lr_peaks, lr_weights=args.lr_weights or dict(LR_WEIGHTS),
+                  warmup_fraction=args.warmup_fraction or dict(WARMUP_FRACTION),
+                  peak_bounds=args.peak_bounds or PEAK_CLAMP,
                   seed=args.seed, device=args.device, threads=args.threads,
                   fused=not args.step_by_step, progress=not args.no_progress, **extra)
 
@@ -321,6 +351,9 @@ def run_sparse(p, args):
     args.lr_peaks = args.lr_peaks or sparse.SPARSE_LR
     args.lr_weights = args.lr_weights or weight_lrs(sparse.SPARSE_LR)
     args.threads = args.threads or sparse.SPARSE_SETTINGS["threads"]
+    args.warmup_fraction = (args.warmup_fraction
+                            or warmup_fractions(sparse.SPARSE_SETTINGS["warmup_fraction"]))
+    args.peak_bounds = args.peak_bounds or sparse.SPARSE_SETTINGS["peak_bounds"]
     args.out = "./compnet-sparse" if args.out is None else args.out
     cfg = _config(args, QUICK, depth=args.depth)
     with _session(p, args, cfg) as s:

@@ -3,7 +3,8 @@
 An experiment (MATH.md section 6) trains ``seeds`` networks of each kind on each target in two
 stages. Every setting is checked when a :class:`Config` is made, before any work, and the
 ``compnet`` options are checked by the same functions (:func:`check_setting`), so a limit has
-one home. The learning rates were chosen by the sweep in docs/hyperparameters.md.
+one home. The learning rates, warm-ups and the peak clamp were chosen by the tuning in
+docs/hyperparameters.md.
 """
 import contextlib
 import dataclasses
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .._extension import WITH_CUDA
-from ..checks import check_bounds, check_depth, check_int, check_real, check_width
+from ..checks import (check_bounds, check_depth, check_int, check_peak_bounds, check_real,
+                      check_width)
 from ..init import PEAK_RANGE
 from ..nonconvex import PAIR_WIDTH, check_domain
 
@@ -24,12 +26,21 @@ WEIGHT_ONLY_KINDS = ("default", "raai", "no_pretraining")
 STAGE1_KINDS = ("not_enforced", "enforced")
 """Kinds whose peaks (and free scales) train first (stage 1), then their encoded weights."""
 
-# Adam's other settings are torch's defaults. The weights' rate is per kind: each kind gets the
-# rate that served it best, so no kind (least of all the baselines) is handicapped by a rate tuned
-# for another.
+# Adam's other settings are torch's defaults. The weights' rate and its warm-up are per kind: each
+# kind gets what served it best in the same number of tuning trials, on a seed the reports do not
+# use (bench/tune_defaults.py, docs/hyperparameters.md), so no kind (least of all the baselines)
+# is handicapped by settings tuned for another.
 LR_PEAKS = 1e-2
-LR_WEIGHTS = {"default": 3e-3, "raai": 1e-2, "no_pretraining": 3e-4, "not_enforced": 1e-4,
-              "enforced": 1e-4}
+LR_WEIGHTS = {"default": 5e-3, "raai": 2e-2, "no_pretraining": 1e-3, "not_enforced": 3e-4,
+              "enforced": 2e-4}
+WARMUP_FRACTION = {"default": 0.0, "raai": 0.15, "no_pretraining": 0.15, "not_enforced": 0.1,
+                   "enforced": 0.1}
+"""Linear warm-up of each kind's weights' rate (``warmup_lr``; stage 1 has none), as a fraction
+of the steps the kind trains its weights: ``epochs[0] + epochs[1]`` for the weight-only kinds,
+``epochs[1]`` for the others. With the paper's 1000 + 1000: 300 steps for raai and
+no_pretraining, 100 for not_enforced and enforced (:meth:`Config.warmup_steps`)."""
+PEAK_CLAMP = (0.1, 0.9)
+"""Stage 1's clamp of the peaks in the experiments (``Config.peak_bounds``)."""
 
 SEED_MAX = 2**64 - 1
 """torch.Generator.manual_seed takes an unsigned 64-bit seed (negatives would alias large ones)."""
@@ -73,6 +84,24 @@ def weight_lrs(lr_weights):
     else:
         out = {k: lr_weights for k in KINDS}
     return {k: check_real(f"lr_weights[{k!r}]", v, positive=True) for k, v in out.items()}
+
+
+def warmup_fractions(fraction):
+    """{kind: fraction in [0, 1]} from a number (all kinds) or a dict (missing kinds take
+    WARMUP_FRACTION's)."""
+    if isinstance(fraction, dict):
+        bad = [k for k in fraction if k not in KINDS]
+        if bad:
+            raise ValueError(f"unknown kind(s) {bad} in `warmup_fraction`; known: "
+                             f"{', '.join(KINDS)}")
+        out = {**WARMUP_FRACTION, **fraction}
+    else:
+        out = {k: fraction for k in KINDS}
+    checked = {k: check_real(f"warmup_fraction[{k!r}]", v) for k, v in out.items()}
+    for k, v in checked.items():
+        if v > 1:
+            raise ValueError(f"`warmup_fraction[{k!r}]` must be a number in [0, 1], got {v!r}")
+    return checked
 
 
 def resolve_device(device):
@@ -120,10 +149,13 @@ class Config:
     every kind and on every target); ``points`` evenly spaced on ``domain`` (default [0, 1];
     another interval needs sign-0 targets, MATH.md section 7); hidden ``width`` (None: the
     compositional encoding's, 4 for sign -1/+1 targets and 9 for sign 0, which every kind then
-    gets: :func:`network_width`) and ``depth``; ``epochs`` (stage 1, stage 2): Adam steps, weight-only kinds train their sum;
-    ``lr_peaks`` (stage 1) and ``lr_weights`` (a number or {kind: rate}); the generator ``seed``;
-    ``peak_range`` of the uniform starting peaks; ``dtype``; ``device`` ("auto"/None, "cpu",
-    "cuda[:i]").
+    gets: :func:`network_width`) and ``depth``; ``epochs`` (stage 1, stage 2): Adam steps,
+    weight-only kinds train their sum; ``lr_peaks`` (stage 1) and ``lr_weights`` (a number or
+    {kind: rate}); ``warmup_fraction``: linear warm-up of the weights' rate over this fraction of
+    the kind's weight steps (a number in [0, 1] or {kind: fraction}; :data:`WARMUP_FRACTION`,
+    :func:`compnet_ext.optim.warmup_lr`); ``peak_bounds``, stage 1's clamp of the peaks; the
+    generator ``seed``; ``peak_range`` of the uniform starting peaks; ``dtype``; ``device``
+    ("auto"/None, "cpu", "cuda[:i]").
 
     Which part of it: ``seed_block = (start, stop)`` trains only seeds ``start .. stop - 1`` of
     the ``seeds`` drawn (default: all), so an experiment splits into work units (targets x kinds
@@ -143,6 +175,8 @@ class Config:
     epochs: tuple = (1000, 1000)
     lr_peaks: float = LR_PEAKS
     lr_weights: dict = field(default_factory=lambda: dict(LR_WEIGHTS))
+    warmup_fraction: dict = field(default_factory=lambda: dict(WARMUP_FRACTION))
+    peak_bounds: tuple = PEAK_CLAMP
     seed: int = 0
     peak_range: tuple = PEAK_RANGE
     dtype: torch.dtype = torch.float32
@@ -173,6 +207,7 @@ class Config:
         set_("epochs", epochs)
         set_("lr_peaks", check_real("lr_peaks", self.lr_peaks, positive=True))
         set_("lr_weights", weight_lrs(self.lr_weights))
+        set_("warmup_fraction", warmup_fractions(self.warmup_fraction))
         if self.width not in (None, 4, PAIR_WIDTH) and any(
                 k in self.kinds for k in ("no_pretraining",) + STAGE1_KINDS):
             raise ValueError(f"`width` must be 4 for the compositional kinds (the encoding of "
@@ -183,6 +218,7 @@ class Config:
         set_("peak_range", check_bounds("peak_range", self.peak_range))
         if self.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"`dtype` must be torch.float32 or torch.float64, got {self.dtype}")
+        set_("peak_bounds", check_peak_bounds(self.peak_bounds, self.dtype))
         if self.seed_block is not None:
             block = tuple(self.seed_block)
             if not (len(block) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
@@ -212,6 +248,14 @@ class Config:
             raise ValueError(f"`width` must be {need} for the compositional kinds on {what}, got "
                              f"{self.width} (leave it None for the encoding's width)")
         return self.width
+
+    def weight_steps(self, kind):
+        """Adam steps on the weights: both stages' epochs for the weight-only kinds."""
+        return sum(self.epochs) if kind in WEIGHT_ONLY_KINDS else self.epochs[1]
+
+    def warmup_steps(self, kind):
+        """Steps of the kind's weights' warm-up: its fraction of :meth:`weight_steps`, rounded."""
+        return round(self.warmup_fraction[kind] * self.weight_steps(kind))
 
     def replace(self, **changes):
         """A copy with ``changes``, checked again."""

@@ -77,8 +77,9 @@ def run(targets, config=None, **settings):
             a non-convex target (all targets of a run sign 0, or none).
         config: a :class:`~compnet_ext.experiments.config.Config`; ``settings`` are its fields
             (``kinds``, ``seeds``, ``points``, ``width``, ``depth``, ``epochs``, ``lr_peaks``,
-            ``lr_weights``, ``device``, ``seed``, ``dtype``, ``peak_range``, ``seed_block``,
-            ``fused``, ``threads``, ``keep_curves``, ``keep_layers``, ``progress``, ``domain``), given
+            ``lr_weights``, ``warmup_fraction``, ``peak_bounds``, ``device``, ``seed``, ``dtype``,
+            ``peak_range``, ``seed_block``, ``fused``, ``threads``, ``keep_curves``,
+            ``keep_layers``, ``progress``, ``domain``), given
             alone or as changes to ``config``. Checked before any work.
 
     Returns:
@@ -204,6 +205,10 @@ class _Experiment:
         return torch.cat([torch.full((self.S,), self.cfg.lr_weights[k], dtype=torch.float64)
                           for k, _ in blocks]).to(self.dev)
 
+    def warmup_rows(self, blocks):
+        return torch.cat([torch.full((self.S,), self.cfg.warmup_steps(k), dtype=torch.int64)
+                          for k, _ in blocks]).to(self.dev)
+
     def train_stage1(self, record_every):
         """Stage 1 of every stage-1 kind on every target (one run per target: the sign is per
         target). Returns ``({block: (peaks, scales)}, {block: [curve [R, S]]})``."""
@@ -216,15 +221,15 @@ class _Experiment:
                     p, s, c, _, curve = nonconvex_stages.train_pair(
                         self.x_d, self.ys[n].to(self.dev), p0, self.coef0[n].to(self.dev), s0,
                         domain=cfg.domain, epochs=cfg.epochs[0], lr=cfg.lr_peaks,
-                        record_every=record_every)
+                        peak_bounds=cfg.peak_bounds, record_every=record_every)
                     stage1[(k, n)] = (p, s, c)
                     curves[(k, n)] = [curve.t()]
                     continue
                 s0 = None if k == "enforced" else smooth_scales(p0, self.signs[n])
                 p, s, _, curve = stages.train_peaks(
                     self.x_d, self.ys[n].to(self.dev), p0, s0, self.signs[n],
-                    epochs=cfg.epochs[0], lr=cfg.lr_peaks, record_every=record_every,
-                    fused=cfg.fused)
+                    epochs=cfg.epochs[0], lr=cfg.lr_peaks, peak_bounds=cfg.peak_bounds,
+                    record_every=record_every, fused=cfg.fused)
                 stage1[(k, n)] = (p, s)
                 curves[(k, n)] = [curve.t()]
         return stage1, curves
@@ -284,7 +289,8 @@ def _train_fused(exp, bar):
     def stage2(kind, kind_blocks, layers, steps):
         mlp = BatchedMLP.from_layers(layers)
         _, curve = stages.train_mlp(mlp, exp.x_d, exp.target_rows(kind_blocks), epochs=steps,
-                                    lr=exp.cfg.lr_weights[kind], record_every=every)
+                                    lr=exp.cfg.lr_weights[kind], warmup=exp.cfg.warmup_steps(kind),
+                                    record_every=every)
         parts.append(_detached(mlp))
         blocks.extend(kind_blocks)
         exp.add_curves(curves, kind_blocks, curve)
@@ -314,7 +320,8 @@ def _train_steps(exp, bar):
     mlp_a = opt_a = None
     if blocks:
         mlp_a = BatchedMLP.from_layers(_cat_layers([exp.start_layers(k, n) for k, n in blocks]))
-        opt_a = BatchedAdam(stages.flat_params(mlp_a), exp.lr_rows(blocks))
+        opt_a = BatchedAdam(stages.flat_params(mlp_a), exp.lr_rows(blocks),
+                            warmup=exp.warmup_rows(blocks))
         _, curve = stages.train_mlp(mlp_a, exp.x_d, exp.target_rows(blocks), epochs=E0,
                                     record_every=every, fused=False, opt=opt_a, progress=bar)
         exp.add_curves(curves, blocks, curve)
@@ -330,7 +337,7 @@ def _train_steps(exp, bar):
         parts = ([_detached(mlp_a)] if mlp_a else []) + new_layers
         mlp = BatchedMLP.from_layers(_cat_layers(parts))
         fresh = BatchedAdam(stages.flat_params(BatchedMLP.from_layers(_cat_layers(new_layers))),
-                            exp.lr_rows(new_blocks))
+                            exp.lr_rows(new_blocks), warmup=exp.warmup_rows(new_blocks))
         opt = BatchedAdam.cat([o for o in (opt_a, fresh) if o is not None],
                               stages.flat_params(mlp))
         blocks = blocks + new_blocks

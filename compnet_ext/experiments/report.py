@@ -90,6 +90,9 @@ def config_record(cfg, **extra):
     settings that decide the numbers, and ``extra``."""
     rec = {"seeds": cfg.seeds, "points": cfg.points, "width": cfg.network_width(),
            "epochs": list(cfg.epochs), "lr_peaks": cfg.lr_peaks, "lr_weights": cfg.lr_weights,
+           "warmup_fraction": cfg.warmup_fraction,
+           "warmup_steps": {k: cfg.warmup_steps(k) for k in cfg.lr_weights},
+           "peak_bounds": list(cfg.peak_bounds),
            "seed": cfg.seed, "device": str(cfg.device),
            "dtype": str(cfg.dtype).removeprefix("torch."), "peak_range": list(cfg.peak_range),
            "optimizer": "Adam (torch defaults but lr)", "torch": torch.__version__}

@@ -30,7 +30,7 @@ from ..checks import check_adam, check_int, check_sign
 from ..init import default_layers, mlp_widths, raai_layers, starting_peaks
 from ..mlp_ops import pack, unpack
 from ..network import encode
-from ..ops import smooth_scales
+from ..ops import PEAK_BOUNDS, smooth_scales
 from ..optim import BatchedAdam
 from ..targets import evaluate_target
 from . import stages
@@ -43,10 +43,12 @@ SPARSE_LR = 1e-3
 """The later version's one learning rate (Adam), for the peaks and the weights of every kind."""
 
 SPARSE_SETTINGS = {"points": TRAIN_POINTS, "lr_peaks": SPARSE_LR, "lr_weights": SPARSE_LR,
-                   "threads": 1}
-"""What :func:`run` changes in a default :class:`Config` when none is given. One CPU thread: the
-launches on ten points are so short that OpenMP's barriers cost more than the work (the 6-seed
-quick run took 0.5 s on one thread, 2.8-7 s on two busy cores)."""
+                   "warmup_fraction": 0.0, "peak_bounds": PEAK_BOUNDS, "threads": 1}
+"""What :func:`run` changes in a default :class:`Config` when none is given: the later
+version's plain Adam (one constant rate, no warm-up; the library's peak clamp, not the
+experiments' tuned one). One CPU thread: the launches on ten points are so short that OpenMP's
+barriers cost more than the work (the 6-seed quick run took 0.5 s on one thread, 2.8-7 s on two
+busy cores)."""
 
 LATER_VERSION = {
     "x3": {"default": 2.41e-4, "enforced": 5.65e-6},
@@ -175,7 +177,8 @@ def _train(ys, x_train, x_test, cfg, test_every):
                 p0 = peaks0.to(dev)
                 s0 = None if k == "enforced" else smooth_scales(p0, sign)
                 p, s, _, _ = stages.train_peaks(xd, y_train.to(dev), p0, s0, sign,
-                                                epochs=E0, lr=cfg.lr_peaks, fused=cfg.fused)
+                                                epochs=E0, lr=cfg.lr_peaks,
+                                                peak_bounds=cfg.peak_bounds, fused=cfg.fused)
                 per_target.append(_encoded(p, s, sign))
             elif k == "no_pretraining":
                 per_target.append(_encoded(peaks0.to(dev), None, sign))
@@ -188,7 +191,8 @@ def _train(ys, x_train, x_test, cfg, test_every):
         # Weight-only kinds train both stages' steps on the weights; the others stage 2 only.
         offset, steps = (E0, E1) if k in STAGE1_KINDS else (0, E0 + E1)
         layers, tests, trains, done = _train_weights(
-            layers, xd, y_tr, td, y_te, steps, cfg.lr_weights[k], test_every, cfg.fused, bar)
+            layers, xd, y_tr, td, y_te, steps, cfg.lr_weights[k], cfg.warmup_steps(k),
+            test_every, cfg.fused, bar)
         for i, n in enumerate(names):
             rows = slice(i * S, (i + 1) * S)
             te, tr = tests[rows].cpu(), trains[rows].cpu()
@@ -206,9 +210,10 @@ def _mse(params, widths, x, y):
     return ((_ops.mlp_forward(x, params, widths) - y) ** 2).mean(dim=-1)
 
 
-def _train_weights(layers, x, y, x_test, y_test, epochs, lr, test_every, fused, bar):
-    """``epochs`` Adam steps on all weights of the batched networks, measured on both point sets
-    at the start and after every ``test_every`` steps (and at the end).
+def _train_weights(layers, x, y, x_test, y_test, epochs, lr, warmup, test_every, fused, bar):
+    """``epochs`` Adam steps (the rate warmed up over ``warmup`` steps) on all weights of the
+    batched networks, measured on both point sets at the start and after every ``test_every``
+    steps (and at the end).
 
     Returns ``(layers, test [rows, R + 1], train [rows, R + 1], steps [R + 1])``."""
     widths = [layers[0][0].shape[2]] + [W.shape[1] for W, _ in layers]
@@ -218,7 +223,7 @@ def _train_weights(layers, x, y, x_test, y_test, epochs, lr, test_every, fused, 
         mlp = opt = state = None
         if not fused:
             mlp = BatchedMLP.from_layers(layers)
-            opt = BatchedAdam(stages.flat_params(mlp), lr, betas=_BETAS, eps=eps)
+            opt = BatchedAdam(stages.flat_params(mlp), lr, betas=_BETAS, eps=eps, warmup=warmup)
         tests, trains = [_mse(params, widths, x_test, y_test)], [_mse(params, widths, x, y)]
         steps = [0]
         done = 0
@@ -226,7 +231,7 @@ def _train_weights(layers, x, y, x_test, y_test, epochs, lr, test_every, fused, 
             n = min(test_every, epochs - done)
             if fused:
                 params, _, _, state = _ops.mlp_train(x, y, params, widths, n, lr, beta1, beta2,
-                                                     eps, 0, state, done)
+                                                     eps, 0, state, done, warmup)
             else:
                 stages.train_mlp(mlp, x, y, epochs=n, fused=False, opt=opt)
                 params = pack(mlp.layers())

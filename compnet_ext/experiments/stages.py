@@ -35,12 +35,12 @@ def _step_done(curve, t, record_every, loss, progress):
 
 
 def train_peaks(x, target, peaks, scales=None, sign=-1, *, epochs, lr=1e-2,
-                peak_bounds=ops.PEAK_BOUNDS, record_every=0, fused=True, progress=None):
+                peak_bounds=ops.PEAK_BOUNDS, record_every=0, warmup=0, fused=True, progress=None):
     """Stage 1 on S networks: ``epochs`` Adam steps on the peaks (and free ``scales``).
 
     Args:
         x, target, peaks, scales, sign: as in :func:`compnet_ext.loss_and_grad` (not modified).
-        epochs, lr, peak_bounds, record_every: as in :func:`compnet_ext.train_peaks`.
+        epochs, lr, peak_bounds, record_every, warmup: as in :func:`compnet_ext.train_peaks`.
         fused: the fused stage (default), or the step-by-step reference.
         progress: optional bar with ``update(n)``, advanced by the epochs done.
 
@@ -50,7 +50,7 @@ def train_peaks(x, target, peaks, scales=None, sign=-1, *, epochs, lr=1e-2,
     """
     if fused:
         out = ops.train_peaks(x, target, peaks, scales, sign, epochs=epochs, lr=lr,
-                              peak_bounds=peak_bounds, record_every=record_every)
+                              peak_bounds=peak_bounds, record_every=record_every, warmup=warmup)
         if progress is not None:
             progress.update(epochs)
         return out
@@ -59,7 +59,7 @@ def train_peaks(x, target, peaks, scales=None, sign=-1, *, epochs, lr=1e-2,
     peaks = peaks.detach().clone()
     params = [peaks] if scales is None else [peaks, scales.detach().clone()]
     free = params[1] if scales is not None else None
-    opt = BatchedAdam(params, lr)
+    opt = BatchedAdam(params, lr, warmup=warmup)
     ops.loss_and_grad(x, target, peaks, free, sign)  # validates
     for t in range(epochs):
         loss, gp, gs = ops.loss_and_grad(x, target, peaks, free, sign, validate=False)
@@ -87,7 +87,7 @@ def _loss_and_grads(mlp, x, target):
     return loss.detach(), torch.autograd.grad(loss.sum(), flat_params(mlp))
 
 
-def train_mlp(mlp, x, target, *, epochs, lr=1e-3, record_every=0, fused=True, opt=None,
+def train_mlp(mlp, x, target, *, epochs, lr=1e-3, record_every=0, warmup=0, fused=True, opt=None,
               progress=None):
     """Stage 2 on S networks, in place: ``epochs`` Adam steps on every weight and bias.
 
@@ -95,10 +95,10 @@ def train_mlp(mlp, x, target, *, epochs, lr=1e-3, record_every=0, fused=True, op
         mlp: a :class:`compnet_ext.nn.BatchedMLP`; step by step, also any module mapping x to
             ``[S, N]`` whose parameters all have the seed as first dimension.
         x: ``[N]`` points; target: ``[N]`` or ``[S, N]``.
-        epochs, lr, record_every: as in :func:`compnet_ext.nn.train_mlp`.
+        epochs, lr, record_every, warmup: as in :func:`compnet_ext.nn.train_mlp`.
         fused: the fused stage (default), or the step-by-step reference, which also takes
             ``lr`` as a per-seed tensor ``[S]`` and ``opt``, a :class:`BatchedAdam` over the
-            layers' ``[W0, b0, W1, b1, ...]`` to continue (its rates then apply).
+            layers' ``[W0, b0, W1, b1, ...]`` to continue (its rates and warm-up then apply).
         progress: optional bar with ``update(n)``, advanced by the epochs done.
 
     Returns:
@@ -108,12 +108,13 @@ def train_mlp(mlp, x, target, *, epochs, lr=1e-3, record_every=0, fused=True, op
         if opt is not None or isinstance(lr, torch.Tensor):
             raise ValueError("the fused stage 2 starts a fresh Adam at one `lr`; `opt` and "
                              "per-seed rates need fused=False")
-        out = _train_mlp_fused(mlp, x, target, epochs=epochs, lr=lr, record_every=record_every)
+        out = _train_mlp_fused(mlp, x, target, epochs=epochs, lr=lr, record_every=record_every,
+                               warmup=warmup)
         if progress is not None:
             progress.update(epochs)
         return out
     if opt is None:
-        opt = BatchedAdam(flat_params(mlp), lr)
+        opt = BatchedAdam(flat_params(mlp), lr, warmup=warmup)
     S = next(mlp.parameters()).shape[0]
     check_mlp_target(target, x, S, x, "x")  # a module's loss would broadcast a wrong shape
     curve = _curve(x, S, epochs, record_every)

@@ -13,6 +13,7 @@ struct AdamConfig {
   double peak_min, peak_max;  // peaks are clamped to [peak_min, peak_max] after every step
   long long record_every;     // loss curve: every k epochs (0: none)
   long long step0;            // Adam steps already taken (a run continued in chunks)
+  long long warmup = 0;       // linear warm-up: step t < warmup takes lr * t / warmup (0: none)
 };
 
 // b^t by squaring: plain IEEE multiplications, so the host, the device and Python
@@ -22,6 +23,13 @@ CN_HD double ipow(double b, long long t) {
   for (; t > 0; t >>= 1, b *= b)
     if (t & 1) r *= b;
   return r;
+}
+
+// The learning rate of step t >= 1: a linear warm-up from lr / warmup to lr over the first
+// `warmup` steps, then lr (docs/hyperparameters.md). One division and one multiplication in
+// double, so compnet_ext.optim.warmup_lr (Python floats) gets the same bits.
+CN_HD double scheduled_lr(const AdamConfig& c, long long t) {
+  return t < c.warmup ? c.lr * (double(t) / double(c.warmup)) : c.lr;
 }
 
 // torch.optim.Adam's update (no weight decay, no amsgrad) for step t >= 1. Every operation is a
@@ -34,7 +42,7 @@ template <typename T>
 struct AdamStep {
   T neg_step, bc2_sqrt, w1, b2, w2, eps;
   CN_HD AdamStep(const AdamConfig& c, long long t)
-      : neg_step(T(-(c.lr / (1.0 - ipow(c.beta1, t))))),
+      : neg_step(T(-(scheduled_lr(c, t) / (1.0 - ipow(c.beta1, t))))),
         bc2_sqrt(T(sqrt(1.0 - ipow(c.beta2, t)))),
         w1(T(1.0 - c.beta1)),
         b2(T(c.beta2)),

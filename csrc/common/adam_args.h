@@ -17,7 +17,8 @@ namespace cn {
 
 // Names the argument on error. The parameters are left unbounded (peak_min/peak_max = -inf/inf).
 inline AdamConfig make_adam_config(const char* op, int64_t epochs, double lr, double beta1,
-                                   double beta2, double eps, int64_t record_every, int64_t step) {
+                                   double beta2, double eps, int64_t record_every, int64_t step,
+                                   int64_t warmup) {
   TORCH_CHECK(epochs >= 0, op, ": `epochs` must be >= 0, got ", epochs);
   TORCH_CHECK(std::isfinite(lr) && lr >= 0, op, ": `lr` must be a finite number >= 0, got ", lr);
   TORCH_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, op,
@@ -26,7 +27,8 @@ inline AdamConfig make_adam_config(const char* op, int64_t epochs, double lr, do
   TORCH_CHECK(record_every >= 0, op, ": `record_every` must be >= 0, got ", record_every);
   TORCH_CHECK(step >= 0 && step <= std::numeric_limits<int64_t>::max() - epochs, op,
               ": `step` must be >= 0 and step + epochs must fit in int64, got step = ", step);
-  return {epochs, lr, beta1, beta2, eps, -INFINITY, INFINITY, record_every, step};
+  TORCH_CHECK(warmup >= 0, op, ": `warmup` must be >= 0, got ", warmup);
+  return {epochs, lr, beta1, beta2, eps, -INFINITY, INFINITY, record_every, step, warmup};
 }
 
 // Columns of the loss curve: the loss before steps 0, k, 2k, ... < epochs.

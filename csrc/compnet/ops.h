@@ -76,12 +76,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> train_pea
     const at::Tensor& x, const at::Tensor& target, const at::Tensor& peaks,
     const std::optional<at::Tensor>& scales, int64_t sign, int64_t epochs, double lr,
     double beta1, double beta2, double eps, double peak_min, double peak_max,
-    int64_t record_every, bool validate, const std::optional<at::Tensor>& state, int64_t step) {
+    int64_t record_every, bool validate, const std::optional<at::Tensor>& state, int64_t step,
+    int64_t warmup) {
   const char* op = "compnet_ext.train_peaks";
   const typename Device::Guard guard(peaks.device());
   const Problem p = make_problem(op, x, peaks, scales, sign, {"target", target}, validate);
   const AdamConfig cfg = train_peaks_config(epochs, lr, beta1, beta2, eps, peak_min, peak_max,
-                                            record_every, step, p.peaks.scalar_type());
+                                            record_every, step, warmup, p.peaks.scalar_type());
   auto [out_peaks, out_scales, loss, curve, out_state] = make_train_outputs(p, cfg, state);
   // With no points every gradient is 0, but a continued run's Adam moments still move the
   // parameters, so the steps run all the same.

@@ -71,9 +71,10 @@ Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peak
 
 AdamConfig train_peaks_config(int64_t epochs, double lr, double beta1, double beta2, double eps,
                               double peak_min, double peak_max, int64_t record_every,
-                              int64_t step, at::ScalarType dtype) {
+                              int64_t step, int64_t warmup, at::ScalarType dtype) {
   const char* op = "compnet_ext.train_peaks";
-  AdamConfig cfg = make_adam_config(op, epochs, lr, beta1, beta2, eps, record_every, step);
+  AdamConfig cfg = make_adam_config(op, epochs, lr, beta1, beta2, eps, record_every, step,
+                                    warmup);
   TORCH_CHECK(peak_min > 0 && peak_max < 1 && peak_min <= peak_max, op,
               ": `peak_bounds` must satisfy 0 < lo <= hi < 1, got (", peak_min, ", ", peak_max, ")");
   TORCH_CHECK(peak_min >= min_peak_of(dtype), op, ": `peak_bounds` lo must be at least ",

@@ -33,7 +33,7 @@ Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peak
 // clamped to [peak_min, peak_max].
 AdamConfig train_peaks_config(int64_t epochs, double lr, double beta1, double beta2, double eps,
                               double peak_min, double peak_max, int64_t record_every,
-                              int64_t step, at::ScalarType dtype);
+                              int64_t step, int64_t warmup, at::ScalarType dtype);
 
 // Outputs of train_peaks, initialised from the inputs: peaks, scales (empty in smooth mode),
 // final loss [S], loss curve [S, epochs / record_every], Adam state [S, 2, (D+1) + D] (the

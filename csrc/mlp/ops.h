@@ -70,11 +70,11 @@ template <typename Device>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mlp_train_op(
     const at::Tensor& x, const at::Tensor& target, const at::Tensor& params,
     at::IntArrayRef widths, int64_t epochs, double lr, double beta1, double beta2, double eps,
-    int64_t record_every, const std::optional<at::Tensor>& state, int64_t step) {
+    int64_t record_every, const std::optional<at::Tensor>& state, int64_t step, int64_t warmup) {
   const char* op = "compnet_ext.mlp_train";
   const typename Device::Guard guard(params.device());
   const MlpProblem p = make_mlp_problem(op, x, params, widths, {"target", target});
-  const AdamConfig cfg = mlp_train_config(epochs, lr, beta1, beta2, eps, record_every, step);
+  const AdamConfig cfg = mlp_train_config(epochs, lr, beta1, beta2, eps, record_every, step, warmup);
   auto [out, loss, curve, out_state] = make_mlp_train_outputs(p, cfg, state);
   // With no points every gradient is 0, but a continued run's Adam moments still move the
   // parameters, so the steps run all the same.

@@ -30,9 +30,9 @@ MlpProblem make_mlp_problem(const char* op, const at::Tensor& x, const at::Tenso
 }
 
 AdamConfig mlp_train_config(int64_t epochs, double lr, double beta1, double beta2, double eps,
-                            int64_t record_every, int64_t step) {
+                            int64_t record_every, int64_t step, int64_t warmup) {
   return make_adam_config("compnet_ext.mlp_train", epochs, lr, beta1, beta2, eps, record_every,
-                          step);
+                          step, warmup);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> make_mlp_train_outputs(

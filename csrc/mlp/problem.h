@@ -27,7 +27,7 @@ MlpProblem make_mlp_problem(const char* op, const at::Tensor& x, const at::Tenso
 
 // Checks the stage-2 hyper-parameters (names the argument on error).
 AdamConfig mlp_train_config(int64_t epochs, double lr, double beta1, double beta2, double eps,
-                            int64_t record_every, int64_t step);
+                            int64_t record_every, int64_t step, int64_t warmup);
 
 // Outputs of mlp_train, initialised from the inputs: params [S, P], final loss [S] (0 with no
 // points), loss curve [S, ceil(epochs / record_every)], Adam state [S, 2, P].
