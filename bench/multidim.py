@@ -101,6 +101,29 @@ def train(model, X, Y, Xt, Yt, *, epochs, stage1, batch, loss_fn, metric, seed):
     return curve, times
 
 
+def run_models(models, seeds, data, *, epochs, batch, loss_fn, metric, key, best, fmt,
+               name_width):
+    """Train every ``{name: (make, stage1_epochs)}`` model for ``seeds`` seeds; one row each
+    with ``final_<key>``/``best_<key>`` of the test ``metric`` curve (``best``: max or min)."""
+    X, Y, Xt, Yt = data
+    rows = []
+    for name, (make, stage1) in models.items():
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            model = make()
+            params0 = count(model)
+            curve, times = train(model, X, Y, Xt, Yt, epochs=epochs, stage1=stage1, batch=batch,
+                                 loss_fn=loss_fn, metric=metric, seed=seed)
+            rows.append({"model": name, "seed": seed, "params": params0,
+                         "params_final": count(model), f"final_{key}": curve[-1],
+                         f"best_{key}": best(curve), "curve": curve,
+                         "epoch_s": sum(times) / len(times)})
+            print(f"{name:{name_width}s} seed {seed}: params {params0}->{count(model)}, test "
+                  f"{key if key == 'acc' else key.upper()} {curve[-1]:{fmt}}, "
+                  f"{rows[-1]['epoch_s'] * 1e3:.1f} ms/epoch", flush=True)
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -136,20 +159,9 @@ def digits(seeds, epochs, H=32, depth=4):
         models[f"ReLU, = CA {what} params (h={h})"] = (lambda h=h: mlp(h, torch.nn.ReLU()),
                                                        epochs)
     acc = lambda out, y: (out.argmax(1) == y).float().mean().item()
-    rows = []
-    for name, (make, stage1) in models.items():
-        for seed in range(seeds):
-            torch.manual_seed(seed)
-            model = make()
-            params0 = count(model)
-            curve, times = train(model, X, Y, Xt, Yt, epochs=epochs, stage1=stage1, batch=128,
-                                 loss_fn=torch.nn.functional.cross_entropy, metric=acc,
-                                 seed=seed)
-            rows.append(dict(model=name, seed=seed, params=params0, params_final=count(model),
-                             final_acc=curve[-1], best_acc=max(curve), curve=curve,
-                             epoch_s=sum(times) / len(times)))
-            print(f"{name:42s} seed {seed}: params {params0}->{count(model)}, test acc "
-                  f"{curve[-1]:.4f}, {rows[-1]['epoch_s'] * 1e3:.1f} ms/epoch", flush=True)
+    rows = run_models(models, seeds, (X, Y, Xt, Yt), epochs=epochs, batch=128,
+                      loss_fn=torch.nn.functional.cross_entropy, metric=acc, key="acc",
+                      best=max, fmt=".4f", name_width=42)
     meta = dict(experiment="digits", H=H, depth=depth, epochs=epochs, batch=128, lr=LR,
                 lr_peaks=LR_PEAKS, lr_stage2=LR_STAGE2, ca_params_stage1=n1, ca_params_stage2=n2,
                 train=len(X), test=len(Xt), threads=torch.get_num_threads())
@@ -184,19 +196,9 @@ def r3(seeds, epochs, H=4, depth=4):
         h = relu_width_for(n, per)
         models[f"ReLU 2>{h}>{h}>1, = CA {what} params"] = (lambda h=h: relu(h), epochs)
     mse = lambda out, y: (out - y).square().mean().item()
-    rows = []
-    for name, (make, stage1) in models.items():
-        for seed in range(seeds):
-            torch.manual_seed(seed)
-            model = make()
-            params0 = count(model)
-            curve, times = train(model, X, Y, Xt, Yt, epochs=epochs, stage1=stage1, batch=250,
-                                 loss_fn=torch.nn.functional.mse_loss, metric=mse, seed=seed)
-            rows.append(dict(model=name, seed=seed, params=params0, params_final=count(model),
-                             final_mse=curve[-1], best_mse=min(curve), curve=curve,
-                             epoch_s=sum(times) / len(times)))
-            print(f"{name:50s} seed {seed}: params {params0}->{count(model)}, test MSE "
-                  f"{curve[-1]:.3e}, {rows[-1]['epoch_s'] * 1e3:.1f} ms/epoch", flush=True)
+    rows = run_models(models, seeds, (X, Y, Xt, Yt), epochs=epochs, batch=250,
+                      loss_fn=torch.nn.functional.mse_loss, metric=mse, key="mse", best=min,
+                      fmt=".3e", name_width=50)
     meta = dict(experiment="r3", H=H, depth=depth, epochs=epochs, batch=250, lr=LR,
                 lr_peaks=LR_PEAKS, lr_stage2=LR_STAGE2, ca_params_stage1=n1, ca_params_stage2=n2,
                 train=len(X), test=len(Xt), threads=torch.get_num_threads())

@@ -118,6 +118,16 @@ def plot_fit(mlp, target=None, seed=0, *, n=2001, title=None):
 # runs
 
 
+def _fits_and_errors(top, bot, x, y, fits):
+    """The target ``y`` and every kind's fit on ``top``; each fit's absolute error on ``bot``
+    (log scale), in the fit's colour. ``fits``: {kind: (values at x, legend note)}."""
+    top.plot(x, y, color="black", lw=3, alpha=0.3, label="target")
+    for k, (fit, note) in fits.items():
+        line, = top.plot(x, fit, lw=1, label=KIND_LABELS.get(k, k))
+        bot.semilogy(x, (fit - y).abs().clamp_min(1e-12), lw=0.8, color=line.get_color(),
+                     label=f"{KIND_LABELS.get(k, k)} ({note})")
+
+
 def plot_best_fits(path, x, ys, res):
     """Per target: the best seed's fit of every kind (top) and its absolute error (bottom, log).
     ``x``: the points of every target, or ``{target: points}`` (targets on their own domains)."""
@@ -127,11 +137,8 @@ def plot_best_fits(path, x, ys, res):
     xs = x if isinstance(x, dict) else {n: x for n in names}
     for j, n in enumerate(names):
         top, bot, x = axes[0][j], axes[1][j], xs[n]
-        top.plot(x, ys[n], color="black", lw=3, alpha=0.3, label="target")
-        for k, r in res[n].items():
-            top.plot(x, r.best_fit, lw=1, label=KIND_LABELS.get(k, k))
-            bot.semilogy(x, (r.best_fit - ys[n]).abs().clamp_min(1e-12), lw=0.8,
-                         label=f"{KIND_LABELS.get(k, k)} ({float(r.final.min()):.1e})")
+        _fits_and_errors(top, bot, x, ys[n], {k: (r.best_fit, f"{float(r.final.min()):.1e}")
+                                              for k, r in res[n].items()})
         top.set_title(f"{label(n)}: best seed per kind")
         bot.set_title("|fit - target| (legend: MSE)")
         bot.set_xlabel("x")
@@ -200,12 +207,8 @@ def plot_sparse_fits(path, x, fns, x_train, x_test, fits):
     fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 6.5), squeeze=False)
     for j, n in enumerate(names):
         top, bot = axes[0][j], axes[1][j]
-        y = fns[n](x)
-        top.plot(x, y, color="black", lw=3, alpha=0.3, label="target")
-        for k, (fit, mse) in fits[n].items():
-            line, = top.plot(x, fit, lw=1, label=KIND_LABELS.get(k, k))
-            bot.semilogy(x, (fit - y).abs().clamp_min(1e-12), lw=0.8, color=line.get_color(),
-                         label=f"{KIND_LABELS.get(k, k)} (test {mse:.1e})")
+        _fits_and_errors(top, bot, x, fns[n](x), {k: (fit, f"test {mse:.1e}")
+                                                  for k, (fit, mse) in fits[n].items()})
         # on the target above; along the bottom edge of the error panel below
         for ax, at in ((top, lambda p: fns[n](p.double())),
                        (bot, lambda p: torch.full_like(p, 1e-12))):
