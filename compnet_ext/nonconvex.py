@@ -118,7 +118,7 @@ def reference_forward(x, peaks, coef, scales=None, *, domain=(0.0, 1.0)):
 
 
 def encode(peaks, coef, scales=None, *, domain=(0.0, 1.0), validate=True):
-    """The ReLU network of width 9 that computes :func:`forward` on ``domain``.
+    """The ReLU network of width :data:`PAIR_WIDTH` (9) that computes :func:`forward` on ``domain``.
 
     Hidden layers: half 0's four neurons (MATH.md section 5, sign -1), half 1's four (sign +1)
     and one neuron carrying u (>= 0 on the domain, so ReLU passes it); block-diagonal weights.
@@ -143,7 +143,7 @@ def encode(peaks, coef, scales=None, *, domain=(0.0, 1.0), validate=True):
             b = b - W[:, :, 0] * (lo * inv)
             W = W * inv
         elif k < D:
-            W = torch.zeros(S, 9, 9, **f64)
+            W = torch.zeros(S, PAIR_WIDTH, PAIR_WIDTH, **f64)
             W[:, :4, :4], W[:, 4:8, 4:8], W[:, 8, 8] = W0, W1, 1.0
             b = torch.cat([b0, b1, torch.zeros(S, 1, **f64)], dim=1)
         else:  # c0 (F1 - u) + c1 (F2 - u) + c2 u + c3
