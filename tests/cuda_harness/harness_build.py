@@ -20,10 +20,13 @@ HOST = [HERE / "scheduler.cpp", HERE / "capi.cpp"]
 CXX = os.environ.get("CXX", "g++")
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
 FLAGS = ["-std=c++20", "-O1", "-g", "-fPIC", "-fno-omit-frame-pointer", "-ffp-contract=off",
-         "-Wall", "-Wno-unknown-pragmas", *SANITIZE, f"-I{HERE / 'include'}", f"-I{CSRC}"]
-# The kernels see __CUDACC__, so that common/portability.h takes the device branches (fixed-size
-# register chunks, written-out FMAs), as under nvcc.
-KERNEL_FLAGS = ["-x", "c++", "-D__CUDACC__", "-DCN_CUDA_HARNESS"]
+         "-Wall", "-Wno-unknown-pragmas", *SANITIZE, "-DCN_CUDA_HARNESS",
+         f"-I{HERE / 'include'}", f"-I{CSRC}"]
+# CN_CUDA_HARNESS (every unit): include/cuda_runtime.h is the stand-in only then, and
+# common/cuda_syntax.cuh takes the harness's launch syntax. The kernels also see __CUDACC__, so
+# that common/portability.h takes the device branches (fixed-size register chunks, written-out
+# FMAs), as under nvcc.
+KERNEL_FLAGS = ["-x", "c++", "-D__CUDACC__"]
 
 
 def compiler():

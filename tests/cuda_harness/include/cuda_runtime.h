@@ -4,6 +4,13 @@
 // name the running fiber's coordinates; warp primitives meet the lanes of the warp.
 #pragma once
 
+// Only the harness build (CN_CUDA_HARNESS) gets the stand-in. Anything else that finds this
+// folder on its include path -- nvcc included, which pulls <cuda_runtime.h> into every .cu --
+// gets the real header, so this folder never breaks a real CUDA build.
+#if !defined(CN_CUDA_HARNESS)
+#include_next <cuda_runtime.h>
+#else
+
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -127,3 +134,5 @@ template <typename F>
 cudaError_t cudaFuncSetAttribute(F* kernel, cudaFuncAttribute attr, int value) {
   return ::cuda_harness::func_set_attribute(reinterpret_cast<const void*>(kernel), attr, value);
 }
+
+#endif  // CN_CUDA_HARNESS
