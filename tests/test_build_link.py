@@ -47,7 +47,7 @@ def test_cxx_errors_arrive_in_python_as_exceptions():
 
 
 def test_extension_uses_the_process_runtimes():
-    link_check.check_shared_libstdcxx(compnet_ext._C.__file__, "the installed build")
+    link_check.check_shared_libstdcxx(compnet_ext._C.__file__, "that built the installed extension")
     # A fresh process: what torch loads, then what importing and running the extension adds.
     r = _python(f"""
         import json, torch
