@@ -95,9 +95,9 @@ def link_args():
     `-fopenmp` appends and `--as-needed` drops once torch's provides every symbol). The
     extension then needs the soname of torch's copy, and the dynamic linker, which matches the
     sonames of libraries already loaded, binds it to the copy torch loaded (compnet_ext imports
-    torch first), even where torch ships it renamed. `ldd _C.so` shows the system's libgomp
-    only because ldd does not load torch first. Without a loaded libgomp (torch built without
-    OpenMP or with another runtime), `-fopenmp` links the compiler's own, as torch's build does."""
+    torch first), even where torch ships it renamed. (`ldd _C.so` shows the system's libgomp
+    only because ldd does not load torch first.) Without exactly one loaded libgomp (torch built
+    without OpenMP or with another runtime), `-fopenmp` alone links the compiler's own runtime."""
     if not LINUX:
         return ["-fopenmp"]
     gomp = mapped_libraries(("libgomp",))
