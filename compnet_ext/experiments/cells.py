@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 import compnet_ext
-from .outdir import atomic_write
+from .outdir import atomic_write, write_target
 
 BLOCK_SEEDS = 4096
 """Default most seeds in one cell (``--block-seeds``)."""
@@ -168,8 +168,10 @@ def write_cell(folder, cell, settings, payload):
 
 def read_cell(folder, cell, settings):
     """``(payload, None)`` from ``cell``'s file, or ``(None, why)`` when it is missing,
-    partial, corrupted or from other settings."""
+    partial, corrupted or from other settings; NotAFileError when it is a FIFO, a device, ...
+    (neither read nor deleted)."""
     try:
+        write_target(cell_path(folder, cell))  # NotAFileError: a FIFO would block the read
         with open(cell_path(folder, cell), "rb") as f:
             head, data = f.readline(), f.read()
     except FileNotFoundError:

@@ -24,7 +24,7 @@ from .cells import BLOCK_SEEDS
 from .config import (KINDS, LR_PEAKS, LR_WEIGHTS, PEAK_CLAMP, WARMUP_FRACTION, Config,
                      check_setting, resolve_device, warmup_fractions, weight_lrs)
 from .distributed import OptionsMismatch, RankError, Session, World
-from .outdir import OutDirError
+from .outdir import NotAFileError, OutDirError, write_target
 
 QUICK = {"seeds": 6, "epochs": (300, 300)}
 SWEEP_QUICK = {"seeds": 4, "epochs": (100, 100), "depths": "2:6"}
@@ -169,6 +169,10 @@ def image_path(text):
     folder, with a format matplotlib writes (no extension: PNG)."""
     if not text.strip() or os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"must name an image file, got {text!r}")
+    try:
+        write_target(text)  # a device, FIFO or socket is refused before any work
+    except OutDirError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     folder = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"folder {folder!r} does not exist or is not writable")
@@ -485,6 +489,9 @@ def main(argv=None):
                  else f"results written so far are in {args.out}")
         print(f"{name}: interrupted; {where}", file=sys.stderr)
         return 130
+    except NotAFileError as e:  # a file to write is a device, FIFO, ...: nothing replaced
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2
     except OSError as e:  # writing the results failed: disk full, permissions changed, ...
         print(f"{name}: error: {e}", file=sys.stderr)
         return 1

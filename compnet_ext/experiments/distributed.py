@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 
 from . import cells as cellfiles
-from .outdir import CELLS_DIR, LOGS_DIR, OutDir, OutDirError, atomic_write
+from .outdir import CELLS_DIR, LOGS_DIR, OutDir, OutDirError, atomic_write, write_target
 from .progress import cell_progress
 
 HEARTBEAT_SECONDS = 2.0
@@ -242,7 +242,7 @@ class _Log:
         if self.path is None:
             return
         stamp = datetime.datetime.now().isoformat(timespec="seconds")
-        with open(self.path, "a") as f:
+        with open(write_target(self.path), "a") as f:  # never into a FIFO or a device
             f.write(f"{stamp} rank {self.rank}: {message}\n")
 
 
