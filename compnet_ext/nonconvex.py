@@ -26,7 +26,7 @@ Shapes: ``peaks [S, 2, D+1]`` (half 0 convex, half 1 concave), ``scales [S, 2, D
 import torch
 
 from . import reference
-from .checks import check_domain, check_tensor
+from .checks import check_domain, check_peak_values, check_points, check_tensor
 from .network import encode as encode_half
 from .ops import forward as op_forward
 
@@ -62,6 +62,15 @@ def check_pair(peaks, coef, scales=None):
     return S, D1 - 1
 
 
+def check_pair_values(peaks, coef, scales=None):
+    """Value check of a batch of pairs (one device sync): peaks valid
+    (:func:`~compnet_ext.checks.check_peak_values`), coefficients and scales finite."""
+    check_peak_values(peaks)
+    for name, t in (("coef", coef), ("scales", scales)):
+        if t is not None and not bool(t.isfinite().all()):
+            raise ValueError(f"`{name}` contains NaN or Inf")
+
+
 def op_rows(peaks, scales=None):
     """The op's rows ``[2S, D+1]`` (and ``[2S, D]`` scales) of a batch of pairs: half 1's first
     peak reflected (module docstring). Differentiable."""
@@ -83,12 +92,16 @@ def forward(x, peaks, coef, scales=None, *, domain=(0.0, 1.0), validate=True):
     S, _ = check_pair(peaks, coef, scales)
     lo, hi = check_domain(domain, peaks.dtype)
     check_tensor("x", x, peaks)
-    if validate and x.numel() and not bool(((x >= lo) & (x <= hi)).all()):
-        raise ValueError(f"`x` must lie in the domain [{lo:g}, {hi:g}] (NaN is not allowed)")
-    u = to_unit(x, domain).expand(S, x.shape[-1])
+    check_points("x", x, S)
+    if validate:
+        check_pair_values(peaks, coef, scales)
+        if x.numel() and not bool(((x >= lo) & (x <= hi)).all()):
+            raise ValueError(f"`x` must lie in the domain [{lo:g}, {hi:g}] (NaN is not allowed)")
+    N = x.shape[-1]
+    u = to_unit(x, domain).expand(S, N)
     rows, srows = op_rows(peaks, scales)
-    xu = torch.stack([u, 1 - u], dim=1).reshape(2 * S, -1)
-    y = op_forward(xu, rows, srows, -1, validate=validate).reshape(S, 2, -1)
+    xu = torch.stack([u, 1 - u], dim=1).reshape(2 * S, N)  # N explicit: S = 0 is fine
+    y = op_forward(xu, rows, srows, -1, validate=validate).reshape(S, 2, N)
     return _combine(y[:, 0], 1 - y[:, 1], u, coef)
 
 
@@ -112,6 +125,8 @@ def encode(peaks, coef, scales=None, *, domain=(0.0, 1.0), validate=True):
     """
     S, D = check_pair(peaks, coef, scales)
     lo, hi = check_domain(domain, peaks.dtype)
+    if validate:
+        check_pair_values(peaks, coef, scales)
     halves = [encode_half(peaks[:, h], None if scales is None else scales[:, h], sign=sign,
                           validate=validate) for h, sign in enumerate(SIGNS)]
     dtype, device = peaks.dtype, peaks.device
@@ -162,6 +177,16 @@ def fit_coef(x, target, peaks, scales=None, *, domain=(0.0, 1.0)):
     result does not depend on the device. Returned in the dtype and on the device of ``peaks``.
     """
     S, _ = check_pair(peaks, peaks.new_zeros(peaks.shape[0], 4), scales)
+    check_domain(domain, peaks.dtype)
+    check_tensor("x", x, peaks)
+    check_points("x", x, S)
+    check_tensor("target", target, peaks)
+    check_points("target", target, S, x.shape[-1])
+    # LAPACK's least squares fails on NaN/Inf with a library message and an internal assert
+    check_pair_values(peaks, peaks.new_zeros(0), scales)
+    for name, t in (("x", x), ("target", target)):
+        if not bool(t.isfinite().all()):
+            raise ValueError(f"`{name}` contains NaN or Inf")
     f64 = lambda t: None if t is None else t.detach().to("cpu", torch.float64)
     u = to_unit(f64(x), domain).expand(S, x.shape[-1])
     f = [reference.forward(u, f64(peaks)[:, h], None if scales is None else f64(scales)[:, h],
