@@ -106,6 +106,18 @@ def check_peak_bounds(peak_bounds, dtype):
     return lo, hi
 
 
+def check_target_scale(name, y):
+    """ValueError naming ``name`` when the values ``y`` are too large to fit in their dtype:
+    beyond ``sqrt(finfo.max) / 16`` (1.2e18 in float32) the squared errors of a fit (the MSE, and
+    Adam's squared gradients, which grow with them) overflow into inf and then NaN."""
+    limit = math.sqrt(torch.finfo(y.dtype).max) / 16
+    top = float(y.abs().max()) if y.numel() else 0.0
+    if top > limit:
+        raise ValueError(f"`{name}` has values up to {top:.3g}, more than {y.dtype} can fit "
+                         f"({limit:.3g}: their squared errors would overflow); scale it down")
+    return y
+
+
 DOMAIN_VALUES = 2**12
 """Fewest values of the dtype a domain must hold (:func:`check_domain`)."""
 

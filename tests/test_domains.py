@@ -98,3 +98,15 @@ def test_kept_layers_of_a_sign0_run_are_networks_of_x():
         best = int(torch.argmin(r.final))
         y = BatchedMLP.from_layers(r.mlp_layers)(x)[best]
         assert torch.allclose(y, r.best_fit, rtol=0, atol=1e-12), k
+
+
+@pytest.mark.parametrize("scale, dtype", [(3e18, torch.float32), (1e19, torch.float32),
+                                          (1e160, torch.float64)])
+def test_targets_too_large_for_the_dtype_are_refused(scale, dtype):
+    # 3e18 in float32 gave NaN MSEs for the compositional kinds; 1e19 a confusing peaks error
+    with pytest.raises(ValueError, match="`target 'target'` has values up to .* scale it down"):
+        compare(lambda x: scale * torch.sin(x), 0, seeds=2, epochs=(3, 3), points=20,
+                domain=(-3, 3), dtype=dtype)
+    small = compare(lambda x: 1e18 * torch.sin(x), 0, seeds=2, epochs=(3, 3), points=20,
+                    domain=(-3, 3), dtype=dtype)
+    assert all(bool(torch.isfinite(v).all()) for v in small.values())

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..batched_mlp import BatchedMLP
+from ..checks import check_target_scale
 from .. import nonconvex
 from ..init import default_layers, mlp_widths, raai_layers, starting_peaks
 from ..network import encode
@@ -138,7 +139,8 @@ class _Experiment:
         # Every kind's network sees u = (x - lo) / (hi - lo) on [0, 1], the pair's own input: the
         # same input map for all, so raw x far from 0 handicaps none of them (KindResult).
         self.x_net = nonconvex.to_unit(self.x, cfg.domain) if self.pair else self.x
-        self.ys = {name: evaluate_target(tgt, self.x, name=f"target {name!r}")
+        self.ys = {name: check_target_scale(f"target {name!r}",
+                                            evaluate_target(tgt, self.x, name=f"target {name!r}"))
                    for name, (tgt, _) in targets.items()}
         self.names = list(targets)
         self.weight_kinds = [k for k in cfg.kinds if k in WEIGHT_ONLY_KINDS]
