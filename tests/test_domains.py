@@ -110,3 +110,12 @@ def test_targets_too_large_for_the_dtype_are_refused(scale, dtype):
     small = compare(lambda x: 1e18 * torch.sin(x), 0, seeds=2, epochs=(3, 3), points=20,
                     domain=(-3, 3), dtype=dtype)
     assert all(bool(torch.isfinite(v).all()) for v in small.values())
+
+
+def test_any_float32_domain_trains():
+    # u from float32 points could pass 1 by a few ulps, which stage 1 refused as outside [0, 1]
+    for dom in [(0.6204344719931791, 0.6219171026817936), (-2.8390125061002336, -2.74219022809876),
+                (93092.97727238343, 93728.9754660082)]:
+        x, res = run({"t": (lambda x: torch.sin(x), 0)}, seeds=1, epochs=(2, 2), points=50,
+                     domain=dom, kinds=("enforced",))
+        assert bool(torch.isfinite(res["t"]["enforced"].final).all())

@@ -137,8 +137,12 @@ class _Experiment:
         self.pair = check_pair_run(self.signs, cfg.domain)
         self.x = torch.linspace(*cfg.domain, cfg.points, dtype=cfg.dtype)
         # Every kind's network sees u = (x - lo) / (hi - lo) on [0, 1], the pair's own input: the
-        # same input map for all, so raw x far from 0 handicaps none of them (KindResult).
-        self.x_net = nonconvex.to_unit(self.x, cfg.domain) if self.pair else self.x
+        # same input map for all, so raw x far from 0 handicaps none of them (KindResult). Mapped
+        # in float64, then rounded: u lies in [0, 1] (from float32 points it can pass 1 by ulps).
+        self.x_net = self.x
+        if self.pair:
+            x64 = torch.linspace(*cfg.domain, cfg.points, dtype=torch.float64)
+            self.x_net = nonconvex.to_unit(x64, cfg.domain).to(cfg.dtype)
         self.ys = {name: check_target_scale(f"target {name!r}",
                                             evaluate_target(tgt, self.x, name=f"target {name!r}"))
                    for name, (tgt, _) in targets.items()}
