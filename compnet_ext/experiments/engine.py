@@ -112,9 +112,10 @@ def compare(target, sign, config=None, **settings):
     per point), a tensor of ``points`` values, or a registered target's name
     (:data:`compnet_ext.targets.TARGETS`: the paper's "x3", "x11", "sin", "tanh3", the
     non-convex "cubic", "periodic", "bump"; ``sign`` may then be None to use its sign, and
-    without a ``domain`` setting, in ``config`` or the keywords, its domain is used). ``sign``: -1 for convex targets (waves
-    subtracted), +1 for concave, 0 for any other (a difference of one network of each sign,
-    MATH.md section 7; every kind then gets the same width-9 network), e.g.
+    without a ``domain`` setting, in ``config`` or the keywords, its domain is used).
+    ``sign``: -1 for convex targets (waves subtracted), +1 for concave, 0 for any other (a
+    difference of one network of each sign, MATH.md section 7; every kind then gets the same
+    width-9 network), e.g.
     ``compare(lambda x: x**3 - x, sign=0, domain=(-1, 1))``. Settings as in :func:`run`
     (curves are not kept). Deterministic given ``seed`` on a given device.
     """
