@@ -71,6 +71,7 @@ def extension():
 
 setup(
     packages=find_packages(include=["compnet_ext", "compnet_ext.*"]),
+    py_modules=["compnet_cli"],  # the `compnet` entry point, light to import (its docstring)
     ext_modules=[extension()],
     cmdclass={"build_ext": CheckedBuildExtension},
 )

@@ -179,10 +179,10 @@ class CompositionalActivation(torch.nn.Module):
         check_depth("depth", depth)
         self.num_features, self.depth = num_features, depth
         self.sign = check_layer_sign(sign)
-        self.domain = check_domain(domain)
         dtype = dtype or torch.get_default_dtype()
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"`dtype` must be torch.float32 or torch.float64, got {dtype}")
+        self.domain = check_domain(domain, dtype)  # what the dtype can compute on, now
         self.register_buffer("stage", torch.tensor(1, dtype=torch.int64, device=device))
         self._stage = 1
         self._make_stage1(dtype, self.stage.device)

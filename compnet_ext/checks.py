@@ -106,6 +106,59 @@ def check_peak_bounds(peak_bounds, dtype):
     return lo, hi
 
 
+def check_target_scale(name, y):
+    """ValueError naming ``name`` when the values ``y`` are too large to fit in their dtype:
+    beyond ``sqrt(finfo.max) / 16`` (1.2e18 in float32) the squared errors of a fit (the MSE, and
+    Adam's squared gradients, which grow with them) overflow into inf and then NaN."""
+    limit = math.sqrt(torch.finfo(y.dtype).max) / 16
+    top = float(y.abs().max()) if y.numel() else 0.0
+    if top > limit:
+        raise ValueError(f"`{name}` has values up to {top:.3g}, more than {y.dtype} can fit "
+                         f"({limit:.3g}: their squared errors would overflow); scale it down")
+    return y
+
+
+DOMAIN_VALUES = 2**12
+"""Fewest values of the dtype a domain must hold (:func:`check_domain`)."""
+
+
+def check_domain(domain, dtype=None):
+    """``domain`` as a pair of floats ``(lo, hi)`` that ``dtype`` (None: float64) can compute on;
+    TypeError/ValueError naming `domain` otherwise. The rule, from the arithmetic of the map
+    ``u = (x - lo) / (hi - lo)`` onto [0, 1] and of its inverse:
+
+    - ``lo < hi``, both finite in ``dtype`` (float32 holds up to 3.4e38), and so is ``hi - lo``;
+    - ``hi - lo >= min_peak(dtype)`` (1.1e-19 in float32, 1.5e-154 in float64): a normal number
+      whose reciprocal, the map's scale, times any weight 1/a of a valid peak stays finite when
+      the map is folded into a network's first layer (the peaks' own bound, for the same reason);
+    - ``hi - lo >= DOMAIN_VALUES * eps * max(|lo|, |hi|)``: the dtype has at least 4096 values
+      between lo and hi (its spacing near x is at most eps |x|), so the points of an experiment
+      are distinct and u is resolved to 2^-12 of the domain; on (1e10, 1e10 + 1) float32 has one
+      value, and every point would be the same.
+    """
+    try:
+        lo, hi = (float(v) for v in domain)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"`domain` must be a pair of numbers (lo, hi), got {domain!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"`domain` must be finite with lo < hi, got ({lo}, {hi})")
+    dtype = torch.float64 if dtype is None else dtype
+    info = torch.finfo(dtype)
+    width = hi - lo
+    if max(abs(lo), abs(hi), width) > info.max:
+        raise ValueError(f"`domain` ({lo!r}, {hi!r}) is too large for {dtype}: its ends and "
+                         f"hi - lo must be at most {info.max:.3g}")
+    if width < min_peak(dtype):
+        raise ValueError(f"`domain` ({lo!r}, {hi!r}) is too narrow for {dtype}: hi - lo must be "
+                         f"at least {min_peak(dtype):.3g} (the map onto [0, 1] would overflow)")
+    if width < DOMAIN_VALUES * info.eps * max(abs(lo), abs(hi)):
+        raise ValueError(f"`domain` ({lo!r}, {hi!r}) is too narrow for its offset in {dtype}: "
+                         f"hi - lo must be at least {DOMAIN_VALUES} x eps x max(|lo|, |hi|) = "
+                         f"{DOMAIN_VALUES * info.eps * max(abs(lo), abs(hi)):.3g} (fewer "
+                         f"distinct values of the dtype lie between lo and hi)")
+    return lo, hi
+
+
 def check_interval(lo, hi, within=None):
     """``lo < hi``, finite floats, inside ``within`` if given; returned as floats."""
     for name, v in (("lo", lo), ("hi", hi)):
