@@ -169,6 +169,19 @@ def check_peak_values(peaks):
                          f"in {peaks.dtype} (smaller peaks overflow 1/a^2; NaN is not allowed)")
 
 
+def check_finite(name, t):
+    """Value check (one device sync): no NaN or Inf in ``t`` (None passes)."""
+    if t is not None and t.numel() and not bool(t.isfinite().all()):
+        raise ValueError(f"`{name}` contains NaN or Inf")
+
+
+def check_unit_points(name, x):
+    """Value check (one device sync): every point of ``x`` in [0, 1], no NaN or Inf."""
+    check_finite(name, x)
+    if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
+        raise ValueError(f"`{name}` must lie in [0, 1]")
+
+
 def _check_peaks(peaks):
     check_tensor("peaks", peaks)
     if peaks.dim() != 2 or peaks.shape[1] < 2:
@@ -191,8 +204,7 @@ def check_network(peaks, scales, sign, *, validate=True):
     check_sign(sign)
     if validate:
         check_peak_values(peaks)
-        if scales is not None and not bool(scales.isfinite().all()):
-            raise ValueError("`scales` contains NaN or Inf")
+        check_finite("scales", scales)
     return S, D
 
 
