@@ -25,7 +25,8 @@ then on the raw weights train, through the fused MLP kernels (a :class:`BatchedM
 
 In stage 1, ``g_lo`` and ``g_hi`` are the exact one-sided end slopes of the stage-1 function
 (computed in closed form from the peaks: near u = 0 every wave rises as u / (a_0 ... a_i), near
-u = 1 as (1 - u) / ((1 - a_0) a_1 ... a_i)). :meth:`to_relu` copies them into a parameter
+u = 1 as (1 - u) / ((1 - a_0) a_1 ... a_i); with smooth scales the sum telescopes,
+:func:`half_end_slopes`). :meth:`to_relu` copies them into a parameter
 ``tail [F, 2]`` that trains with the weights in stage 2 (a trained ReLU network's own end slope
 is not a robust quantity: right after the encoding every t1 neuron has its kink exactly at u = 0,
 where rounding would decide it). So the two stages agree everywhere right after
@@ -59,7 +60,6 @@ from .nonconvex import encode as encode_pair
 from .nonconvex import forward as pair_forward
 from .ops import PEAK_BOUNDS
 from .ops import forward as op_forward
-from .reference import smooth_scales
 
 STAGES = (1, 2)
 """Stage 1: peaks and coefficients train; stage 2: the encoded ReLU weights train."""
@@ -75,11 +75,21 @@ def check_layer_sign(sign):
 
 def half_end_slopes(peaks, sign):
     """One-sided derivatives ``(F'(0+), F'(1-))``, each ``[S]``, of the networks of ``sign``
-    with smooth scales and ``peaks [S, D+1]`` (closed form, differentiable; module docstring)."""
-    s = smooth_scales(peaks, sign)
-    rise = torch.cumprod(peaks[:, :-1], dim=1)             # a_0 ... a_i
-    fall = rise / peaks[:, :1] * (1 - peaks[:, :1])        # (1 - a_0) a_1 ... a_i
-    return 1 + sign * (s / rise).sum(1), 1 - sign * (s / fall).sum(1)
+    with smooth scales and ``peaks [S, D+1]`` (closed form, differentiable; module docstring).
+
+    Near u = 0 wave i rises as u / (a_0 ... a_i), near u = 1 as (1 - u) / ((1 - a_0) a_1 ... a_i).
+    Divided by those products the smooth scales are c q_i with q_i = a_{i+1} prod_{k=1}^{i} (1 - a_k)
+    (c = 1 or (1 - a_0) / a_0 at u = 0, a_0 / (1 - a_0) or 1 at u = 1, for sign -1 / +1), and
+    sum_i q_i telescopes to 1 - P, P = prod_{k=1}^{D} (1 - a_k). So no product of peaks is
+    formed: those underflow in float32 beyond a dozen layers of small peaks, and their quotient
+    was 0/0 = NaN (issue 18). P and 1 - P come from the sum of log(1 - a_k), exactly rounded
+    also where P is close to 1 (small peaks)."""
+    a0 = peaks[:, 0]
+    log_p = torch.log1p(-peaks[:, 1:]).sum(1)
+    p, one_minus_p = log_p.exp(), -torch.expm1(log_p)
+    if sign < 0:
+        return p, 1 + a0 / (1 - a0) * one_minus_p
+    return 1 + (1 - a0) / a0 * one_minus_p, p
 
 
 def end_slopes(peaks, coef, sign, domain):
