@@ -167,8 +167,11 @@ class CompositionalActivation(torch.nn.Module):
     offset). After :meth:`to_relu`: ``mlp`` (a :class:`compnet_ext.nn.BatchedMLP`, S = F,
     widths ``(1, 9 or 5, ..., 1)``) and ``tail [F, 2]`` (the slopes outside the domain). The
     buffer ``stage`` (1 or 2) is saved in the ``state_dict``; loading a state dict of the other
-    stage switches the module to it. Parameters change at :meth:`to_relu`: build the optimiser
-    (and ``torch.compile``) after it.
+    stage switches the module to it (it must then hold all of that stage's parameters). A load
+    is checked whole before anything changes: one that fails (a size mismatch, a bad stage)
+    raises and leaves the layer exactly as it was. Parameters change at :meth:`to_relu` and at
+    such a switch (the new ones require grad if any old one did, so a frozen layer stays frozen):
+    build the optimiser (and ``torch.compile``) after it.
 
     Typical use::
 
@@ -221,15 +224,19 @@ class CompositionalActivation(torch.nn.Module):
                                                    device=device))
 
     def _switch(self, stage):
-        """Replaces the parameters by zeros of the other stage (to be filled by the caller)."""
+        """Replaces the parameters by zeros of the other stage (to be filled by the caller). They
+        require grad if any of the old ones did (so a frozen layer stays frozen; a partly frozen
+        stage 1 has no counterpart in stage 2, whose weights all mix peaks and coefficients)."""
         ref = self.peaks if self._stage == 1 else self.tail
         dtype, device = ref.dtype, ref.device
+        requires_grad = any(p.requires_grad for p in self.parameters())
         if stage == 2:
             del self.peaks, self.coef
             self._make_stage2(dtype, device)
         else:
             del self.mlp, self.tail
             self._make_stage1(dtype, device)
+        self.requires_grad_(requires_grad)
         self._stage = stage
         self.stage.fill_(stage)
 
@@ -276,16 +283,52 @@ class CompositionalActivation(torch.nn.Module):
         self.tail.copy_(tail)
         return self
 
+    def _state_problems(self, state_dict, prefix, stage):
+        """Why ``state_dict`` cannot be loaded as ``stage`` (empty: it can): every entry of that
+        stage present as a tensor of this layer's shape. A stage switch needs all of them (the
+        new parameters have no values of their own to keep); a same-stage load may be partial,
+        as torch allows. Checked on a skeleton on the meta device, before anything changes."""
+        ref = self.peaks if self._stage == 1 else self.tail
+        skeleton = CompositionalActivation(self.num_features, self.depth, sign=self.sign,
+                                           domain=self.domain, dtype=ref.dtype, device="meta")
+        if stage == 2:
+            skeleton._switch(2)
+        problems, missing = [], []
+        layer = (f"stage {stage} of this layer (num_features={self.num_features}, "
+                 f"depth={self.depth}, sign={self.sign})")
+        for name, want in skeleton.state_dict().items():
+            got = state_dict.get(prefix + name)
+            if got is None:
+                missing.append(f"`{prefix}{name}`")
+            elif not isinstance(got, torch.Tensor):
+                problems.append(f"`{prefix}{name}` is a {type(got).__name__}, not a tensor")
+            elif got.shape != want.shape:
+                problems.append(f"size mismatch for `{prefix}{name}`: {list(got.shape)} in the "
+                                f"state, {list(want.shape)} in {layer}")
+        if missing and stage != self._stage:
+            problems.append(f"a switch to stage {stage} needs all of its parameters; missing "
+                            + ", ".join(missing))
+        return problems
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
-        # the stage decides which parameters exist: switch before they are copied
+        # The stage decides which parameters exist, so a load may have to switch before they are
+        # copied; and the children (the MLP) load after this, whatever it reports. So the whole
+        # state is checked first and a bad one raises here: a failed load changes nothing.
         stage = state_dict.get(prefix + "stage")
+        target = self._stage
         if isinstance(stage, torch.Tensor) and stage.numel() == 1:
-            stage = int(stage)
-            if stage not in STAGES:
-                error_msgs.append(f"`{prefix}stage` must be 1 or 2, got {stage}")
-            elif stage != self._stage:
-                self._switch(stage)
+            target = int(stage)
+            if target not in STAGES:
+                raise RuntimeError(f"Error in loading state_dict for CompositionalActivation: "
+                                   f"`{prefix}stage` must be 1 or 2, got {target}. The layer is "
+                                   "unchanged.")
+        problems = self._state_problems(state_dict, prefix, target)
+        if problems:
+            raise RuntimeError("Error(s) in loading state_dict for CompositionalActivation: "
+                               + "; ".join(problems) + ". The layer is unchanged.")
+        if target != self._stage:
+            self._switch(target)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 

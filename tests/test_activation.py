@@ -343,6 +343,71 @@ def test_state_dict_roundtrip_both_stages(sign):
         fresh.load_state_dict(bad)
 
 
+def _snapshot(act):
+    """Everything a load could change: stage, parameter objects, state, requires_grad."""
+    return (act._stage, [id(p) for p in act.parameters()],
+            {k: v.clone() for k, v in act.state_dict().items()},
+            [p.requires_grad for p in act.parameters()])
+
+
+def _assert_unchanged(act, snap):
+    stage, ids, state, flags = snap
+    assert act._stage == stage and [id(p) for p in act.parameters()] == ids
+    now = act.state_dict()
+    assert now.keys() == state.keys() and all(torch.equal(now[k], v) for k, v in state.items())
+    assert [p.requires_grad for p in act.parameters()] == flags
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_failed_load_leaves_the_layer_unchanged(stage):
+    """Issue 18: a load that failed (size mismatch) had already switched the stage, deleting
+    the trained parameters. Every failing state: nothing changes, in either stage."""
+    act = _layer(0, F=3, D=5)
+    if stage == 2:
+        act.to_relu()
+    snap = _snapshot(act)
+    other = lambda D, to_relu: (lambda a: a.to_relu() if to_relu else a)(
+        CompositionalActivation(3, D, dtype=F64)).state_dict()
+    good2 = other(5, True)
+    bad_states = [
+        other(4, True),                                     # the issue's: other depth, stage 2
+        other(4, False),                                    # other depth, stage 1
+        dict(good2, **{"mlp.weights.2": torch.zeros(3, 9, 8, dtype=F64)}),  # one bad child
+        dict(good2, stage=torch.tensor(3)),                 # no such stage
+        dict(good2, stage=torch.tensor([2, 2])),            # not a scalar
+        dict(good2, tail=[0.0, 0.0]),                       # not a tensor
+    ]
+    if stage == 1:  # a switch needs the whole new stage, even with strict=False
+        bad_states.append({k: v for k, v in good2.items() if k != "mlp.biases.3"})
+    for state in bad_states:
+        with pytest.raises(RuntimeError, match="unchanged"):
+            act.load_state_dict(state, strict=False)
+        _assert_unchanged(act, snap)
+    # inside a model, too (the layer's children would otherwise load after it)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3, dtype=F64), act)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        model.load_state_dict({"0.weight": torch.zeros(3, 3, dtype=F64),
+                               "0.bias": torch.zeros(3, dtype=F64),
+                               **{"1." + k: v for k, v in other(4, True).items()}})
+    _assert_unchanged(act, snap)
+
+
+def test_requires_grad_is_kept_across_stages():
+    act = _layer(-1, F=2, D=3).requires_grad_(False)
+    s1 = _roundtrip(act.state_dict())  # a copy: the stage buffer changes in place
+    act.to_relu()
+    assert not any(p.requires_grad for p in act.parameters())
+    s2 = _roundtrip(act.state_dict())
+    act.load_state_dict(s1)  # back to stage 1
+    assert act._stage == 1 and not any(p.requires_grad for p in act.parameters())
+    fresh = CompositionalActivation(2, 3, sign=-1, dtype=F64).requires_grad_(False)
+    fresh.load_state_dict(s2)
+    assert fresh._stage == 2 and not any(p.requires_grad for p in fresh.parameters())
+    trainable = CompositionalActivation(2, 3, sign=-1, dtype=F64)
+    trainable.load_state_dict(s2)
+    assert all(p.requires_grad for p in trainable.parameters())
+
+
 def test_clamp_peaks_projects_and_forward_never_uses_invalid_values():
     model = torch.nn.Sequential(torch.nn.Linear(3, 3, dtype=F64),
                                 CompositionalActivation(3, 3, sign=-1, dtype=F64))
