@@ -223,12 +223,15 @@ class CompositionalActivation(torch.nn.Module):
         self.tail = torch.nn.Parameter(torch.zeros(self.num_features, 2, dtype=dtype,
                                                    device=device))
 
+    def _param(self):
+        """A parameter of the current stage: its dtype and device are the layer's."""
+        return self.peaks if self._stage == 1 else self.tail
+
     def _switch(self, stage):
         """Replaces the parameters by zeros of the other stage (to be filled by the caller). They
         require grad if any of the old ones did (so a frozen layer stays frozen; a partly frozen
         stage 1 has no counterpart in stage 2, whose weights all mix peaks and coefficients)."""
-        ref = self.peaks if self._stage == 1 else self.tail
-        dtype, device = ref.dtype, ref.device
+        dtype, device = self._param().dtype, self._param().device
         requires_grad = any(p.requires_grad for p in self.parameters())
         if stage == 2:
             del self.peaks, self.coef
@@ -288,9 +291,9 @@ class CompositionalActivation(torch.nn.Module):
         stage present as a tensor of this layer's shape. A stage switch needs all of them (the
         new parameters have no values of their own to keep); a same-stage load may be partial,
         as torch allows. Checked on a skeleton on the meta device, before anything changes."""
-        ref = self.peaks if self._stage == 1 else self.tail
         skeleton = CompositionalActivation(self.num_features, self.depth, sign=self.sign,
-                                           domain=self.domain, dtype=ref.dtype, device="meta")
+                                           domain=self.domain, dtype=self._param().dtype,
+                                           device="meta")
         if stage == 2:
             skeleton._switch(2)
         problems, missing = [], []
@@ -335,15 +338,27 @@ class CompositionalActivation(torch.nn.Module):
     # -- forward ------------------------------------------------------------------------------
 
     def _rows(self, input):
-        ref = self.peaks if self._stage == 1 else self.tail
-        check_tensor("input", input, ref, "the layer's parameters")
+        check_tensor("input", input, self._param(), "the layer")
         if input.dim() < 1 or input.shape[-1] != self.num_features:
             raise ValueError(f"`input` must have shape [..., {self.num_features}] (last "
                              f"dimension = num_features), got {list(input.shape)}")
         return input.reshape(-1, self.num_features).t().contiguous()
 
     def forward(self, input):
-        """``[..., F] -> [..., F]``: feature f through function f (one fused launch)."""
+        """``[..., F] -> [..., F]``: feature f through function f (one fused launch).
+
+        Under ``torch.autocast`` the input (e.g. bfloat16 from a Linear layer) is computed in the
+        parameters' dtype, and so is the output, as autocast's float32 ops do: the fused
+        kernels take float32 and float64 only, and the waves' slopes (up to 1/a per layer)
+        would not survive bfloat16's 8 bits anyway."""
+        device = self._param().device.type
+        if (device in ("cpu", "cuda") and torch.is_autocast_enabled(device)
+                and isinstance(input, torch.Tensor) and input.is_floating_point()):
+            with torch.autocast(device, enabled=False):
+                return self._forward(input.to(self._param().dtype))
+        return self._forward(input)
+
+    def _forward(self, input):
         x = self._rows(input)                                  # [F, B]
         lo, hi = self.domain
         xc = x.clamp(lo, hi)

@@ -127,7 +127,8 @@ def check_interval(lo, hi, within=None):
 
 def check_tensor(name, t, ref=None, ref_name="peaks"):
     """A float32/float64 tensor on a device the build supports, with the dtype and device of
-    ``ref`` when given."""
+    ``ref`` when given. ``ref_name`` names ``ref`` in the messages: an argument (shown in
+    backticks) or, if it has a space, a phrase such as "the layer" (shown as is)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in (torch.float32, torch.float64):
@@ -140,10 +141,11 @@ def check_tensor(name, t, ref=None, ref_name="peaks"):
     if t.device.type not in ("cpu", "cuda", "meta"):
         raise ValueError(f"`{name}` is on {t.device}; only CPU and CUDA are supported")
     if ref is not None:
+        ref_name = ref_name if " " in ref_name else f"`{ref_name}`"
         if t.dtype != ref.dtype:
-            raise TypeError(f"`{name}` has dtype {t.dtype} but `{ref_name}` has {ref.dtype}")
+            raise TypeError(f"`{name}` has dtype {t.dtype} but {ref_name} has {ref.dtype}")
         if t.device != ref.device:
-            raise ValueError(f"`{name}` is on {t.device} but `{ref_name}` is on {ref.device}")
+            raise ValueError(f"`{name}` is on {t.device} but {ref_name} is on {ref.device}")
 
 
 def check_points(name, t, S, N=None):

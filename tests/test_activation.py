@@ -453,7 +453,8 @@ def test_bad_input():
         act(torch.zeros(4, 5, dtype=F64))
     with pytest.raises(ValueError, match="`input`"):
         act(torch.tensor(1.0, dtype=F64))
-    with pytest.raises(TypeError, match="`input` has dtype torch.float32"):
+    with pytest.raises(TypeError, match="^`input` has dtype torch.float32 but the layer has "
+                                        "torch.float64$"):
         act(torch.zeros(4, 3))
     with pytest.raises(TypeError, match="`input` must be float32 or float64"):
         act(torch.zeros(4, 3, dtype=torch.int64))
@@ -464,6 +465,26 @@ def test_bad_input():
         act(torch.zeros(4, 2, dtype=F64))
     with pytest.raises(RuntimeError, match="stage 2"):
         act.valid_parameters()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("stage", [1, 2])
+def test_autocast_computes_in_the_parameters_dtype(stage, dtype):
+    """Issue 18: under torch.autocast a Linear hands on bfloat16, which raised TypeError (GELU
+    takes it). The layer computes in its parameters' dtype, as autocast's float32 ops do."""
+    act = _layer(0, F=3, D=3, dtype=dtype)
+    if stage == 2:
+        act.to_relu()
+    h = _inputs(act.domain, batch=(5,)).to(torch.bfloat16)  # what autocast hands on
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = act(h)
+    assert y.dtype == dtype
+    assert torch.equal(y, act(h.to(dtype)))  # the same computation, outside autocast
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3, dtype=dtype), act)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(torch.rand(5, 2, generator=torch.Generator().manual_seed(4), dtype=dtype))
+    y.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 def test_shapes_and_empty_batch():
