@@ -178,7 +178,7 @@ def check_finite(name, t):
 
 
 def check_unit_points(name, x):
-    """Value check (one device sync): every point of ``x`` in [0, 1], no NaN or Inf."""
+    """Value check (two device syncs): every point of ``x`` in [0, 1], no NaN or Inf."""
     check_finite(name, x)
     if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
         raise ValueError(f"`{name}` must lie in [0, 1]")

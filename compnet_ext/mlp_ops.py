@@ -90,6 +90,10 @@ _refuse_train = register_not_differentiable(
     "BatchedMLP.forward and an update in torch ops")
 
 
+def _tensors(layers):
+    return [t for layer in layers for t in layer]
+
+
 def _check(x, layers, target=None):
     S, widths = check_layers(layers)
     check_tensor("x", x, layers[0][0], "layers[0][0]")
@@ -111,7 +115,7 @@ def mlp_forward(x, layers):
     (:func:`compnet_ext.forward` says which).
     """
     _, widths = _check(x, layers)
-    if differentiated(x, *(t for layer in layers for t in layer)):
+    if differentiated(x, *_tensors(layers)):
         return matmul_forward(x, layers)
     return _ops.mlp_forward(x, pack(layers), widths)
 
@@ -130,7 +134,7 @@ def mlp_loss_and_grad(x, target, layers):
         ``layers``. Not differentiable itself: a backward through them raises.
     """
     _, widths = _check(x, layers, target)
-    _refuse_loss_and_grad(x, target, *(t for layer in layers for t in layer))
+    _refuse_loss_and_grad(x, target, *_tensors(layers))
     loss, gp = _ops.mlp_loss_and_grad(x, target, pack(layers), widths)
     return loss, unpack(gp, widths)
 
@@ -161,7 +165,7 @@ def mlp_train(x, target, layers, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-
         before step ``r * k``. Not differentiable: a backward through them raises.
     """
     _, widths = _check(x, layers, target)
-    _refuse_train(x, target, *(t for layer in layers for t in layer))
+    _refuse_train(x, target, *_tensors(layers))
     lr, beta1, beta2, eps = check_adam(epochs, lr, betas, eps, record_every)
     warmup = check_warmup(warmup)
 
