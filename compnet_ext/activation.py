@@ -82,8 +82,8 @@ def half_end_slopes(peaks, sign):
     (c = 1 or (1 - a_0) / a_0 at u = 0, a_0 / (1 - a_0) or 1 at u = 1, for sign -1 / +1), and
     sum_i q_i telescopes to 1 - P, P = prod_{k=1}^{D} (1 - a_k). So no product of peaks is
     formed: those underflow in float32 beyond a dozen layers of small peaks, and their quotient
-    was 0/0 = NaN (issue 18). P and 1 - P come from the sum of log(1 - a_k), exactly rounded
-    also where P is close to 1 (small peaks)."""
+    was 0/0 = NaN. P and 1 - P come from the sum of log(1 - a_k) (log1p, expm1), so 1 - P keeps
+    its relative accuracy also where P is close to 1 (small peaks)."""
     a0 = peaks[:, 0]
     log_p = torch.log1p(-peaks[:, 1:]).sum(1)
     p, one_minus_p = log_p.exp(), -torch.expm1(log_p)
