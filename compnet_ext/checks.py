@@ -180,7 +180,8 @@ def check_interval(lo, hi, within=None):
 
 def check_tensor(name, t, ref=None, ref_name="peaks"):
     """A float32/float64 tensor on a device the build supports, with the dtype and device of
-    ``ref`` when given."""
+    ``ref`` when given. ``ref_name`` names ``ref`` in the messages: an argument (shown in
+    backticks) or, if it has a space, a phrase such as "the layer" (shown as is)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in (torch.float32, torch.float64):
@@ -193,10 +194,11 @@ def check_tensor(name, t, ref=None, ref_name="peaks"):
     if t.device.type not in ("cpu", "cuda", "meta"):
         raise ValueError(f"`{name}` is on {t.device}; only CPU and CUDA are supported")
     if ref is not None:
+        ref_name = ref_name if " " in ref_name else f"`{ref_name}`"
         if t.dtype != ref.dtype:
-            raise TypeError(f"`{name}` has dtype {t.dtype} but `{ref_name}` has {ref.dtype}")
+            raise TypeError(f"`{name}` has dtype {t.dtype} but {ref_name} has {ref.dtype}")
         if t.device != ref.device:
-            raise ValueError(f"`{name}` is on {t.device} but `{ref_name}` is on {ref.device}")
+            raise ValueError(f"`{name}` is on {t.device} but {ref_name} is on {ref.device}")
 
 
 def check_points(name, t, S, N=None):
@@ -222,6 +224,19 @@ def check_peak_values(peaks):
                          f"in {peaks.dtype} (smaller peaks overflow 1/a^2; NaN is not allowed)")
 
 
+def check_finite(name, t):
+    """Value check (one device sync): no NaN or Inf in ``t`` (None passes)."""
+    if t is not None and t.numel() and not bool(t.isfinite().all()):
+        raise ValueError(f"`{name}` contains NaN or Inf")
+
+
+def check_unit_points(name, x):
+    """Value check (two device syncs): every point of ``x`` in [0, 1], no NaN or Inf."""
+    check_finite(name, x)
+    if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
+        raise ValueError(f"`{name}` must lie in [0, 1]")
+
+
 def _check_peaks(peaks):
     check_tensor("peaks", peaks)
     if peaks.dim() != 2 or peaks.shape[1] < 2:
@@ -244,8 +259,7 @@ def check_network(peaks, scales, sign, *, validate=True):
     check_sign(sign)
     if validate:
         check_peak_values(peaks)
-        if scales is not None and not bool(scales.isfinite().all()):
-            raise ValueError("`scales` contains NaN or Inf")
+        check_finite("scales", scales)
     return S, D
 
 
