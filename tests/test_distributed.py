@@ -1,5 +1,5 @@
-"""Sweeps and reproductions split into work cells: under torchrun (2 CPU ranks, gloo) the files
-equal one process's, bit for bit; a killed or failed run resumes to the same files; corrupted cell
+"""Sweeps and reproductions split into work cells: under torchrun (2 CPU ranks, gloo; on a GPU
+host also one rank per GPU, nccl) the files equal one process's, bit for bit; a killed or failed run resumes to the same files; corrupted cell
 files are recomputed; a failing rank ends the run in bounded time; ranks with different options
 are refused (docs/training.md, "Scaling out" and "Resuming")."""
 import json
@@ -16,14 +16,20 @@ import torch
 import compnet_ext
 from compnet_ext import train
 from compnet_ext.experiments import cells, cli
+from compnet_ext.experiments.distributed import NoDevice, World
 from compnet_ext.targets import select
+from conftest import cuda
 
+# --device cpu: the default (auto) is CUDA on a GPU host, where rank 1 of 2 has no GPU of its own
+# on a one-GPU node (refused); the CUDA path has its own test below.
 SWEEP = ["sweep", "--depths", "2:4", "--seeds", "5", "--epochs", "20,20", "--points", "32",
-         "--kinds", "default,enforced", "--targets", "x3,sin", "--no-progress", "--no-plots"]
+         "--kinds", "default,enforced", "--targets", "x3,sin", "--no-progress", "--no-plots",
+         "--device", "cpu"]
 # 3 depths x 3 blocks (1, 2, 2 seeds) x 2 kinds x 2 targets = 36 cells
 SPLIT = ["--block-seeds", "2"]
 N_CELLS = 36
-REPRODUCE = ["reproduce", "--quick", "--points", "32", "--targets", "x3", "--no-progress"]
+REPRODUCE = ["reproduce", "--quick", "--points", "32", "--targets", "x3", "--no-progress",
+             "--device", "cpu"]
 TIMEOUT = 240  # a subprocess's bound (seconds): far above its time on a loaded 2-core machine
 
 
@@ -40,6 +46,10 @@ def _torchrun(tmp_path, argv, nproc=2, **env):
            f"--nproc-per-node={nproc}", "-m", "compnet_ext", *argv]
     return subprocess.run(cmd, capture_output=True, text=True, env=_env(**env), cwd=tmp_path,
                           timeout=TIMEOUT)
+
+
+def _on(device, argv):
+    return [device if a == "cpu" else a for a in argv]
 
 
 def _files(out):
@@ -87,6 +97,41 @@ def test_torchrun_reproduce_quick_equals_one_process(tmp_path):
     one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
     assert sorted(one) == ["best_fits.png", "loss_curves.png", "results.csv", "results.json"]
     assert one == two  # the PNGs too: drawn from bitwise the same results
+
+
+@cuda
+def test_torchrun_on_gpus_equals_one_process(tmp_path):
+    # One rank per GPU (nccl), at most 2; on a one-GPU host a single rank still takes the
+    # launched path (process group, cuda:LOCAL_RANK). The same --block-seeds in both runs: the
+    # CUDA kernels' summation order depends on a launch's seed count (docs/gpu.md).
+    argv = _on("cuda", [*SWEEP, *SPLIT])
+    assert cli.main([*argv, "--out", str(tmp_path / "one")]) == 0
+    nproc = min(2, torch.cuda.device_count())
+    r = _torchrun(tmp_path, [*argv, "--out", "two"], nproc=nproc)
+    assert r.returncode == 0, r.stderr
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")
+    assert sorted(os.listdir(tmp_path / "two" / "logs")) == [f"rank-{r}.log" for r in range(nproc)]
+
+
+@cuda
+def test_more_ranks_than_gpus_is_refused_unless_on_the_cpu(tmp_path):
+    nproc = torch.cuda.device_count() + 1
+    r = _torchrun(tmp_path, [*_on("cuda", SWEEP), "--out", "out"], nproc=nproc,
+                  COMPNET_DIST_TIMEOUT="60")
+    assert r.returncode != 0
+    # a usage error (exit 2, one line) from the rank without a GPU, naming the way out
+    assert f"error: LOCAL_RANK {nproc - 1} has no GPU" in r.stderr and "--device cpu" in r.stderr
+    assert not (tmp_path / "out" / "cells").exists()  # nothing trained
+
+
+def test_a_rank_gets_its_own_gpu_or_a_clear_refusal(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    cuda_dev, cpu = torch.device("cuda"), torch.device("cpu")
+    assert World(0, 2, 0, True).device(cuda_dev) == torch.device("cuda", 0)
+    with pytest.raises(NoDevice, match=r"LOCAL_RANK 1 has no GPU: this node has 1; .*--device cpu"):
+        World(1, 2, 1, True).device(cuda_dev)
+    assert World(1, 2, 1, True).device(cpu) == cpu  # the CPU: any number of ranks
+    assert World().device(cuda_dev) == cuda_dev  # not under torchrun: as asked
 
 
 def test_a_failing_rank_stops_the_run_and_resume_finishes_it(tmp_path, sweep_reference, capsys):

@@ -11,6 +11,7 @@ import torch
 from compnet_ext import train
 from compnet_ext.batched_mlp import BatchedMLP
 from compnet_ext.experiments import cli, sparse
+from compnet_ext.experiments.config import resolve_device
 from compnet_ext.targets import select
 
 TINY = dict(seeds=2, epochs=(4, 5), kinds=("default", "no_pretraining", "enforced"))
@@ -42,13 +43,17 @@ def test_grids_that_share_a_point_are_rejected():
 def test_results_measure_the_trained_networks_on_the_test_points():
     x_train, x_test, res = _run()
     assert list(res) == ["x3", "sin"] and list(res["x3"]) == list(TINY["kinds"])
+    # Recomputed on the device the run trained on (auto: CUDA on a GPU host), through the same
+    # forward op: one code path, so bitwise (the CPU's would differ from the GPU's in the last bits).
+    dev = resolve_device("auto")
+    x_train, x_test = x_train.to(dev), x_test.to(dev)
     for name, per_kind in res.items():
         fn = select((name,))[name][0]
         for kind, r in per_kind.items():
-            mlp = BatchedMLP.from_layers(r.layers)
+            mlp = BatchedMLP.from_layers([(W.to(dev), b.to(dev)) for W, b in r.layers])
             with torch.no_grad():
-                test = ((mlp(x_test) - fn(x_test)) ** 2).mean(-1)
-                fit = ((mlp(x_train) - fn(x_train)) ** 2).mean(-1)
+                test = ((mlp(x_test) - fn(x_test)) ** 2).mean(-1).cpu()
+                fit = ((mlp(x_train) - fn(x_train)) ** 2).mean(-1).cpu()
             assert torch.equal(r.test, test) and torch.equal(r.train, fit)
             assert torch.equal(r.test_curve[:, -1], r.test)
             assert torch.equal(r.best_test, r.test_curve.min(1).values)

@@ -143,17 +143,49 @@ def test_opcheck_and_empty():
     assert torch.equal(p, peaks) and torch.all(loss == 0)
 
 
+def _compare_well_posed(train, x, peaks, scales, cpu, gpu, tol):
+    """Free scales, one epoch: see test_cuda_matches_cpu."""
+    up = lambda t: torch.nextafter(t, torch.full_like(t, 2.0))
+    ulp = train(x, x**3, up(peaks), up(scales))
+    posed = [(u - c).abs() <= tol for u, c in zip(ulp[:2], cpu[:2])]
+    assert all(m.float().mean() >= 0.9 for m in posed), "too few well-posed components to compare"
+    for a, b, m in zip(gpu[:2], cpu[:2], posed):
+        assert (a - b)[m].abs().max() <= tol
+    seeds = posed[0].all(1) & posed[1].all(1)
+    _, gp, gs = compnet_ext.loss_and_grad(x, x**3, cpu[0], cpu[1])
+    moved = max((a - b)[seeds].abs().max() for a, b in zip(gpu[:2], cpu[:2]))
+    bound = (gp.abs().sum(1) + gs.abs().sum(1)) * moved + tol * cpu[2].abs().clamp_min(1)
+    assert seeds.any() and ((gpu[2] - cpu[2]).abs() <= bound)[seeds].all()
+
+
+# What is well-posed to compare between the GPU and the CPU (docs/training.md, "Reproducible
+# across machines and builds"). Smooth scales: the training map does not amplify rounding (two
+# starts one ulp apart stay within ~1e-15 after 30 epochs, bench/divergence.py), so 30 epochs
+# compare to a few hundred ulps. Free scales amplify a last-bit difference 10-1000x per epoch
+# (0.16 after 30 epochs between two correct CPU builds), so only one epoch is compared, and only
+# where that epoch is insensitive to rounding: in float32 a one-ulp change flips the sign of ~5%
+# of the first gradients (points crossing a kink of these steep networks), and Adam's first step
+# is lr x sign(g). Those components are found as the ones the CPU itself moves under a one-ulp
+# restart, and left out. The loss (at the trained parameters) of a seed with all of them
+# well-posed is compared to the first-order effect of their measured difference
+# (sum |dL/dtheta| x max |difference|: the free-scale loss is steep, |dL/dpeak| up to ~1e4)
+# plus its own rounding.
 @cuda
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("free", [False, True])
 def test_cuda_matches_cpu(dtype, tol, free):
     x, peaks, scales = make_problem(37, 16, 500, dtype=dtype, free=free, seed=37)
-    cpu = compnet_ext.train_peaks(x, x**3, peaks, scales, epochs=30, lr=0.01, record_every=10)
+    epochs = 1 if free else 30
+    train = lambda *a: compnet_ext.train_peaks(*a, epochs=epochs, lr=0.01, record_every=10)
+    cpu = train(x, x**3, peaks, scales)
     to = lambda t: None if t is None else t.cuda()
-    gpu = compnet_ext.train_peaks(to(x), to(x**3), to(peaks), to(scales), epochs=30, lr=0.01,
-                                  record_every=10)
-    for a, b in zip(gpu, cpu):
-        if b is not None:
-            assert (a.cpu() - b).abs().max() <= tol * b.abs().max().clamp_min(1)
+    gpu = [None if t is None else t.cpu() for t in train(to(x), to(x**3), to(peaks), to(scales))]
+    assert (gpu[3] - cpu[3]).abs().max() <= tol * cpu[3].abs().max().clamp_min(1)  # before step 1
+    if free:
+        _compare_well_posed(train, x, peaks, scales, cpu, gpu, tol)
+    else:
+        for a, b in zip(gpu[:3], cpu[:3]):
+            if b is not None:
+                assert (a - b).abs().max() <= tol * b.abs().max().clamp_min(1)
     deep = make_problem(3, 400, 100, seed=38, device="cuda")  # more than 4 warps' shared memory
     compnet_ext.train_peaks(deep[0], deep[0] ** 3, deep[1], epochs=2)

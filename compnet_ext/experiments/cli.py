@@ -23,7 +23,7 @@ from . import plots, reproduce, sparse, sparse_reproduce, sweep
 from .cells import BLOCK_SEEDS
 from .config import (KINDS, LR_PEAKS, LR_WEIGHTS, PEAK_CLAMP, WARMUP_FRACTION, Config,
                      check_setting, resolve_device, warmup_fractions, weight_lrs)
-from .distributed import OptionsMismatch, RankError, Session, World
+from .distributed import NoDevice, OptionsMismatch, RankError, Session, World
 from .outdir import NotAFileError, OutDirError, write_target
 
 QUICK = {"seeds": 6, "epochs": (300, 300)}
@@ -305,6 +305,8 @@ def _session(parser, args, cfg):
     options = {k: v for k, v in vars(args).items() if k != "func"}
     try:
         s = Session(world, args.out, resume=args.resume, options=options, device=cfg.device)
+    except NoDevice as e:  # said by every rank without a GPU (rank 0 may have one)
+        parser.error(str(e))
     except (OutDirError, OptionsMismatch) as e:
         if world.rank != 0:
             raise SystemExit(2) from None

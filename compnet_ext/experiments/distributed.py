@@ -58,6 +58,10 @@ class OptionsMismatch(ValueError):
     """The ranks were started with different options (a usage error)."""
 
 
+class NoDevice(ValueError):
+    """A CUDA run under torchrun with more ranks on a node than it has GPUs (a usage error)."""
+
+
 TIMEOUTS = {"COMPNET_DIST_TIMEOUT": 600, "COMPNET_RANK_TIMEOUT": 300}
 """The timeouts a run under torchrun reads (seconds; default), checked when it starts."""
 
@@ -115,13 +119,18 @@ class World:
         return cls(rank, size, local, True)
 
     def device(self, device):
-        """The device this rank trains on: ``cuda:LOCAL_RANK`` for a CUDA run under torchrun."""
+        """The device this rank trains on: ``cuda:LOCAL_RANK`` for a CUDA run under torchrun.
+
+        More ranks on a node than GPUs is refused (:class:`NoDevice`), ``--device auto``
+        included: falling back to the CPU would train some cells on another device, whose
+        results differ from the GPU's in the last bits (docs/training.md, "Reproducible across
+        machines"), so the files would depend on how the run was split."""
         if not (self.launched and device.type == "cuda"):
             return device
         if self.local_rank >= torch.cuda.device_count():
-            raise ValueError(f"LOCAL_RANK {self.local_rank} has no GPU: this node has "
-                             f"{torch.cuda.device_count()}; start at most that many processes "
-                             "per node (--nproc-per-node)")
+            raise NoDevice(f"LOCAL_RANK {self.local_rank} has no GPU: this node has "
+                           f"{torch.cuda.device_count()}; start at most that many processes "
+                           "per node (--nproc-per-node), or train on the CPU (--device cpu)")
         return torch.device("cuda", self.local_rank)
 
 
