@@ -40,6 +40,7 @@ fi
 W=bench/results/gpu-session-${GPU// /-}-$(date -u +%Y-%m-%d)
 mkdir -p "$W" "$OUT"
 ROWS=()
+REFRESHER=
 # The steps' shares of the budget, in order; a step's cap is its share of the time left over
 # the shares left, so time a step does not use goes to the later ones.
 SHARES_LEFT=0
@@ -61,12 +62,14 @@ step() {  # step NAME SHARE COMMAND...: runs COMMAND capped, logs to $W/NAME.log
     local left=$(( DEADLINE - $(date +%s) ))
     local cap=$(( left * share / SHARES_LEFT ))
     SHARES_LEFT=$(( SHARES_LEFT - share ))
+    [ "$cap" -lt 10 ] && cap=$(( left < 10 ? left : 10 ))  # a short step still gets its chance
     local status t0=$(date +%s) rc
     if [ "$cap" -lt 5 ]; then
         status="skipped (deadline)"
     else
         # the archive also refreshed while a step runs: a call cut mid-step keeps its log so far
-        ( while sleep 20; do archive; done ) & local refresher=$!
+        ( trap 'kill $nap 2>/dev/null; exit' TERM
+          while :; do sleep 20 & nap=$!; wait $nap; archive; done ) & REFRESHER=$!
         {   echo "\$ $*"; echo "# cap ${cap} s"
             if [ $DRY = 1 ]; then
                 STEP=$name timeout -k 5 "$cap" bash -c "$DRY_CMD"
@@ -75,7 +78,7 @@ step() {  # step NAME SHARE COMMAND...: runs COMMAND capped, logs to $W/NAME.log
             fi
         } > "$W/$name.log" 2>&1 < /dev/null
         rc=$?
-        kill "$refresher" 2>/dev/null; wait "$refresher" 2>/dev/null
+        kill "$REFRESHER" 2>/dev/null; wait "$REFRESHER" 2>/dev/null; REFRESHER=
         case $rc in
             0) status=ok ;;
             124|137) status="TIMEOUT (cap ${cap} s)" ;;
@@ -105,10 +108,13 @@ export -f ptxas; export ARCH
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" 2>&1
   git -C "$REPO" log -1 --oneline 2>&1; git -C "$REPO" status --short 2>&1 | head -20
 } > "$W/env.txt"
-trap 'echo "gpu_session: stopped" >&2; table; archive; exit 130' INT TERM
+exec 3>&1 4>&2  # the trap runs inside a step's redirection: it writes to these
+trap 'echo "gpu_session: stopped" >&4; [ -n "$REFRESHER" ] && kill "$REFRESHER"
+      table; archive; cat "$W/table.md" >&3; exit 130' INT TERM
 
 SHARES_LEFT=100  # the sum of the shares below
-step build        25 env CXX="$CXX_USED" COMPNET_CUDA=1 COMPNET_CUDA_ARCH="$ARCH" MAX_JOBS=16 "$PY" setup.py build_ext --inplace
+step build        24 env CXX="$CXX_USED" COMPNET_CUDA=1 COMPNET_CUDA_ARCH="$ARCH" MAX_JOBS=16 "$PY" setup.py build_ext --inplace
+step link          1 bash -c 'f=$(ls compnet_ext/_C*.so) && readelf -d "$f" | grep NEEDED && ldd "$f" | grep -E "stdc|gomp"'
 step suite        25 "$PY" -m pytest -n 16 -q -rfEs tests --ignore tests/test_cuda_emulated.py
 step memcheck      5 compute-sanitizer --tool memcheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
 step racecheck     8 compute-sanitizer --tool racecheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
