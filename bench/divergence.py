@@ -6,15 +6,16 @@ A second build is emulated on one machine: every starting peak (and free scale) 
 order makes. Both copies are trained with the fused ``compnet_ext.train_peaks`` (float64, Adam,
 lr 0.01) and compared after each epoch count: max |difference| of peaks and of the loss.
 
-``--mechanism`` then trains the same pair step by step (``loss_and_grad`` + an update written
-here) with the update changed one thing at a time: Adam as the library runs it, Adam with a large
-eps (its step no longer normalised for small gradients), plain gradient descent, and Adam with
-the scales frozen. Whichever removes the growth is the amplifier. It also prints, for Adam at a
-chosen epoch, the gradient components whose relative difference between the two copies is
-largest, beside |g| / (sqrt(v) + eps).
+``--mechanism`` then measures what the explanation in docs/training.md rests on: how steep the
+networks are (max |dy/dx|) with smooth and free scales; the same pair trained step by step
+(``loss_and_grad`` + Adam written here) with one thing changed at a time (eps 1e-3, lr 1e-3, the
+scales frozen); free scales started from the smooth ones, step by step (steepness, the deepest
+scales, the divergence); and in float32 the share of first-epoch steps that a one-ulp change
+flips.
 
     python bench/divergence.py                 # the growth table (~10 s on one core)
-    python bench/divergence.py --mechanism     # + the controlled runs (~20 s)
+    python bench/divergence.py --mechanism     # + the mechanism's measurements (~30 s)
+    python bench/divergence.py --paper         # + stage 1 as `compnet reproduce` runs it
 """
 import argparse
 import math
@@ -22,6 +23,9 @@ import math
 import torch
 
 import compnet_ext
+from compnet_ext.experiments.config import LR_PEAKS, PEAK_CLAMP
+from compnet_ext.init import PEAK_RANGE
+from compnet_ext.targets import PAPER_TARGETS, select
 
 EPOCHS = (1, 2, 5, 10, 30)
 SHAPES = ((37, 16, 500), (2, 40, 100), (37, 5, 500))
@@ -53,20 +57,17 @@ def growth(S, D, N, free, seed=37):
 
 
 def step_by_step(x, y, p, s, epochs, update, freeze_scales=False):
-    """``epochs`` steps of loss_and_grad + ``update``; returns the parameters and, per step,
-    (grads, Adam's second moment) for inspection."""
+    """``epochs`` steps of loss_and_grad + ``update`` (+ the peaks' clamp); the parameters."""
     params = [p.clone()] + ([s.clone()] if s is not None else [])
     state = [dict(m=torch.zeros_like(q), v=torch.zeros_like(q)) for q in params]
-    seen = []
     for t in range(1, epochs + 1):
-        loss, gp, gs = compnet_ext.loss_and_grad(x, y, params[0], params[1] if s is not None
-                                                 else None, -1)
+        _, gp, gs = compnet_ext.loss_and_grad(x, y, params[0], params[1] if s is not None
+                                              else None, -1)
         grads = [gp] + ([torch.zeros_like(gs) if freeze_scales else gs] if s is not None else [])
         for q, g, st in zip(params, grads, state):
             update(q, g, st, t)
         params[0].clamp_(1e-4, 1 - 1e-4)
-        seen.append((grads, [st["v"].clone() for st in state]))
-    return params, seen
+    return params
 
 
 def adam(lr=0.01, eps=1e-8, b1=0.9, b2=0.999):
@@ -78,47 +79,75 @@ def adam(lr=0.01, eps=1e-8, b1=0.9, b2=0.999):
     return update
 
 
-def descent(lr):
-    def update(q, g, st, t):
-        q.sub_(lr * g)
-    return update
+def steepness(x, p, s):
+    """Per seed, max over the points of |dy/dx|."""
+    xs = x.expand(p.shape[0], -1).clone().requires_grad_()
+    compnet_ext.forward(xs, p, s, -1).sum().backward()
+    return xs.grad.abs().max(1).values
 
 
-def mechanism(S, D, N, seed=37, epochs=30, inspect=3):
+def divergence(x, y, p, s, epochs, update, frozen=False):
+    a = step_by_step(x, y, p, s, epochs, update, frozen)
+    b = step_by_step(x, y, ulp_up(p), ulp_up(s), epochs, update, frozen)
+    return [(u - v).abs().max().item() for u, v in zip(a, b)]
+
+
+def mechanism(S=37, D=16, N=500, seed=37):
     x, y, p, s = problem(S, D, N, True, seed)
-    # Plain descent's rate: the size of Adam's first step, lr 0.01, on the median component.
-    g0 = torch.cat([t.abs().flatten() for t in compnet_ext.loss_and_grad(x, y, p, s, -1)[1:]])
-    lr_gd = 0.01 / g0[g0 > 0].median().item()
-    runs = {"Adam (the library's)": (adam(), False),
-            "Adam, eps 1e-3": (adam(eps=1e-3), False),
-            f"gradient descent, lr {lr_gd:.2g}": (descent(lr_gd), False),
-            "Adam, scales frozen": (adam(), True)}
-    print(f"\nS={S} D={D} N={N}, free scales, {epochs} epochs: max |difference| of peaks, scales")
-    for name, (upd, frozen) in runs.items():
-        a, seen_a = step_by_step(x, y, p, s, epochs, upd, frozen)
-        b, seen_b = step_by_step(x, y, ulp_up(p), ulp_up(s), epochs, upd, frozen)
-        print(f"  {name:34s} {(a[0] - b[0]).abs().max().item():9.2e} "
-              f"{(a[1] - b[1]).abs().max().item():9.2e}")
-        if name.startswith("Adam (the"):
-            adam_seen = seen_a, seen_b
-    (ga, va), (gb, _) = adam_seen[0][inspect - 1], adam_seen[1][inspect - 1]
-    print(f"Adam, step {inspect}: the 6 gradient components with the largest relative difference")
-    print("  param  seed  index  |g|        |dg|/|g|   |g|/(sqrt(v)+eps)")
-    cand = []
-    for name, g, h, v in zip(("peaks", "scales"), ga, gb, va):
-        rel = (g - h).abs() / g.abs().clamp_min(1e-300)
-        for idx in rel.flatten().argsort(descending=True)[:6].tolist():
-            i, j = divmod(idx, g.shape[1])
-            vhat = v[i, j] / (1 - 0.999**inspect)
-            cand.append((rel[i, j].item(), name, i, j, g[i, j].abs().item(),
-                         (g[i, j].abs() / (vhat.sqrt() + 1e-8)).item()))
-    for r, name, i, j, mag, ratio in sorted(cand, reverse=True)[:6]:
-        print(f"  {name:6s} {i:5d} {j:5d}  {mag:9.2e}  {r:9.2e}  {ratio:9.2e}")
+    smooth = compnet_ext.smooth_scales(p, -1)
+    print(f"\nS={S} D={D} N={N}. Median over seeds of max |dy/dx|: smooth scales "
+          f"{steepness(x, p, smooth).median():.3g}, the random free scales "
+          f"{steepness(x, p, s).median():.3g}")
+    print("Random free start, 30 epochs, one ulp apart: max |difference| of peaks, scales")
+    for name, upd, frozen in (("Adam (the library's: lr 1e-2, eps 1e-8)", adam(), False),
+                              ("Adam, eps 1e-3", adam(eps=1e-3), False),
+                              ("Adam, lr 1e-3", adam(lr=1e-3), False),
+                              ("Adam, scales frozen (peaks only)", adam(), True)):
+        dp, ds = divergence(x, y, p, s, 30, upd, frozen)
+        print(f"  {name:42s} {dp:9.2e} {ds:9.2e}")
+    print("Free scales started smooth (Adam): median max |dy/dx|, median |s_i| of the deepest "
+          "4 layers, max |difference| of peaks one ulp apart")
+    for k in (0, 1, 2, 5, 10):
+        q = step_by_step(x, y, p, smooth, k, adam())
+        print(f"  after {k:2d} steps: {steepness(x, *q).median():9.3g}  "
+              f"{q[1][:, -4:].abs().median():9.2e}  {divergence(x, y, p, smooth, k, adam())[0]:9.2e}")
+    x32, y32, p32, s32 = (t.float() for t in (x, y, p, s))
+    a = compnet_ext.train_peaks(x32, y32, p32, s32, epochs=1, lr=0.01)
+    b = compnet_ext.train_peaks(x32, y32, ulp_up(p32), ulp_up(s32), epochs=1, lr=0.01)
+    g = compnet_ext.loss_and_grad(x32, y32, p32, s32, -1)[1]
+    moved = (a[0] - b[0]).abs() > 1e-5
+    print(f"float32, random free start, one epoch, one ulp apart: {moved.float().mean():.1%} of the "
+          f"peaks differ by > 1e-5 (max {(a[0] - b[0]).abs().max():.3g}); their first gradients "
+          f"|g| range {g[moved].abs().min():.2g} to {g[moved].abs().max():.2g}")
+
+
+def paper_setting(S=30, D=5, N=500, epochs=1000, seed=5):
+    """Stage 1 as `compnet reproduce` runs it (depth 5, starting peaks in PEAK_RANGE, the
+    PEAK_CLAMP clamp, lr LR_PEAKS, N points evenly spaced; not_enforced: free scales starting at
+    the smooth ones; enforced: smooth), float32 (the CLI's) and float64, two copies one ulp
+    apart: max |difference| of the peaks, and the stage-1 loss's min and mean over the seeds."""
+    print(f"\nStage 1 in the paper's setting (S={S}, D={D}, N={N}, {epochs} epochs), one ulp "
+          "apart: max |d peaks|; loss min a / b; loss mean a / b")
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = PEAK_RANGE
+    for dtype in (torch.float64, torch.float32):
+        for name, (fn, sign) in select(PAPER_TARGETS).items():
+            p = (torch.rand(S, D + 1, generator=g, dtype=torch.float64) * (hi - lo) + lo).to(dtype)
+            x = torch.linspace(0, 1, N, dtype=dtype)
+            for kind in ("not_enforced", "enforced"):
+                s = compnet_ext.smooth_scales(p, sign).clone() if kind == "not_enforced" else None
+                run = lambda p, s: compnet_ext.train_peaks(x, fn(x), p, s, sign, epochs=epochs,
+                                                           lr=LR_PEAKS, peak_bounds=PEAK_CLAMP)
+                a, b = run(p, s), run(ulp_up(p), ulp_up(s))
+                print(f"  {str(dtype)[6:]:7s} {name:5s} {kind:12s} {(a[0] - b[0]).abs().max():8.1e}"
+                      f"  {a[2].min():.4e} / {b[2].min():.4e}  {a[2].mean():.4e} / {b[2].mean():.4e}")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mechanism", action="store_true", help="also the controlled runs")
+    ap.add_argument("--mechanism", action="store_true", help="also the mechanism's measurements")
+    ap.add_argument("--paper", action="store_true",
+                    help="also stage 1 in `compnet reproduce`'s setting (~1 min)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print("max |difference| of peaks / loss after 1, 2, 5, 10, 30 epochs (fp64, lr 0.01), "
@@ -128,7 +157,9 @@ def main():
             cells = "  ".join(f"{dp:8.1e}/{dl:8.1e}" for dp, dl in growth(S, D, N, free))
             print(f"S={S:3d} D={D:3d} N={N:4d} {'free  ' if free else 'smooth'} {cells}")
     if args.mechanism:
-        mechanism(37, 16, 500)
+        mechanism()
+    if args.paper:
+        paper_setting()
 
 
 if __name__ == "__main__":
