@@ -114,7 +114,7 @@ def test_torchrun_on_gpus_equals_one_process(tmp_path):
 
 
 @cuda
-def test_more_ranks_than_gpus_is_refused_unless_on_the_cpu(tmp_path):
+def test_more_ranks_than_gpus_is_refused(tmp_path):
     nproc = torch.cuda.device_count() + 1
     r = _torchrun(tmp_path, [*_on("cuda", SWEEP), "--out", "out"], nproc=nproc,
                   COMPNET_DIST_TIMEOUT="60")
