@@ -119,7 +119,7 @@ step suite        25 "$PY" -m pytest -n 16 -q -rfEs tests --ignore tests/test_cu
 step memcheck      5 compute-sanitizer --tool memcheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
 step racecheck     8 compute-sanitizer --tool racecheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
 step synccheck     5 compute-sanitizer --tool synccheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
-step ops           6 "$PY" bench/bench_ops.py --device cuda --no-compile --repeats 7 --tag -nocompile --out "$W"
+step ops           6 "$PY" bench/bench_ops.py --device cuda --no-compile --repeats 7 --tag=-nocompile --out "$W"
 step ops-compile   8 "$PY" bench/bench_ops.py --device cuda --repeats 7 --out "$W"
 step stage1        4 "$PY" bench/bench_stages.py --stage1 --device cuda --repeats 1 --out "$W"
 step stage2        4 "$PY" bench/bench_stages.py --device cuda --out "$W"

@@ -124,7 +124,7 @@ def test_more_ranks_than_gpus_is_refused(tmp_path):
     assert not (tmp_path / "out" / "cells").exists()  # nothing trained
 
 
-def test_a_rank_gets_its_own_gpu_or_a_clear_refusal(monkeypatch):
+def test_a_rank_gets_its_own_gpu_or_a_clear_refusal(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     cuda_dev, cpu = torch.device("cuda"), torch.device("cpu")
     assert World(0, 2, 0, True).device(cuda_dev) == torch.device("cuda", 0)
@@ -132,6 +132,13 @@ def test_a_rank_gets_its_own_gpu_or_a_clear_refusal(monkeypatch):
         World(1, 2, 1, True).device(cuda_dev)
     assert World(1, 2, 1, True).device(cpu) == cpu  # the CPU: any number of ranks
     assert World().device(cuda_dev) == cuda_dev  # not under torchrun: as asked
+
+    def refused(*args, **kwargs):  # what Session raises on such a rank (it asks World.device)
+        World(1, 2, 1, True).device(cuda_dev)
+    monkeypatch.setattr(cli, "Session", refused)
+    with pytest.raises(SystemExit) as e:  # a usage error, said by that rank
+        cli.main([*SWEEP, "--out", str(tmp_path / "never")])
+    assert e.value.code == 2 and "LOCAL_RANK 1 has no GPU" in capsys.readouterr().err.splitlines()[-1]
 
 
 def test_a_failing_rank_stops_the_run_and_resume_finishes_it(tmp_path, sweep_reference, capsys):
