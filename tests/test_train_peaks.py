@@ -143,33 +143,50 @@ def test_opcheck_and_empty():
     assert torch.equal(p, peaks) and torch.all(loss == 0)
 
 
-def _compare_well_posed(train, x, peaks, scales, cpu, gpu, tol):
+def _first_step_bounds(x, target, peaks, scales, lr, eps=1e-8):
+    """Per parameter, how far the first Adam step (``lr * g / (|g| + eps)``) of two correct
+    implementations can differ when they sum the same per-point gradient terms t_n in different
+    orders: their gradients differ by at most B = 2 (N + 4 D) u sum_n |t_n| (Higham's bound for
+    each order, and 4 roundings per layer in the terms should they differ too), so the steps by at
+    most lr B / (|g| - B + eps) while |g| > B, else by 2 lr (the sign can flip); plus the update's
+    own rounding, 8 u lr + 2 u |p|. Returns (bounds for peaks and scales, the gradients)."""
+    N, D = x.shape[-1], scales.shape[1]
+    u = torch.finfo(x.dtype).eps / 2
+    g = compnet_ext.loss_and_grad(x, target, peaks, scales)[1:]
+    # sum_n |t_n| = mean_n |gradient of the one-point MSE at x_n|
+    per_point = [compnet_ext.loss_and_grad(x[n:n + 1], target[n:n + 1], peaks, scales)[1:]
+                 for n in range(N)]
+    bounds = []
+    for k, (gk, p) in enumerate(zip(g, (peaks, scales))):
+        B = 2 * (N + 4 * D) * u * torch.stack([t[k].abs() for t in per_point]).mean(0)
+        step = torch.where(gk.abs() > B, lr * B / (gk.abs() - B + eps), torch.full_like(B, 2 * lr))
+        step[B == 0] = 0  # every term exactly 0 (the unused last peak): g = 0 in any order
+        bounds.append(step + 8 * u * lr + 2 * u * p.abs())
+    return bounds, g
+
+
+def _compare_free_first_epoch(x, peaks, scales, cpu, gpu, tol):
     """Free scales, one epoch: see test_cuda_matches_cpu."""
-    up = lambda t: torch.nextafter(t, torch.full_like(t, 2.0))
-    ulp = train(x, x**3, up(peaks), up(scales))
-    posed = [(u - c).abs() <= tol for u, c in zip(ulp[:2], cpu[:2])]
-    assert all(m.float().mean() >= 0.9 for m in posed), "too few well-posed components to compare"
-    for a, b, m in zip(gpu[:2], cpu[:2], posed):
-        assert (a - b)[m].abs().max() <= tol
-    seeds = posed[0].all(1) & posed[1].all(1)
+    bounds, _ = _first_step_bounds(x, x**3, peaks, scales, 0.01)
+    for a, b, bound in zip(gpu[:2], cpu[:2], bounds):
+        assert ((a - b).abs() <= bound).all()
+    # The loss at the trained parameters, for the seeds whose every step is sign-safe: the
+    # first-order effect of the measured difference (the loss is steep: |dL/dpeak| up to ~1e4)
+    # plus its own rounding.
+    safe = (bounds[0] < 0.01).all(1) & (bounds[1] < 0.01).all(1)
     _, gp, gs = compnet_ext.loss_and_grad(x, x**3, cpu[0], cpu[1])
-    moved = max((a - b)[seeds].abs().max() for a, b in zip(gpu[:2], cpu[:2]))
-    bound = (gp.abs().sum(1) + gs.abs().sum(1)) * moved + tol * cpu[2].abs().clamp_min(1)
-    assert seeds.any() and ((gpu[2] - cpu[2]).abs() <= bound)[seeds].all()
+    moved = ((gpu[0] - cpu[0]).abs() * gp.abs()).sum(1) + ((gpu[1] - cpu[1]).abs() * gs.abs()).sum(1)
+    assert safe.float().mean() >= 0.5, "too few seeds to compare the loss"
+    assert ((gpu[2] - cpu[2]).abs() <= 2 * moved + tol * cpu[2].abs().clamp_min(1))[safe].all()
 
 
 # What is well-posed to compare between the GPU and the CPU (docs/training.md, "Reproducible
 # across machines and builds"). Smooth scales: the training map does not amplify rounding (two
 # starts one ulp apart stay within ~1e-15 after 30 epochs, bench/divergence.py), so 30 epochs
 # compare to a few hundred ulps. Free scales amplify a last-bit difference 10-1000x per epoch
-# (0.16 after 30 epochs between two correct CPU builds), so only one epoch is compared, and only
-# where that epoch is insensitive to rounding: in float32 a one-ulp change flips the sign of ~5%
-# of the first gradients (points crossing a kink of these steep networks), and Adam's first step
-# is lr x sign(g). Those components are found as the ones the CPU itself moves under a one-ulp
-# restart, and left out. The loss (at the trained parameters) of a seed with all of them
-# well-posed is compared to the first-order effect of their measured difference
-# (sum |dL/dtheta| x max |difference|: the free-scale loss is steep, |dL/dpeak| up to ~1e4)
-# plus its own rounding.
+# (0.16 after 30 epochs between two correct CPU builds), so only the first epoch is compared,
+# each parameter within the bound that the two summation orders allow (_first_step_bounds: a
+# gradient smaller than its sum's rounding may flip sign, and Adam's first step is lr x sign(g)).
 @cuda
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("free", [False, True])
@@ -182,7 +199,7 @@ def test_cuda_matches_cpu(dtype, tol, free):
     gpu = [None if t is None else t.cpu() for t in train(to(x), to(x**3), to(peaks), to(scales))]
     assert (gpu[3] - cpu[3]).abs().max() <= tol * cpu[3].abs().max().clamp_min(1)  # before step 1
     if free:
-        _compare_well_posed(train, x, peaks, scales, cpu, gpu, tol)
+        _compare_free_first_epoch(x, peaks, scales, cpu, gpu, tol)
     else:
         for a, b in zip(gpu[:3], cpu[:3]):
             if b is not None:
