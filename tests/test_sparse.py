@@ -43,17 +43,18 @@ def test_grids_that_share_a_point_are_rejected():
 def test_results_measure_the_trained_networks_on_the_test_points():
     x_train, x_test, res = _run()
     assert list(res) == ["x3", "sin"] and list(res["x3"]) == list(TINY["kinds"])
-    # Recomputed on the device the run trained on (auto: CUDA on a GPU host), through the same
-    # forward op: one code path, so bitwise (the CPU's would differ from the GPU's in the last bits).
+    # Recomputed as the run computed them, so bitwise: the targets' values on the CPU, the
+    # networks through the same forward op on the device the run trained on (auto: CUDA on a GPU
+    # host, whose last bits differ from the CPU's).
     dev = resolve_device("auto")
-    x_train, x_test = x_train.to(dev), x_test.to(dev)
     for name, per_kind in res.items():
         fn = select((name,))[name][0]
+        y_train, y_test = fn(x_train).to(dev), fn(x_test).to(dev)
         for kind, r in per_kind.items():
             mlp = BatchedMLP.from_layers([(W.to(dev), b.to(dev)) for W, b in r.layers])
             with torch.no_grad():
-                test = ((mlp(x_test) - fn(x_test)) ** 2).mean(-1).cpu()
-                fit = ((mlp(x_train) - fn(x_train)) ** 2).mean(-1).cpu()
+                test = ((mlp(x_test.to(dev)) - y_test) ** 2).mean(-1).cpu()
+                fit = ((mlp(x_train.to(dev)) - y_train) ** 2).mean(-1).cpu()
             assert torch.equal(r.test, test) and torch.equal(r.train, fit)
             assert torch.equal(r.test_curve[:, -1], r.test)
             assert torch.equal(r.best_test, r.test_curve.min(1).values)
