@@ -124,7 +124,7 @@ class World:
         More ranks on a node than GPUs is refused (:class:`NoDevice`), ``--device auto``
         included: falling back to the CPU would train some cells on another device, whose
         results differ from the GPU's in the last bits (docs/training.md, "Reproducible across
-        machines"), so the files would depend on how the run was split."""
+        machines and builds"), so the files would depend on how the run was split."""
         if not (self.launched and device.type == "cuda"):
             return device
         if self.local_rank >= torch.cuda.device_count():
