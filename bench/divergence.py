@@ -1,10 +1,13 @@
 """How far two correct builds of stage 1 drift apart, and why (docs/training.md, "Reproducible
 across machines and builds").
 
-A second build is emulated on one machine: every starting peak (and free scale) moved by one ulp
-(torch.nextafter), the size of the rounding differences a build with FMA or another summation
-order makes. Both copies are trained with the fused ``compnet_ext.train_peaks`` (float64, Adam,
-lr 0.01) and compared after each epoch count: max |difference| of peaks and of the loss.
+Two copies of the same stage-1 runs, compared: max |difference| of the peaks and of the loss,
+after 1, 2, 5, 10, 30 epochs on the tests' problems (float64, Adam, lr 0.01; free or smooth
+scales), and after the 1,000 epochs of `compnet reproduce`'s stage 1 (depth 5, its starting
+range, clamp and rate; float64 and the CLI's float32; not_enforced and enforced, with the loss's
+min and mean over the 30 seeds). By default the second copy emulates another build on this one:
+every starting peak (and free scale) moved one ulp up (torch.nextafter). Real builds compare
+through files: ``--dump FILE`` saves this build's runs, ``--compare A B`` compares two dumps.
 
 ``--mechanism`` then measures what the explanation in docs/training.md rests on: how steep the
 networks are (max |dy/dx|) with smooth and free scales; the same pair trained step by step
@@ -13,9 +16,12 @@ scales frozen); free scales started from the smooth ones, step by step (steepnes
 scales, the divergence); and in float32 the share of first-epoch steps that a one-ulp change
 flips.
 
-    python bench/divergence.py                 # the growth table (~10 s on one core)
-    python bench/divergence.py --mechanism     # + the mechanism's measurements (~30 s)
-    python bench/divergence.py --paper         # + stage 1 as `compnet reproduce` runs it
+    python bench/divergence.py                   # one ulp apart (~25 s on one core)
+    python bench/divergence.py --mechanism       # + the mechanism's measurements (~10 s more)
+    # the native build against the portable one (COMPNET_NATIVE=0, built in a copy of the repo):
+    python bench/divergence.py --dump native.pt
+    PYTHONPATH=/path/to/portable-copy python bench/divergence.py --dump portable.pt
+    python bench/divergence.py --compare native.pt portable.pt
 """
 import argparse
 import math
@@ -46,14 +52,45 @@ def ulp_up(t):
     return None if t is None else torch.nextafter(t, torch.full_like(t, math.inf))
 
 
-def growth(S, D, N, free, seed=37):
-    x, y, p, s = problem(S, D, N, free, seed)
-    rows = []
-    for e in EPOCHS:
-        a = compnet_ext.train_peaks(x, y, p, s, epochs=e, lr=0.01)
-        b = compnet_ext.train_peaks(x, y, ulp_up(p), ulp_up(s), epochs=e, lr=0.01)
-        rows.append(((a[0] - b[0]).abs().max().item(), (a[2] - b[2]).abs().max().item()))
-    return rows
+def runs(perturb=False):
+    """``{key: train_peaks result}`` of every compared run; ``perturb``: starts one ulp up."""
+    move = ulp_up if perturb else (lambda t: t)
+    out = {}
+    for S, D, N in SHAPES:
+        for free in (True, False):
+            x, y, p, s = problem(S, D, N, free, 37)
+            for e in EPOCHS:
+                out[(S, D, N, free, e)] = compnet_ext.train_peaks(x, y, move(p), move(s),
+                                                                  epochs=e, lr=0.01)
+    g = torch.Generator().manual_seed(5)
+    lo, hi = PEAK_RANGE
+    for dtype in (torch.float64, torch.float32):
+        for name, (fn, sign) in select(PAPER_TARGETS).items():
+            p = (torch.rand(30, 6, generator=g, dtype=torch.float64) * (hi - lo) + lo).to(dtype)
+            x = torch.linspace(0, 1, 500, dtype=dtype)
+            for kind in ("not_enforced", "enforced"):
+                s = compnet_ext.smooth_scales(p, sign).clone() if kind == "not_enforced" else None
+                out[(str(dtype)[6:], name, kind)] = compnet_ext.train_peaks(
+                    x, fn(x), move(p), move(s), sign, epochs=1000, lr=LR_PEAKS,
+                    peak_bounds=PEAK_CLAMP)
+    return out
+
+
+def compare(a, b):
+    diff = lambda k, i: (a[k][i] - b[k][i]).abs().max().item()
+    print("max |difference| of peaks / loss after " + ", ".join(map(str, EPOCHS)) + " epochs "
+          "(float64, lr 0.01)")
+    for S, D, N in SHAPES:
+        for free in (True, False):
+            cells = "  ".join(f"{diff(k, 0):8.1e}/{diff(k, 2):8.1e}"
+                              for k in ((S, D, N, free, e) for e in EPOCHS))
+            print(f"S={S:3d} D={D:3d} N={N:4d} {'free  ' if free else 'smooth'} {cells}")
+    print("\nStage 1 as `compnet reproduce` runs it (S=30, D=5, N=500, 1000 epochs): max |d peaks|;"
+          " loss min a / b; loss mean a / b")
+    for k in (k for k in a if isinstance(k[0], str)):
+        la, lb = a[k][2], b[k][2]
+        print(f"  {k[0]:7s} {k[1]:5s} {k[2]:12s} {diff(k, 0):8.1e}  {la.min():.4e} / "
+              f"{lb.min():.4e}  {la.mean():.4e} / {lb.mean():.4e}")
 
 
 def step_by_step(x, y, p, s, epochs, update, freeze_scales=False):
@@ -121,45 +158,22 @@ def mechanism(S=37, D=16, N=500, seed=37):
           f"|g| range {g[moved].abs().min():.2g} to {g[moved].abs().max():.2g}")
 
 
-def paper_setting(S=30, D=5, N=500, epochs=1000, seed=5):
-    """Stage 1 as `compnet reproduce` runs it (depth 5, starting peaks in PEAK_RANGE, the
-    PEAK_CLAMP clamp, lr LR_PEAKS, N points evenly spaced; not_enforced: free scales starting at
-    the smooth ones; enforced: smooth), float32 (the CLI's) and float64, two copies one ulp
-    apart: max |difference| of the peaks, and the stage-1 loss's min and mean over the seeds."""
-    print(f"\nStage 1 in the paper's setting (S={S}, D={D}, N={N}, {epochs} epochs), one ulp "
-          "apart: max |d peaks|; loss min a / b; loss mean a / b")
-    g = torch.Generator().manual_seed(seed)
-    lo, hi = PEAK_RANGE
-    for dtype in (torch.float64, torch.float32):
-        for name, (fn, sign) in select(PAPER_TARGETS).items():
-            p = (torch.rand(S, D + 1, generator=g, dtype=torch.float64) * (hi - lo) + lo).to(dtype)
-            x = torch.linspace(0, 1, N, dtype=dtype)
-            for kind in ("not_enforced", "enforced"):
-                s = compnet_ext.smooth_scales(p, sign).clone() if kind == "not_enforced" else None
-                run = lambda p, s: compnet_ext.train_peaks(x, fn(x), p, s, sign, epochs=epochs,
-                                                           lr=LR_PEAKS, peak_bounds=PEAK_CLAMP)
-                a, b = run(p, s), run(ulp_up(p), ulp_up(s))
-                print(f"  {str(dtype)[6:]:7s} {name:5s} {kind:12s} {(a[0] - b[0]).abs().max():8.1e}"
-                      f"  {a[2].min():.4e} / {b[2].min():.4e}  {a[2].mean():.4e} / {b[2].mean():.4e}")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mechanism", action="store_true", help="also the mechanism's measurements")
-    ap.add_argument("--paper", action="store_true",
-                    help="also stage 1 in `compnet reproduce`'s setting (~1 min)")
+    ap.add_argument("--dump", metavar="FILE", help="save this build's runs (no comparison)")
+    ap.add_argument("--compare", nargs=2, metavar=("A", "B"), help="compare two --dump files")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    print("max |difference| of peaks / loss after 1, 2, 5, 10, 30 epochs (fp64, lr 0.01), "
-          "starting points one ulp apart")
-    for S, D, N in SHAPES:
-        for free in (True, False):
-            cells = "  ".join(f"{dp:8.1e}/{dl:8.1e}" for dp, dl in growth(S, D, N, free))
-            print(f"S={S:3d} D={D:3d} N={N:4d} {'free  ' if free else 'smooth'} {cells}")
+    if args.dump:
+        torch.save(runs(), args.dump)
+    elif args.compare:
+        compare(*(torch.load(f) for f in args.compare))
+    else:
+        print("Starting points one ulp apart:")
+        compare(runs(), runs(perturb=True))
     if args.mechanism:
         mechanism()
-    if args.paper:
-        paper_setting()
 
 
 if __name__ == "__main__":
