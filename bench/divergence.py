@@ -16,8 +16,8 @@ scales frozen); free scales started from the smooth ones, step by step (steepnes
 scales, the divergence); and in float32 the share of first-epoch steps that a one-ulp change
 flips.
 
-    python bench/divergence.py                   # one ulp apart (~25 s on one core)
-    python bench/divergence.py --mechanism       # + the mechanism's measurements (~10 s more)
+    python bench/divergence.py                   # one ulp apart (~6 s on one core)
+    python bench/divergence.py --mechanism       # + the mechanism's measurements (~4 s more)
     # the native build against the portable one (COMPNET_NATIVE=0, built in a copy of the repo):
     python bench/divergence.py --dump native.pt
     PYTHONPATH=/path/to/portable-copy python bench/divergence.py --dump portable.pt
