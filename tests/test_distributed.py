@@ -136,6 +136,9 @@ def test_a_rank_gets_its_own_gpu_or_a_clear_refusal(monkeypatch, tmp_path, capsy
     def refused(*args, **kwargs):  # what Session raises on such a rank (it asks World.device)
         World(1, 2, 1, True).device(cuda_dev)
     monkeypatch.setattr(cli, "Session", refused)
+    for name, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1"),
+                        ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")):
+        monkeypatch.setenv(name, value)  # rank 1, where other usage errors are left to rank 0
     with pytest.raises(SystemExit) as e:  # a usage error, said by that rank
         cli.main([*SWEEP, "--out", str(tmp_path / "never")])
     assert e.value.code == 2 and "LOCAL_RANK 1 has no GPU" in capsys.readouterr().err.splitlines()[-1]

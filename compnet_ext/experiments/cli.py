@@ -305,8 +305,8 @@ def _session(parser, args, cfg):
     options = {k: v for k, v in vars(args).items() if k != "func"}
     try:
         s = Session(world, args.out, resume=args.resume, options=options, device=cfg.device)
-    except NoDevice as e:  # said by every rank without a GPU (rank 0 may have one)
-        parser.error(str(e))
+    except NoDevice as e:  # said by the rank without a GPU, whichever it is (rank 0 has one)
+        argparse.ArgumentParser.error(parser, str(e))  # not _Parser's: that one says rank 0's only
     except (OutDirError, OptionsMismatch) as e:
         if world.rank != 0:
             raise SystemExit(2) from None
