@@ -24,7 +24,8 @@ need a GPU: on the CPU their rows carry a note instead.
     python bench/bench_ops.py --quick          # a small size, few repeats: a smoke test
 
 Options: ``--device cpu|cuda|all``, ``--dtype``, ``--config S D N`` (repeatable; or ``--S``,
-``--D``, ``--N`` lists for a grid), ``--repeats``, ``--compile`` / ``--no-compile`` (default: no
+``--D``, ``--N`` lists for a grid), ``--repeats``, ``--threads`` (CPU; with 1 the CPU is timed in
+thread CPU time, robust on a shared machine), ``--compile`` / ``--no-compile`` (default: no
 compile), ``--compile-cap`` seconds, ``--out`` folder, ``--tag`` file-name suffix.
 """
 import argparse
@@ -63,24 +64,32 @@ def stage_epochs(S, D, N):
     return max(2, min(20, 10**7 // (S * D * N)))
 
 
+def clock_for(device):
+    """Wall time; on the CPU with one torch thread, this thread's CPU time (the work itself,
+    without a shared machine's waits for a core: every op then runs on the calling thread)."""
+    single = device == "cpu" and torch.get_num_threads() == 1
+    return time.thread_time if single else time.perf_counter
+
+
 def timeit(fn, device, repeats, min_time=0.2):
     """Median over batches of the mean seconds per call; a batch is about 2 ms of calls (at
     least one), the device synchronised at its end; repeats until ``repeats`` batches and
-    ``min_time`` seconds (at most 10 x ``repeats`` batches)."""
+    ``min_time`` seconds (at most 10 x ``repeats`` batches). Clock: :func:`clock_for`."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    clock = clock_for(device)
     fn()
     sync()
-    t = time.perf_counter()
+    t = clock()
     fn()
     sync()
-    per_batch = max(1, min(1000, int(2e-3 / max(time.perf_counter() - t, 1e-7))))
-    samples, start = [], time.perf_counter()
-    while len(samples) < repeats or time.perf_counter() - start < min_time:
-        t = time.perf_counter()
+    per_batch = max(1, min(1000, int(2e-3 / max(clock() - t, 1e-7))))
+    samples, start = [], clock()
+    while len(samples) < repeats or clock() - start < min_time:
+        t = clock()
         for _ in range(per_batch):
             fn()
         sync()
-        samples.append((time.perf_counter() - t) / per_batch)
+        samples.append((clock() - t) / per_batch)
         if len(samples) >= 10 * repeats:
             break
     return statistics.median(samples)
@@ -162,7 +171,7 @@ def time_impl(impl, device, dtype, S, D, N, repeats):
     for op, fn in calls.items():
         if fn is None:
             continue
-        start = time.perf_counter()
+        start = time.perf_counter()  # wall time: compiling runs compiler processes too
         fn()  # the compiled peers compile here
         if device == "cuda":
             torch.cuda.synchronize()
@@ -177,7 +186,7 @@ def time_compiled(impl, device, dtype, S, D, N, repeats, cap):
     """A compiled peer, in a child process capped at ``cap`` seconds: ``(times, compile_s,
     note)``; times empty and a note when it failed or ran out of time."""
     cmd = [sys.executable, __file__, "--child", impl, device, dtype, str(S), str(D), str(N),
-           str(repeats)]
+           str(repeats), str(torch.get_num_threads())]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=cap)
     except subprocess.TimeoutExpired:
@@ -281,7 +290,8 @@ def targets(rows):
 
 def child(argv):
     """One compiled peer in this (child) process: prints ``{"times", "compile_s"}`` as JSON."""
-    impl, device, dtype, S, D, N, repeats = argv
+    impl, device, dtype, S, D, N, repeats, threads = argv
+    torch.set_num_threads(int(threads))
     times, compile_s = time_impl(impl, device, getattr(torch, dtype), int(S), int(D), int(N),
                                  int(repeats))
     print(json.dumps({"times": times, "compile_s": compile_s}))
@@ -301,6 +311,8 @@ def main(argv=None):
     ap.add_argument("--D", nargs="+", type=int, default=[16])
     ap.add_argument("--N", nargs="+", type=int, default=[512])
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads on the CPU (1: timed in thread CPU time, see timeit)")
     ap.add_argument("--compile", action="store_true",
                     help="add the torch.compile peers (default and max-autotune-no-cudagraphs)")
     ap.add_argument("--no-compile", dest="compile", action="store_false",
@@ -313,6 +325,8 @@ def main(argv=None):
     ap.add_argument("--tag", default="", help="suffix of the JSON file name")
     ap.add_argument("--out", default=None, help="folder of the JSON (default bench/results)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         configs, args.repeats = [(32, 8, 128)], 3
     elif args.grid:
@@ -336,7 +350,9 @@ def main(argv=None):
         meta = dict(targets=targets(rows),
                     date=datetime.datetime.now().isoformat(timespec="seconds"),
                     command="python " + " ".join([os.path.relpath(__file__)] + argv),
-                    timing="median over batches of the mean time per call; sync per batch",
+                    timing="median over batches of the mean time per call; sync per batch; "
+                           + ("thread CPU time" if clock_for(device) is time.thread_time
+                              else "wall time"),
                     fused_called_with="validate=False")
         if not args.quick:
             save_json("ops", device, meta, rows, args.out, suffix=args.tag)
