@@ -71,12 +71,13 @@ def clock_for(device):
     return time.thread_time if single else time.perf_counter
 
 
-def timeit(fn, device, repeats, min_time=0.2):
+def timeit(fn, device, repeats, min_time=0.2, clock=None):
     """Median over batches of the mean seconds per call; a batch is about 2 ms of calls (at
     least one), the device synchronised at its end; repeats until ``repeats`` batches and
-    ``min_time`` seconds (at most 10 x ``repeats`` batches). Clock: :func:`clock_for`."""
+    ``min_time`` seconds (at most 10 x ``repeats`` batches). Clock: :func:`clock_for` unless
+    given."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    clock = clock_for(device)
+    clock = clock or clock_for(device)
     fn()
     sync()
     t = clock()
@@ -264,7 +265,7 @@ def device_peak_flops(device, n=2048):
     A matmul runs the FMA units at close to their peak, so this is the floor the fused kernels
     are compared against (on the CPU it uses all of torch's threads, like the kernels)."""
     a = torch.randn(n, n, device=device)
-    t = timeit(lambda: a @ a, device, repeats=5)
+    t = timeit(lambda: a @ a, device, repeats=5, clock=time.perf_counter)  # BLAS has own threads
     print(f"# {device} peak (fp32 matmul {n}x{n}): {2 * n**3 / t / 1e9:.1f} GFLOP/s")
     return 2 * n**3 / t
 
