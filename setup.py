@@ -8,10 +8,15 @@ Environment switches (all optional):
                             default 1); set 0 for a portable build (e.g. a wheel to ship).
 """
 import os
+import sys
 
 import torch
 from setuptools import find_packages, setup
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+from torch.utils.cpp_extension import CUDA_HOME, CppExtension, CUDAExtension
+
+# pip runs this file from the source tree but does not put the tree on sys.path.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "build_tools"))
+from link_check import CheckedBuildExtension, link_args  # noqa: E402
 
 
 def _flag(name, default):
@@ -46,8 +51,9 @@ def extension():
            f'-DCOMPNET_TORCH_VERSION="{torch.__version__}"']
     if _flag("COMPNET_NATIVE", "1") not in ("0", "off", "no", "false"):
         cxx.append("-march=native")
+    # link_args: the shared libstdc++ and torch's own libgomp, whatever CXX is (link_check.py).
     args = dict(name="compnet_ext._C", include_dirs=[os.path.abspath("csrc")],
-                extra_link_args=["-fopenmp"])
+                extra_link_args=link_args())
     if not cuda:
         return CppExtension(sources=sources, extra_compile_args={"cxx": cxx}, **args)
     arch = os.environ.get("COMPNET_CUDA_ARCH") or os.environ.get("TORCH_CUDA_ARCH_LIST") or "8.0;9.0"
@@ -65,6 +71,7 @@ def extension():
 
 setup(
     packages=find_packages(include=["compnet_ext", "compnet_ext.*"]),
+    py_modules=["compnet_cli"],  # the `compnet` entry point, light to import (its docstring)
     ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension},
+    cmdclass={"build_ext": CheckedBuildExtension},
 )

@@ -25,7 +25,8 @@ then on the raw weights train, through the fused MLP kernels (a :class:`BatchedM
 
 In stage 1, ``g_lo`` and ``g_hi`` are the exact one-sided end slopes of the stage-1 function
 (computed in closed form from the peaks: near u = 0 every wave rises as u / (a_0 ... a_i), near
-u = 1 as (1 - u) / ((1 - a_0) a_1 ... a_i)). :meth:`to_relu` copies them into a parameter
+u = 1 as (1 - u) / ((1 - a_0) a_1 ... a_i); with smooth scales the sum telescopes,
+:func:`half_end_slopes`). :meth:`to_relu` copies them into a parameter
 ``tail [F, 2]`` that trains with the weights in stage 2 (a trained ReLU network's own end slope
 is not a robust quantity: right after the encoding every t1 neuron has its kink exactly at u = 0,
 where rounding would decide it). So the two stages agree everywhere right after
@@ -59,7 +60,6 @@ from .nonconvex import encode as encode_pair
 from .nonconvex import forward as pair_forward
 from .ops import PEAK_BOUNDS
 from .ops import forward as op_forward
-from .reference import smooth_scales
 
 STAGES = (1, 2)
 """Stage 1: peaks and coefficients train; stage 2: the encoded ReLU weights train."""
@@ -75,11 +75,21 @@ def check_layer_sign(sign):
 
 def half_end_slopes(peaks, sign):
     """One-sided derivatives ``(F'(0+), F'(1-))``, each ``[S]``, of the networks of ``sign``
-    with smooth scales and ``peaks [S, D+1]`` (closed form, differentiable; module docstring)."""
-    s = smooth_scales(peaks, sign)
-    rise = torch.cumprod(peaks[:, :-1], dim=1)             # a_0 ... a_i
-    fall = rise / peaks[:, :1] * (1 - peaks[:, :1])        # (1 - a_0) a_1 ... a_i
-    return 1 + sign * (s / rise).sum(1), 1 - sign * (s / fall).sum(1)
+    with smooth scales and ``peaks [S, D+1]`` (closed form, differentiable; module docstring).
+
+    Near u = 0 wave i rises as u / (a_0 ... a_i), near u = 1 as (1 - u) / ((1 - a_0) a_1 ... a_i).
+    Divided by those products the smooth scales are c q_i with q_i = a_{i+1} prod_{k=1}^{i} (1 - a_k)
+    (c = 1 or (1 - a_0) / a_0 at u = 0, a_0 / (1 - a_0) or 1 at u = 1, for sign -1 / +1), and
+    sum_i q_i telescopes to 1 - P, P = prod_{k=1}^{D} (1 - a_k). So no product of peaks is
+    formed: those underflow in float32 beyond a dozen layers of small peaks, and their quotient
+    was 0/0 = NaN. P and 1 - P come from the sum of log(1 - a_k) (log1p, expm1), so 1 - P keeps
+    its relative accuracy also where P is close to 1 (small peaks)."""
+    a0 = peaks[:, 0]
+    log_p = torch.log1p(-peaks[:, 1:]).sum(1)
+    p, one_minus_p = log_p.exp(), -torch.expm1(log_p)
+    if sign < 0:
+        return p, 1 + a0 / (1 - a0) * one_minus_p
+    return 1 + (1 - a0) / a0 * one_minus_p, p
 
 
 def end_slopes(peaks, coef, sign, domain):
@@ -157,8 +167,11 @@ class CompositionalActivation(torch.nn.Module):
     offset). After :meth:`to_relu`: ``mlp`` (a :class:`compnet_ext.nn.BatchedMLP`, S = F,
     widths ``(1, 9 or 5, ..., 1)``) and ``tail [F, 2]`` (the slopes outside the domain). The
     buffer ``stage`` (1 or 2) is saved in the ``state_dict``; loading a state dict of the other
-    stage switches the module to it. Parameters change at :meth:`to_relu`: build the optimiser
-    (and ``torch.compile``) after it.
+    stage switches the module to it (it must then hold all of that stage's parameters). A load
+    is checked whole before anything changes: one that fails (a size mismatch, a bad stage)
+    raises and leaves the layer exactly as it was. Parameters change at :meth:`to_relu` and at
+    such a switch (the new ones require grad if any old one did, so a frozen layer stays frozen):
+    build the optimiser (and ``torch.compile``) after it.
 
     Typical use::
 
@@ -179,10 +192,10 @@ class CompositionalActivation(torch.nn.Module):
         check_depth("depth", depth)
         self.num_features, self.depth = num_features, depth
         self.sign = check_layer_sign(sign)
-        self.domain = check_domain(domain)
         dtype = dtype or torch.get_default_dtype()
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"`dtype` must be torch.float32 or torch.float64, got {dtype}")
+        self.domain = check_domain(domain, dtype)  # what the dtype can compute on, now
         self.register_buffer("stage", torch.tensor(1, dtype=torch.int64, device=device))
         self._stage = 1
         self._make_stage1(dtype, self.stage.device)
@@ -210,16 +223,23 @@ class CompositionalActivation(torch.nn.Module):
         self.tail = torch.nn.Parameter(torch.zeros(self.num_features, 2, dtype=dtype,
                                                    device=device))
 
+    def _param(self):
+        """A parameter of the current stage: its dtype and device are the layer's."""
+        return self.peaks if self._stage == 1 else self.tail
+
     def _switch(self, stage):
-        """Replaces the parameters by zeros of the other stage (to be filled by the caller)."""
-        ref = self.peaks if self._stage == 1 else self.tail
-        dtype, device = ref.dtype, ref.device
+        """Replaces the parameters by zeros of the other stage (to be filled by the caller). They
+        require grad if any of the old ones did (so a frozen layer stays frozen; a partly frozen
+        stage 1 has no counterpart in stage 2, whose weights all mix peaks and coefficients)."""
+        dtype, device = self._param().dtype, self._param().device
+        requires_grad = any(p.requires_grad for p in self.parameters())
         if stage == 2:
             del self.peaks, self.coef
             self._make_stage2(dtype, device)
         else:
             del self.mlp, self.tail
             self._make_stage1(dtype, device)
+        self.requires_grad_(requires_grad)
         self._stage = stage
         self.stage.fill_(stage)
 
@@ -266,31 +286,79 @@ class CompositionalActivation(torch.nn.Module):
         self.tail.copy_(tail)
         return self
 
+    def _state_problems(self, state_dict, prefix, stage):
+        """Why ``state_dict`` cannot be loaded as ``stage`` (empty: it can): every entry of that
+        stage present as a tensor of this layer's shape. A stage switch needs all of them (the
+        new parameters have no values of their own to keep); a same-stage load may be partial,
+        as torch allows. Checked on a skeleton on the meta device, before anything changes."""
+        skeleton = CompositionalActivation(self.num_features, self.depth, sign=self.sign,
+                                           domain=self.domain, dtype=self._param().dtype,
+                                           device="meta")
+        if stage == 2:
+            skeleton._switch(2)
+        problems, missing = [], []
+        layer = (f"stage {stage} of this layer (num_features={self.num_features}, "
+                 f"depth={self.depth}, sign={self.sign})")
+        for name, want in skeleton.state_dict().items():
+            got = state_dict.get(prefix + name)
+            if got is None:
+                missing.append(f"`{prefix}{name}`")
+            elif not isinstance(got, torch.Tensor):
+                problems.append(f"`{prefix}{name}` is a {type(got).__name__}, not a tensor")
+            elif got.shape != want.shape:
+                problems.append(f"size mismatch for `{prefix}{name}`: {list(got.shape)} in the "
+                                f"state, {list(want.shape)} in {layer}")
+        if missing and stage != self._stage:
+            problems.append(f"a switch to stage {stage} needs all of its parameters; missing "
+                            + ", ".join(missing))
+        return problems
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
-        # the stage decides which parameters exist: switch before they are copied
+        # The stage decides which parameters exist, so a load may have to switch before they are
+        # copied; and the children (the MLP) load after this, whatever it reports. So the whole
+        # state is checked first and a bad one raises here: a failed load changes nothing.
         stage = state_dict.get(prefix + "stage")
+        target = self._stage
         if isinstance(stage, torch.Tensor) and stage.numel() == 1:
-            stage = int(stage)
-            if stage not in STAGES:
-                error_msgs.append(f"`{prefix}stage` must be 1 or 2, got {stage}")
-            elif stage != self._stage:
-                self._switch(stage)
+            target = int(stage)
+            if target not in STAGES:
+                raise RuntimeError(f"Error in loading state_dict for CompositionalActivation: "
+                                   f"`{prefix}stage` must be 1 or 2, got {target}. The layer is "
+                                   "unchanged.")
+        problems = self._state_problems(state_dict, prefix, target)
+        if problems:
+            raise RuntimeError("Error(s) in loading state_dict for CompositionalActivation: "
+                               + "; ".join(problems) + ". The layer is unchanged.")
+        if target != self._stage:
+            self._switch(target)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
     # -- forward ------------------------------------------------------------------------------
 
     def _rows(self, input):
-        ref = self.peaks if self._stage == 1 else self.tail
-        check_tensor("input", input, ref, "the layer's parameters")
+        check_tensor("input", input, self._param(), "the layer")
         if input.dim() < 1 or input.shape[-1] != self.num_features:
             raise ValueError(f"`input` must have shape [..., {self.num_features}] (last "
                              f"dimension = num_features), got {list(input.shape)}")
         return input.reshape(-1, self.num_features).t().contiguous()
 
     def forward(self, input):
-        """``[..., F] -> [..., F]``: feature f through function f (one fused launch)."""
+        """``[..., F] -> [..., F]``: feature f through function f (one fused launch).
+
+        Under ``torch.autocast`` the input (e.g. bfloat16 from a Linear layer) is computed in the
+        parameters' dtype, and so is the output, as autocast's float32 ops do: the fused
+        kernels take float32 and float64 only, and the waves' slopes (up to 1/a per layer)
+        would not survive bfloat16's 8 bits anyway."""
+        device = self._param().device.type
+        if (device in ("cpu", "cuda") and torch.is_autocast_enabled(device)
+                and isinstance(input, torch.Tensor) and input.is_floating_point()):
+            with torch.autocast(device, enabled=False):
+                return self._forward(input.to(self._param().dtype))
+        return self._forward(input)
+
+    def _forward(self, input):
         x = self._rows(input)                                  # [F, B]
         lo, hi = self.domain
         xc = x.clamp(lo, hi)

@@ -106,6 +106,59 @@ def check_peak_bounds(peak_bounds, dtype):
     return lo, hi
 
 
+def check_target_scale(name, y):
+    """ValueError naming ``name`` when the values ``y`` are too large to fit in their dtype:
+    beyond ``sqrt(finfo.max) / 16`` (1.2e18 in float32) the squared errors of a fit (the MSE, and
+    Adam's squared gradients, which grow with them) overflow into inf and then NaN."""
+    limit = math.sqrt(torch.finfo(y.dtype).max) / 16
+    top = float(y.abs().max()) if y.numel() else 0.0
+    if top > limit:
+        raise ValueError(f"`{name}` has values up to {top:.3g}, more than {y.dtype} can fit "
+                         f"({limit:.3g}: their squared errors would overflow); scale it down")
+    return y
+
+
+DOMAIN_VALUES = 2**12
+"""Fewest values of the dtype a domain must hold (:func:`check_domain`)."""
+
+
+def check_domain(domain, dtype=None):
+    """``domain`` as a pair of floats ``(lo, hi)`` that ``dtype`` (None: float64) can compute on;
+    TypeError/ValueError naming `domain` otherwise. The rule, from the arithmetic of the map
+    ``u = (x - lo) / (hi - lo)`` onto [0, 1] and of its inverse:
+
+    - ``lo < hi``, both finite in ``dtype`` (float32 holds up to 3.4e38), and so is ``hi - lo``;
+    - ``hi - lo >= min_peak(dtype)`` (1.1e-19 in float32, 1.5e-154 in float64): a normal number
+      whose reciprocal, the map's scale, times any weight 1/a of a valid peak stays finite when
+      the map is folded into a network's first layer (the peaks' own bound, for the same reason);
+    - ``hi - lo >= DOMAIN_VALUES * eps * max(|lo|, |hi|)``: the dtype has at least 4096 values
+      between lo and hi (its spacing near x is at most eps |x|), so the points of an experiment
+      are distinct and u is resolved to 2^-12 of the domain; on (1e10, 1e10 + 1) float32 has one
+      value, and every point would be the same.
+    """
+    try:
+        lo, hi = (float(v) for v in domain)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"`domain` must be a pair of numbers (lo, hi), got {domain!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"`domain` must be finite with lo < hi, got ({lo}, {hi})")
+    dtype = torch.float64 if dtype is None else dtype
+    info = torch.finfo(dtype)
+    width = hi - lo
+    if max(abs(lo), abs(hi), width) > info.max:
+        raise ValueError(f"`domain` ({lo!r}, {hi!r}) is too large for {dtype}: its ends and "
+                         f"hi - lo must be at most {info.max:.3g}")
+    if width < min_peak(dtype):
+        raise ValueError(f"`domain` ({lo!r}, {hi!r}) is too narrow for {dtype}: hi - lo must be "
+                         f"at least {min_peak(dtype):.3g} (the map onto [0, 1] would overflow)")
+    if width < DOMAIN_VALUES * info.eps * max(abs(lo), abs(hi)):
+        raise ValueError(f"`domain` ({lo!r}, {hi!r}) is too narrow for its offset in {dtype}: "
+                         f"hi - lo must be at least {DOMAIN_VALUES} x eps x max(|lo|, |hi|) = "
+                         f"{DOMAIN_VALUES * info.eps * max(abs(lo), abs(hi)):.3g} (fewer "
+                         f"distinct values of the dtype lie between lo and hi)")
+    return lo, hi
+
+
 def check_interval(lo, hi, within=None):
     """``lo < hi``, finite floats, inside ``within`` if given; returned as floats."""
     for name, v in (("lo", lo), ("hi", hi)):
@@ -127,7 +180,8 @@ def check_interval(lo, hi, within=None):
 
 def check_tensor(name, t, ref=None, ref_name="peaks"):
     """A float32/float64 tensor on a device the build supports, with the dtype and device of
-    ``ref`` when given."""
+    ``ref`` when given. ``ref_name`` names ``ref`` in the messages: an argument (shown in
+    backticks) or, if it has a space, a phrase such as "the layer" (shown as is)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in (torch.float32, torch.float64):
@@ -140,10 +194,11 @@ def check_tensor(name, t, ref=None, ref_name="peaks"):
     if t.device.type not in ("cpu", "cuda", "meta"):
         raise ValueError(f"`{name}` is on {t.device}; only CPU and CUDA are supported")
     if ref is not None:
+        ref_name = ref_name if " " in ref_name else f"`{ref_name}`"
         if t.dtype != ref.dtype:
-            raise TypeError(f"`{name}` has dtype {t.dtype} but `{ref_name}` has {ref.dtype}")
+            raise TypeError(f"`{name}` has dtype {t.dtype} but {ref_name} has {ref.dtype}")
         if t.device != ref.device:
-            raise ValueError(f"`{name}` is on {t.device} but `{ref_name}` is on {ref.device}")
+            raise ValueError(f"`{name}` is on {t.device} but {ref_name} is on {ref.device}")
 
 
 def check_points(name, t, S, N=None):
@@ -169,6 +224,19 @@ def check_peak_values(peaks):
                          f"in {peaks.dtype} (smaller peaks overflow 1/a^2; NaN is not allowed)")
 
 
+def check_finite(name, t):
+    """Value check (one device sync): no NaN or Inf in ``t`` (None passes)."""
+    if t is not None and t.numel() and not bool(t.isfinite().all()):
+        raise ValueError(f"`{name}` contains NaN or Inf")
+
+
+def check_unit_points(name, x):
+    """Value check (two device syncs): every point of ``x`` in [0, 1], no NaN or Inf."""
+    check_finite(name, x)
+    if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
+        raise ValueError(f"`{name}` must lie in [0, 1]")
+
+
 def _check_peaks(peaks):
     check_tensor("peaks", peaks)
     if peaks.dim() != 2 or peaks.shape[1] < 2:
@@ -191,8 +259,7 @@ def check_network(peaks, scales, sign, *, validate=True):
     check_sign(sign)
     if validate:
         check_peak_values(peaks)
-        if scales is not None and not bool(scales.isfinite().all()):
-            raise ValueError("`scales` contains NaN or Inf")
+        check_finite("scales", scales)
     return S, D
 
 

@@ -13,7 +13,7 @@ from ._extension import _C  # noqa: F401  (registers the ops)
 from .checks import (check_adam, check_layers, check_mlp_points, check_mlp_target, check_tensor,
                      check_warmup)
 from .chunks import run_in_chunks
-from .op_autograd import differentiable_vjp, register_not_differentiable
+from .op_autograd import differentiable_vjp, differentiated, register_not_differentiable
 from .reference import matmul_forward
 
 _ops = torch.ops.compnet_ext
@@ -82,12 +82,16 @@ torch.library.register_autograd("compnet_ext::mlp_forward", _backward,
 register_not_differentiable("mlp_backward", "gradients", "For higher-order gradients "
                              "differentiate BatchedMLP.forward (or mlp_forward) with "
                              "create_graph=True")
-register_not_differentiable("mlp_loss_and_grad", "a loss and its gradients", "For a "
-                             "differentiable loss use BatchedMLP.forward (or mlp_forward) and a "
-                             "torch loss, e.g. ((mlp(x) - target) ** 2).mean(1)")
-register_not_differentiable("mlp_train", "trained parameters", "To differentiate through "
-                             "training, unroll it with BatchedMLP.forward and an update in "
-                             "torch ops")
+_refuse_loss_and_grad = register_not_differentiable(
+    "mlp_loss_and_grad", "a loss and its gradients", "For a differentiable loss use "
+    "BatchedMLP.forward (or mlp_forward) and a torch loss, e.g. ((mlp(x) - target) ** 2).mean(1)")
+_refuse_train = register_not_differentiable(
+    "mlp_train", "trained parameters", "To differentiate through training, unroll it with "
+    "BatchedMLP.forward and an update in torch ops")
+
+
+def _tensors(layers):
+    return [t for layer in layers for t in layer]
 
 
 def _check(x, layers, target=None):
@@ -106,9 +110,13 @@ def mlp_forward(x, layers):
     :meth:`compnet_ext.nn.BatchedMLP.layers` or :func:`compnet_ext.encode` return. Differentiable
     w.r.t. x and every W, b: first order by one fused pass that recomputes the activations per
     point; higher orders (``create_graph=True``) by the backward of the batched-matmul path
-    (:func:`compnet_ext.reference.matmul_forward`), which is then used in its place.
+    (:func:`compnet_ext.reference.matmul_forward`), which is then used in its place. Forward
+    mode and the differentiating torch.func transforms run that path itself
+    (:func:`compnet_ext.forward` says which).
     """
     _, widths = _check(x, layers)
+    if differentiated(x, *_tensors(layers)):
+        return matmul_forward(x, layers)
     return _ops.mlp_forward(x, pack(layers), widths)
 
 
@@ -126,6 +134,7 @@ def mlp_loss_and_grad(x, target, layers):
         ``layers``. Not differentiable itself: a backward through them raises.
     """
     _, widths = _check(x, layers, target)
+    _refuse_loss_and_grad(x, target, *_tensors(layers))
     loss, gp = _ops.mlp_loss_and_grad(x, target, pack(layers), widths)
     return loss, unpack(gp, widths)
 
@@ -156,6 +165,7 @@ def mlp_train(x, target, layers, *, epochs, lr=1e-3, betas=(0.9, 0.999), eps=1e-
         before step ``r * k``. Not differentiable: a backward through them raises.
     """
     _, widths = _check(x, layers, target)
+    _refuse_train(x, target, *_tensors(layers))
     lr, beta1, beta2, eps = check_adam(epochs, lr, betas, eps, record_every)
     warmup = check_warmup(warmup)
 

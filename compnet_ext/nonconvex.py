@@ -22,12 +22,11 @@ use the ordinary encoding of each half.
 Shapes: ``peaks [S, 2, D+1]`` (half 0 convex, half 1 concave), ``scales [S, 2, D]`` or None
 (smooth), ``coef [S, 4]``; ``x [N]`` or ``[S, N]``, inside ``domain``.
 """
-import math
 
 import torch
 
 from . import reference
-from .checks import check_tensor
+from .checks import check_domain, check_peak_values, check_points, check_tensor
 from .network import encode as encode_half
 from .ops import forward as op_forward
 
@@ -38,23 +37,9 @@ PAIR_WIDTH = 9
 """Hidden width of the encoded pair (:func:`encode`): 4 + 4 neurons of the halves and u."""
 
 
-def check_domain(domain):
-    """``domain`` as a pair of finite floats ``(lo, hi)`` with ``lo < hi`` (ValueError/TypeError
-    naming `domain` otherwise)."""
-    try:
-        lo, hi = (float(v) for v in domain)
-    except (TypeError, ValueError):
-        raise TypeError(f"`domain` must be a pair of numbers (lo, hi), got {domain!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"`domain` must be finite with lo < hi, got ({lo}, {hi})")
-    if not math.isfinite(hi - lo):
-        raise ValueError(f"`domain` is too wide: hi - lo overflows, got ({lo}, {hi})")
-    return lo, hi
-
-
 def to_unit(x, domain):
     """The affine map of ``domain`` onto [0, 1]: ``u = (x - lo) / (hi - lo)``."""
-    lo, hi = check_domain(domain)
+    lo, hi = check_domain(domain, x.dtype)
     return (x - lo) / (hi - lo)
 
 
@@ -77,6 +62,15 @@ def check_pair(peaks, coef, scales=None):
     return S, D1 - 1
 
 
+def check_pair_values(peaks, coef, scales=None):
+    """Value check of a batch of pairs (one device sync): peaks valid
+    (:func:`~compnet_ext.checks.check_peak_values`), coefficients and scales finite."""
+    check_peak_values(peaks)
+    for name, t in (("coef", coef), ("scales", scales)):
+        if t is not None and not bool(t.isfinite().all()):
+            raise ValueError(f"`{name}` contains NaN or Inf")
+
+
 def op_rows(peaks, scales=None):
     """The op's rows ``[2S, D+1]`` (and ``[2S, D]`` scales) of a batch of pairs: half 1's first
     peak reflected (module docstring). Differentiable."""
@@ -96,14 +90,18 @@ def forward(x, peaks, coef, scales=None, *, domain=(0.0, 1.0), validate=True):
     ``[S, N]`` in ``domain``: one fused launch of :func:`compnet_ext.forward` on 2S rows.
     Differentiable w.r.t. x, peaks, coef and scales."""
     S, _ = check_pair(peaks, coef, scales)
-    lo, hi = check_domain(domain)
+    lo, hi = check_domain(domain, peaks.dtype)
     check_tensor("x", x, peaks)
-    if validate and x.numel() and not bool(((x >= lo) & (x <= hi)).all()):
-        raise ValueError(f"`x` must lie in the domain [{lo:g}, {hi:g}] (NaN is not allowed)")
-    u = to_unit(x, domain).expand(S, x.shape[-1])
+    check_points("x", x, S)
+    if validate:
+        check_pair_values(peaks, coef, scales)
+        if x.numel() and not bool(((x >= lo) & (x <= hi)).all()):
+            raise ValueError(f"`x` must lie in the domain [{lo:g}, {hi:g}] (NaN is not allowed)")
+    N = x.shape[-1]
+    u = to_unit(x, domain).expand(S, N)
     rows, srows = op_rows(peaks, scales)
-    xu = torch.stack([u, 1 - u], dim=1).reshape(2 * S, -1)
-    y = op_forward(xu, rows, srows, -1, validate=validate).reshape(S, 2, -1)
+    xu = torch.stack([u, 1 - u], dim=1).reshape(2 * S, N)  # N explicit: S = 0 is fine
+    y = op_forward(xu, rows, srows, -1, validate=validate).reshape(S, 2, N)
     return _combine(y[:, 0], 1 - y[:, 1], u, coef)
 
 
@@ -126,22 +124,22 @@ def encode(peaks, coef, scales=None, *, domain=(0.0, 1.0), validate=True):
     Returns ``[(W [S, out, in], b [S, out]), ...]`` like :func:`compnet_ext.network.encode`.
     """
     S, D = check_pair(peaks, coef, scales)
-    lo, hi = check_domain(domain)
+    lo, hi = check_domain(domain, peaks.dtype)
+    if validate:
+        check_pair_values(peaks, coef, scales)
     halves = [encode_half(peaks[:, h], None if scales is None else scales[:, h], sign=sign,
                           validate=validate) for h, sign in enumerate(SIGNS)]
     dtype, device = peaks.dtype, peaks.device
     f64 = dict(dtype=torch.float64, device=device)
-    inv = 1.0 / (hi - lo)
     c = coef.to(torch.float64)
     layers = []
     for k in range(D + 1):
         (W0, b0), (W1, b1) = [(W.to(torch.float64), b.to(torch.float64)) for W, b in
                               (halves[0][k], halves[1][k])]
-        if k == 0:  # x -> (half 0, half 1, u): W u + b = (W / (hi - lo)) x + (b - W lo / (hi - lo))
+        if k == 0:  # x -> (half 0, half 1, u)
             W = torch.cat([W0, W1, torch.ones(S, 1, 1, **f64)], dim=1)
             b = torch.cat([b0, b1, torch.zeros(S, 1, **f64)], dim=1)
-            b = b - W[:, :, 0] * (lo * inv)
-            W = W * inv
+            W, b = fold_domain(W, b, (lo, hi))
         elif k < D:
             W = torch.zeros(S, PAIR_WIDTH, PAIR_WIDTH, **f64)
             W[:, :4, :4], W[:, 4:8, 4:8], W[:, 8, 8] = W0, W1, 1.0
@@ -152,6 +150,15 @@ def encode(peaks, coef, scales=None, *, domain=(0.0, 1.0), validate=True):
             b = c[:, 0, None] * b0 + c[:, 1, None] * b1 + c[:, 3, None]
         layers.append((W.to(dtype), b.to(dtype)))
     return layers
+
+
+def fold_domain(W, b, domain):
+    """A first layer ``(W [S, out, 1], b [S, out])`` on u, as the same layer on x: ``W u + b =
+    (W / (hi - lo)) x + (b - W lo / (hi - lo))``, computed in float64, returned in W's dtype."""
+    lo, hi = check_domain(domain, W.dtype)
+    inv = 1.0 / (hi - lo)
+    W64, b64 = W.to(torch.float64), b.to(torch.float64)
+    return (W64 * inv).to(W.dtype), (b64 - W64[:, :, 0] * (lo * inv)).to(b.dtype)
 
 
 def smooth_pair_scales(peaks):
@@ -170,6 +177,16 @@ def fit_coef(x, target, peaks, scales=None, *, domain=(0.0, 1.0)):
     result does not depend on the device. Returned in the dtype and on the device of ``peaks``.
     """
     S, _ = check_pair(peaks, peaks.new_zeros(peaks.shape[0], 4), scales)
+    check_domain(domain, peaks.dtype)
+    check_tensor("x", x, peaks)
+    check_points("x", x, S)
+    check_tensor("target", target, peaks)
+    check_points("target", target, S, x.shape[-1])
+    # LAPACK's least squares fails on NaN/Inf with a library message and an internal assert
+    check_pair_values(peaks, peaks.new_zeros(0), scales)
+    for name, t in (("x", x), ("target", target)):
+        if not bool(t.isfinite().all()):
+            raise ValueError(f"`{name}` contains NaN or Inf")
     f64 = lambda t: None if t is None else t.detach().to("cpu", torch.float64)
     u = to_unit(f64(x), domain).expand(S, x.shape[-1])
     f = [reference.forward(u, f64(peaks)[:, h], None if scales is None else f64(scales)[:, h],

@@ -8,10 +8,12 @@ op when ``validate=True``.
 import torch
 
 from . import reference
-from .checks import (check_adam, check_network, check_op_args, check_peak_bounds, check_warmup,
+from .checks import (check_adam, check_finite, check_network, check_op_args, check_peak_bounds,
+                     check_peak_values, check_unit_points, check_warmup,
                      min_peak)  # noqa: F401  (min_peak: documented as compnet_ext.ops.min_peak)
 from .chunks import run_in_chunks
-from .op_autograd import differentiable_vjp, register_not_differentiable
+from .op_autograd import (differentiable_vjp, differentiated, register_not_differentiable,
+                          unwrapped)
 
 _ops = torch.ops.compnet_ext
 # The overloads themselves (one Python frame less per call than the packets).
@@ -65,7 +67,8 @@ def _train_peaks_fake(x, target, peaks, scales, sign, epochs, lr, beta1, beta2, 
 
 # ---------------------------------------------------------------------------------------------
 # autograd: one fused backward launch computes only the requested gradients; with
-# create_graph=True the backward of the plain-PyTorch reference (see compnet_ext.op_autograd)
+# create_graph=True the backward of the plain-PyTorch reference; forward mode and torch.func
+# transforms through the reference itself, chosen in the wrapper (see compnet_ext.op_autograd)
 
 
 def _setup_context(ctx, inputs, output):
@@ -110,12 +113,13 @@ class _Forward(torch.autograd.Function):
 
 register_not_differentiable("backward", "gradients", "For higher-order gradients "
                             "differentiate compnet_ext.forward with create_graph=True")
-register_not_differentiable("loss_and_grad", "a loss and its gradients", "For a differentiable "
-                            "loss use compnet_ext.forward and a torch loss, e.g. "
-                            "((compnet_ext.forward(x, peaks) - target) ** 2).mean(1)")
-register_not_differentiable("train_peaks", "trained parameters", "To differentiate through "
-                            "training, unroll it with compnet_ext.forward and an update in "
-                            "torch ops")
+_refuse_loss_and_grad = register_not_differentiable(
+    "loss_and_grad", "a loss and its gradients", "For a differentiable loss use "
+    "compnet_ext.forward and a torch loss, e.g. "
+    "((compnet_ext.forward(x, peaks) - target) ** 2).mean(1)")
+_refuse_train_peaks = register_not_differentiable(
+    "train_peaks", "trained parameters", "To differentiate through training, unroll it with "
+    "compnet_ext.forward and an update in torch ops")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,9 +155,18 @@ def forward(x, peaks, scales=None, sign=-1, *, validate=True):
     Returns:
         ``y`` of shape ``[S, N]``, differentiable w.r.t. x, peaks and scales: first order by
         the fused backward; higher orders (``create_graph=True``) by the backward of
-        :func:`compnet_ext.reference.forward`, which is then used in its place.
+        :func:`compnet_ext.reference.forward`, which is then used in its place. Forward mode
+        (``torch.autograd.forward_ad``, ``torch.func.jvp``, ``jacfwd``) and the torch.func
+        transforms ``grad``, ``vjp``, ``jacrev``, ``hessian`` run the reference itself (same
+        values to rounding, same value checks); ``vmap`` runs the fused op per sample.
     """
     check_op_args(x, peaks, scales, sign)
+    if differentiated(x, peaks, scales):
+        if validate:
+            check_peak_values(unwrapped(peaks))
+            check_finite("scales", unwrapped(scales))
+            check_unit_points("x", unwrapped(x))
+        return reference.forward(x, peaks, scales, int(sign))
     sign, validate = int(sign), bool(validate)
     if not _plain_eager():
         return _forward_op(x, peaks, scales, sign, validate)  # the registered autograd
@@ -179,6 +192,7 @@ def loss_and_grad(x, target, peaks, scales=None, sign=-1, *, validate=True):
         torch loss for a differentiable loss).
     """
     check_op_args(x, peaks, scales, sign, target)
+    _refuse_loss_and_grad(x, target, peaks, scales)
     args = (x, target, peaks, scales, int(sign), bool(validate))
     if not _plain_eager() or _needs_grad(x, peaks, scales, target):
         loss, gp, gs = _loss_and_grad_op(*args)  # the registered autograd: raises on backward
@@ -221,6 +235,7 @@ def train_peaks(x, target, peaks, scales=None, sign=-1, *, epochs, lr=1e-2, beta
         the trained parameters, the loss at the trained parameters, the recorded losses.
     """
     check_op_args(x, peaks, scales, sign, target)
+    _refuse_train_peaks(x, target, peaks, scales)
     lr, beta1, beta2, eps = check_adam(epochs, lr, betas, eps, record_every)
     lo, hi = check_peak_bounds(peak_bounds, peaks.dtype)
     warmup = check_warmup(warmup)

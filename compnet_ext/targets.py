@@ -23,6 +23,11 @@ class Target:
     label: str  # how the paper's tables name it
     domain: tuple = (0.0, 1.0)  # where the target is fitted (sign 0 only: others live on [0, 1])
 
+    def __call__(self, x):
+        """The target's values at ``x``: a Target is itself the callable of a run's targets, so
+        that its ``domain`` travels with it (:func:`select`)."""
+        return self.fn(x)
+
 
 TARGETS = {
     "x3": Target("x3", lambda x: x**3, -1, "x^3"),
@@ -62,9 +67,23 @@ def label(name):
 
 
 def select(names):
-    """``{name: (fn, sign)}`` of the named targets: the form :func:`compnet_ext.train.run` takes
-    (their domains: ``get_target(name).domain``, the ``domain`` setting of the run)."""
-    return {n: (get_target(n).fn, get_target(n).sign) for n in names}
+    """``{name: (target, sign)}`` of the named targets: the form :func:`compnet_ext.train.run`
+    takes. Each ``target`` is the :class:`Target` itself (callable on points), so a run without a
+    ``domain`` setting fits it on its own domain (:func:`domain_of`)."""
+    return {n: (get_target(n), get_target(n).sign) for n in names}
+
+
+def domain_of(targets, domain=None):
+    """The domain of a run on ``targets`` (``{name: (target, sign)}``): ``domain`` when given,
+    else the one domain of its named targets (:class:`Target` objects carry theirs), else
+    [0, 1]. ValueError naming `domain` when named targets of different domains share a run."""
+    if domain is not None:
+        return domain
+    own = {tuple(t.domain) for t, _ in targets.values() if isinstance(t, Target)}
+    if len(own) > 1:
+        raise ValueError(f"the targets' domains differ ({', '.join(map(str, sorted(own)))}): "
+                         f"run them separately or give a `domain` setting")
+    return own.pop() if own else (0.0, 1.0)
 
 
 def evaluate_target(target, x, name="target"):

@@ -8,7 +8,8 @@ import torch
 
 from compnet_ext import nonconvex as nc
 from compnet_ext import reference
-from compnet_ext.activation import end_slopes
+from compnet_ext.activation import end_slopes, half_end_slopes
+from compnet_ext.checks import MAX_HIDDEN
 from compnet_ext.nn import CompositionalActivation, clamp_peaks_
 from compnet_ext.ops import PEAK_BOUNDS
 
@@ -113,6 +114,86 @@ def test_closed_form_end_slopes_match_autograd(sign, domain):
         y = c[:, 0] * (reference.forward(u, peaks, None, sign) - u) + c[:, 1] * u + c[:, 2]
     gx, = torch.autograd.grad(y.sum(), x)
     torch.testing.assert_close(end_slopes(peaks, coef, sign, domain), gx, atol=1e-12, rtol=1e-12)
+
+
+def _direct_half_end_slopes(peaks, sign):
+    """The end slopes as the sum they are, s_i / (a_0 ... a_i) and s_i / ((1 - a_0) a_1 ... a_i)
+    (fp64: the products stay normal down to a_i = 1e-3 for D <= 64)."""
+    s = reference.smooth_scales(peaks, sign)
+    rise = torch.cumprod(peaks[:, :-1], dim=1)
+    fall = rise / peaks[:, :1] * (1 - peaks[:, :1])
+    return 1 + sign * (s / rise).sum(1), 1 - sign * (s / fall).sum(1)
+
+
+def _bound_peaks(shape, dtype):
+    """Feature 0 at the lower peak bound, 1 at the upper, 2 alternating (the extremes of what
+    clamp_peaks_ leaves), any peaks shape [3, ..., D+1]."""
+    lo, hi = PEAK_BOUNDS
+    alternating = torch.where(torch.arange(shape[-1]) % 2 == 0, lo, hi).to(F64)
+    return torch.stack([torch.full(shape[1:], lo, dtype=F64), torch.full(shape[1:], hi, dtype=F64),
+                        alternating.expand(shape[1:])]).to(dtype)
+
+
+@pytest.mark.parametrize("sign", [-1, 1])
+def test_closed_form_end_slopes_at_the_peak_bounds(sign):
+    """fp64 against the direct sum, fp32 against fp64: the telescoped form loses nothing. The
+    direct sum cancels (1 - sum of O(1) terms), so it is only good to D ulps of 1: 2e-14."""
+    for D in (1, 2, 16, MAX_HIDDEN):
+        peaks = _bound_peaks((3, D + 1), F64)
+        want = _direct_half_end_slopes(peaks, sign)
+        for got, w in zip(half_end_slopes(peaks, sign), want):
+            torch.testing.assert_close(got, w, rtol=1e-12, atol=2e-14)
+        # fp32 against fp64 at the same (rounded) peaks: 1 - a_0 is exact, the quotient and
+        # log1p / expm1 a few ulps each, the log-sum D ulps of |log P| <= 64 * 6.9: P's relative
+        # error stays below 1e-5 (the reference's own 2e-14 absolute aside)
+        p32 = peaks.float()
+        for got, w in zip(half_end_slopes(p32, sign), _direct_half_end_slopes(p32.double(), sign)):
+            torch.testing.assert_close(got.double(), w, rtol=1e-5, atol=2e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("sign", SIGNS)
+def test_finite_at_every_depth_and_peak_bound(sign, dtype):
+    """Issue 18: products of small peaks underflowed in float32 (NaN from D = 13), though no
+    parameter value may give NaN. Every depth the layer accepts, peaks at the clamp bounds:
+    output and every gradient finite, in both stages."""
+    x = torch.tensor([-1.5, -1.0, -0.9999, 0.0, 0.3, 0.9999, 1.0, 2.0], dtype=dtype)
+    x = x[:, None].expand(8, 3).clone().requires_grad_()
+    for D in range(1, MAX_HIDDEN + 1):
+        act = CompositionalActivation(3, D, sign=sign, dtype=dtype)
+        with torch.no_grad():
+            act.peaks.copy_(_bound_peaks(act.peaks.shape, dtype))
+        for stage in (1, 2):
+            if stage == 2:
+                act.to_relu()
+            y = act(x)
+            grads = torch.autograd.grad(y.square().sum(), [x, *act.parameters()])
+            assert torch.isfinite(y).all(), (D, stage)
+            for g in grads:
+                assert torch.isfinite(g).all(), (D, stage)
+        assert torch.isfinite(act.tail).all() and act.tail.abs().max() < 1e7
+
+
+def test_issue_reproducer_float32_training_stays_finite():
+    """The issue's run (it turned NaN at step 260; seed 2 here did at step 211): a feature's
+    product of peaks goes far below float32's normal range (5e-46), and it must not matter."""
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 16), CompositionalActivation(16, 16),
+                                torch.nn.Linear(16, 1))
+    x = torch.rand(256, 2) * 2 - 1
+    target = torch.sign(x[:, 0] * x[:, 1])[:, None]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(320):
+        loss = (model(x) - target).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        clamp_peaks_(model)
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert loss.item() < 0.5  # it learnt (the target has variance 1)
+    a = CompositionalActivation(1, depth=16)
+    a.peaks.data.fill_(1e-3)
+    assert torch.isfinite(a(torch.tensor([[0.5]]))).all()
 
 
 @pytest.mark.parametrize("dtype", [F64, torch.float32])
@@ -262,6 +343,71 @@ def test_state_dict_roundtrip_both_stages(sign):
         fresh.load_state_dict(bad)
 
 
+def _snapshot(act):
+    """Everything a load could change: stage, parameter objects, state, requires_grad."""
+    return (act._stage, [id(p) for p in act.parameters()],
+            {k: v.clone() for k, v in act.state_dict().items()},
+            [p.requires_grad for p in act.parameters()])
+
+
+def _assert_unchanged(act, snap):
+    stage, ids, state, flags = snap
+    assert act._stage == stage and [id(p) for p in act.parameters()] == ids
+    now = act.state_dict()
+    assert now.keys() == state.keys() and all(torch.equal(now[k], v) for k, v in state.items())
+    assert [p.requires_grad for p in act.parameters()] == flags
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_failed_load_leaves_the_layer_unchanged(stage):
+    """Issue 18: a load that failed (size mismatch) had already switched the stage, deleting
+    the trained parameters. Every failing state: nothing changes, in either stage."""
+    act = _layer(0, F=3, D=5)
+    if stage == 2:
+        act.to_relu()
+    snap = _snapshot(act)
+    other = lambda D, to_relu: (lambda a: a.to_relu() if to_relu else a)(
+        CompositionalActivation(3, D, dtype=F64)).state_dict()
+    good2 = other(5, True)
+    bad_states = [
+        other(4, True),                                     # the issue's: other depth, stage 2
+        other(4, False),                                    # other depth, stage 1
+        dict(good2, **{"mlp.weights.2": torch.zeros(3, 9, 8, dtype=F64)}),  # one bad child
+        dict(good2, stage=torch.tensor(3)),                 # no such stage
+        dict(good2, stage=torch.tensor([2, 2])),            # not a scalar
+        dict(good2, tail=[0.0, 0.0]),                       # not a tensor
+    ]
+    if stage == 1:  # a switch needs the whole new stage, even with strict=False
+        bad_states.append({k: v for k, v in good2.items() if k != "mlp.biases.3"})
+    for state in bad_states:
+        with pytest.raises(RuntimeError, match="unchanged"):
+            act.load_state_dict(state, strict=False)
+        _assert_unchanged(act, snap)
+    # inside a model, too (the layer's children would otherwise load after it)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3, dtype=F64), act)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        model.load_state_dict({"0.weight": torch.zeros(3, 3, dtype=F64),
+                               "0.bias": torch.zeros(3, dtype=F64),
+                               **{"1." + k: v for k, v in other(4, True).items()}})
+    _assert_unchanged(act, snap)
+
+
+def test_requires_grad_is_kept_across_stages():
+    act = _layer(-1, F=2, D=3).requires_grad_(False)
+    s1 = _roundtrip(act.state_dict())  # a copy: the stage buffer changes in place
+    act.to_relu()
+    assert not any(p.requires_grad for p in act.parameters())
+    s2 = _roundtrip(act.state_dict())
+    act.load_state_dict(s1)  # back to stage 1
+    assert act._stage == 1 and not any(p.requires_grad for p in act.parameters())
+    fresh = CompositionalActivation(2, 3, sign=-1, dtype=F64).requires_grad_(False)
+    fresh.load_state_dict(s2)
+    assert fresh._stage == 2 and not any(p.requires_grad for p in fresh.parameters())
+    trainable = CompositionalActivation(2, 3, sign=-1, dtype=F64)
+    trainable.load_state_dict(s2)
+    assert all(p.requires_grad for p in trainable.parameters())
+
+
 def test_clamp_peaks_projects_and_forward_never_uses_invalid_values():
     model = torch.nn.Sequential(torch.nn.Linear(3, 3, dtype=F64),
                                 CompositionalActivation(3, 3, sign=-1, dtype=F64))
@@ -307,7 +453,8 @@ def test_bad_input():
         act(torch.zeros(4, 5, dtype=F64))
     with pytest.raises(ValueError, match="`input`"):
         act(torch.tensor(1.0, dtype=F64))
-    with pytest.raises(TypeError, match="`input` has dtype torch.float32"):
+    with pytest.raises(TypeError, match="^`input` has dtype torch.float32 but the layer has "
+                                        "torch.float64$"):
         act(torch.zeros(4, 3))
     with pytest.raises(TypeError, match="`input` must be float32 or float64"):
         act(torch.zeros(4, 3, dtype=torch.int64))
@@ -318,6 +465,26 @@ def test_bad_input():
         act(torch.zeros(4, 2, dtype=F64))
     with pytest.raises(RuntimeError, match="stage 2"):
         act.valid_parameters()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("stage", [1, 2])
+def test_autocast_computes_in_the_parameters_dtype(stage, dtype):
+    """Issue 18: under torch.autocast a Linear hands on bfloat16, which raised TypeError (GELU
+    takes it). The layer computes in its parameters' dtype, as autocast's float32 ops do."""
+    act = _layer(0, F=3, D=3, dtype=dtype)
+    if stage == 2:
+        act.to_relu()
+    h = _inputs(act.domain, batch=(5,)).to(torch.bfloat16)  # what autocast hands on
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = act(h)
+    assert y.dtype == dtype
+    assert torch.equal(y, act(h.to(dtype)))  # the same computation, outside autocast
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3, dtype=dtype), act)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(torch.rand(5, 2, generator=torch.Generator().manual_seed(4), dtype=dtype))
+    y.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 def test_shapes_and_empty_batch():

@@ -17,6 +17,7 @@ key, the hash of the settings that decide its numbers, the payload's length and 
 payload (``torch.save`` of a dict of tensors). :func:`read_cell` accepts a file only when all of
 these match, so a partial, corrupted or stale file is recomputed, never used.
 """
+import dataclasses
 import hashlib
 import io
 import json
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 import compnet_ext
-from .outdir import atomic_write
+from .outdir import atomic_write, write_target
 
 BLOCK_SEEDS = 4096
 """Default most seeds in one cell (``--block-seeds``)."""
@@ -104,15 +105,48 @@ def groups(cells):
     return out
 
 
+IDENTITY_EXCLUDED = {
+    "kinds": "each cell trains its own kind alone (in its key); the draw does not depend on the "
+             "kinds selected",
+    "depth": "in the cell's key",
+    "seed_block": "in the cell's key",
+    "threads": "CPU threads do not change a number (the ops reduce in a fixed order)",
+    "keep_curves": "fixed by the command (the cell's payload), which is part of the identity",
+    "keep_layers": "fixed by the command and its extra settings (e.g. sweep's pieces)",
+    "progress": "display only",
+}
+"""The :class:`~compnet_ext.experiments.config.Config` fields that are NOT part of a cell's
+identity (:func:`settings_hash`), each with why it cannot change the cell's numbers. Every other
+field is, so a new setting is part of the identity unless it is added here."""
+
+
+def _identity_value(name, value):
+    """A field's value in the hash's JSON: tuples as lists, dicts sorted, the dtype by name, the
+    device by type (its index does not change a number); TypeError for anything else, so a new
+    kind of setting cannot be hashed by an accident of its repr."""
+    if isinstance(value, torch.device):
+        return value.type
+    if isinstance(value, torch.dtype):
+        return str(value)
+    if isinstance(value, dict):
+        return sorted((str(k), _identity_value(name, v)) for k, v in value.items())
+    if isinstance(value, (tuple, list)):
+        return [_identity_value(name, v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"setting {name!r}: no identity for a {type(value).__name__}; teach "
+                    f"cells._identity_value its form")
+
+
 def settings_hash(command, cfg, **extra):
-    """Hash of everything that decides a cell's numbers besides its key (not the number of
-    ranks, the device index or the CPU threads, which do not change them)."""
-    rec = {"command": command, "seeds": cfg.seeds, "points": cfg.points, "width": cfg.width,
-           "epochs": list(cfg.epochs), "lr_peaks": cfg.lr_peaks,
-           "lr_weights": sorted(cfg.lr_weights.items()), "seed": cfg.seed,
-           "peak_range": list(cfg.peak_range), "dtype": str(cfg.dtype),
-           "device": cfg.device.type, "fused": cfg.fused, "torch": torch.__version__,
-           "compnet_ext": compnet_ext.__version__, **extra}
+    """Hash of everything that decides a cell's numbers besides its key: ``command``, every
+    field of ``cfg`` but :data:`IDENTITY_EXCLUDED`, ``extra``, and the torch and compnet_ext
+    versions (not the number of ranks, the device index or the CPU threads, which do not
+    change them)."""
+    rec = {f.name: _identity_value(f.name, getattr(cfg, f.name))
+           for f in dataclasses.fields(cfg) if f.name not in IDENTITY_EXCLUDED}
+    rec.update(command=command, torch=torch.__version__, compnet_ext=compnet_ext.__version__,
+               extra={k: _identity_value(k, v) for k, v in extra.items()})
     return hashlib.sha256(json.dumps(rec, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -134,8 +168,10 @@ def write_cell(folder, cell, settings, payload):
 
 def read_cell(folder, cell, settings):
     """``(payload, None)`` from ``cell``'s file, or ``(None, why)`` when it is missing,
-    partial, corrupted or from other settings."""
+    partial, corrupted or from other settings; NotAFileError when it is a FIFO, a device, ...
+    (neither read nor deleted)."""
     try:
+        write_target(cell_path(folder, cell))  # NotAFileError: a FIFO would block the read
         with open(cell_path(folder, cell), "rb") as f:
             head, data = f.readline(), f.read()
     except FileNotFoundError:

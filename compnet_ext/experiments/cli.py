@@ -24,7 +24,7 @@ from .cells import BLOCK_SEEDS
 from .config import (KINDS, LR_PEAKS, LR_WEIGHTS, PEAK_CLAMP, WARMUP_FRACTION, Config,
                      check_setting, resolve_device, warmup_fractions, weight_lrs)
 from .distributed import OptionsMismatch, RankError, Session, World
-from .outdir import OutDirError
+from .outdir import NotAFileError, OutDirError, write_target
 
 QUICK = {"seeds": 6, "epochs": (300, 300)}
 SWEEP_QUICK = {"seeds": 4, "epochs": (100, 100), "depths": "2:6"}
@@ -169,6 +169,10 @@ def image_path(text):
     folder, with a format matplotlib writes (no extension: PNG)."""
     if not text.strip() or os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"must name an image file, got {text!r}")
+    try:
+        write_target(text)  # a device, FIFO or socket is refused before any work
+    except OutDirError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     folder = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"folder {folder!r} does not exist or is not writable")
@@ -268,10 +272,36 @@ def _scaling(p):
                         "that torchrun ranks share and --resume reuses")
 
 
+def _world(parser):
+    """This process's :class:`~.distributed.World`; a usage error when torchrun's variables
+    are not valid."""
+    try:
+        return World.from_env()
+    except ValueError as e:
+        parser.error(str(e))
+
+
+class _Parser(argparse.ArgumentParser):
+    """Under torchrun every rank parses the same options: only rank 0 says a usage error (the
+    others exit 2 quietly), so it is said once."""
+
+    def error(self, message):
+        if not _rank_zero():
+            raise SystemExit(2)
+        super().error(message)
+
+
+def _rank_zero():
+    """Whether this process speaks: not a rank other than 0. Read from ``RANK`` itself, as the
+    error may be that the variables are not valid (then every process says so)."""
+    rank = os.environ.get("RANK", "0").strip()
+    return not (rank.isdigit() and int(rank) != 0)
+
+
 def _session(parser, args, cfg):
     """The run's ranks with ``--out`` claimed (rank 0) before any work: a usage error naming the
     option otherwise (said once, by rank 0); see distributed."""
-    world = World.from_env()
+    world = _world(parser)
     options = {k: v for k, v in vars(args).items() if k != "func"}
     try:
         s = Session(world, args.out, resume=args.resume, options=options, device=cfg.device)
@@ -316,7 +346,7 @@ def add_reproduce_parser(sub):
                     "--nonconvex")
         if args.nonconvex or args.sparse:
             which = "--sparse" if args.sparse else "--nonconvex"
-            if World.from_env().size > 1:
+            if _world(p).size > 1:
                 p.error(f"{which} runs in one process; torchrun splits the convex reproduction "
                         "and sweep only")
             if args.resume or args.keep_cells or args.block_seeds != BLOCK_SEEDS:
@@ -454,7 +484,7 @@ SUBCOMMANDS = [add_plot_parser, add_reproduce_parser, add_sweep_parser]
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="compnet", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="compnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in SUBCOMMANDS:
         add(sub)
@@ -479,12 +509,17 @@ def main(argv=None):
     try:
         return args.func(args)
     except KeyboardInterrupt:
+        if not _rank_zero():  # under torchrun Ctrl-C reaches every rank: rank 0 says it
+            return 130
         if sys.stderr.isatty():
             sys.stderr.write("\n")  # end the progress bar's line
         where = ("nothing written" if args.command == "plot"
                  else f"results written so far are in {args.out}")
         print(f"{name}: interrupted; {where}", file=sys.stderr)
         return 130
+    except NotAFileError as e:  # a file to write is a device, FIFO, ...: nothing replaced
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2
     except OSError as e:  # writing the results failed: disk full, permissions changed, ...
         print(f"{name}: error: {e}", file=sys.stderr)
         return 1

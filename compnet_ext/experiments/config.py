@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import torch
 
 from .._extension import WITH_CUDA
-from ..checks import (check_bounds, check_depth, check_int, check_peak_bounds, check_real,
-                      check_width)
+from ..checks import (check_bounds, check_depth, check_domain, check_int, check_peak_bounds,
+                      check_real, check_width)
 from ..init import PEAK_RANGE
-from ..nonconvex import PAIR_WIDTH, check_domain
+from ..nonconvex import PAIR_WIDTH
 
 KINDS = ("default", "raai", "no_pretraining", "not_enforced", "enforced")
 """The five kinds of network of the paper's Tables 1-2 (docs/training.md)."""
@@ -146,8 +146,10 @@ class Config:
     over all kinds, ``device`` a resolved ``torch.device``.
 
     What is computed: ``kinds``; ``seeds`` networks of each (seed s starts from the same draw in
-    every kind and on every target); ``points`` evenly spaced on ``domain`` (default [0, 1];
-    another interval needs sign-0 targets, MATH.md section 7); hidden ``width`` (None: the
+    every kind and on every target); ``points`` evenly spaced on ``domain`` (None, the default:
+    the targets' own: a named target's, else [0, 1], :func:`compnet_ext.targets.domain_of`;
+    another interval needs sign-0 targets, MATH.md section 7; checked for the ``dtype``,
+    :func:`compnet_ext.checks.check_domain`); hidden ``width`` (None: the
     compositional encoding's, 4 for sign -1/+1 targets and 9 for sign 0, which every kind then
     gets: :func:`network_width`) and ``depth``; ``epochs`` (stage 1, stage 2): Adam steps,
     weight-only kinds train their sum; ``lr_peaks`` (stage 1) and ``lr_weights`` (a number or
@@ -187,7 +189,7 @@ class Config:
     keep_curves: bool = True
     keep_layers: bool = False
     progress: bool = False
-    domain: tuple = (0.0, 1.0)
+    domain: tuple = None
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)
@@ -213,12 +215,13 @@ class Config:
             raise ValueError(f"`width` must be 4 for the compositional kinds (the encoding of "
                              f"MATH.md section 5 has 4 neurons per layer; {PAIR_WIDTH} for "
                              f"sign-0 targets), got {self.width}")
-        set_("domain", check_domain(self.domain))
         check_setting("seed", self.seed)
         set_("peak_range", check_bounds("peak_range", self.peak_range))
         if self.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"`dtype` must be torch.float32 or torch.float64, got {self.dtype}")
         set_("peak_bounds", check_peak_bounds(self.peak_bounds, self.dtype))
+        if self.domain is not None:
+            set_("domain", check_domain(self.domain, self.dtype))
         if self.seed_block is not None:
             block = tuple(self.seed_block)
             if not (len(block) == 2 and all(isinstance(v, int) and not isinstance(v, bool)

@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 
 from . import cells as cellfiles
-from .outdir import CELLS_DIR, LOGS_DIR, OutDir, OutDirError, atomic_write
+from .outdir import CELLS_DIR, LOGS_DIR, OutDir, OutDirError, atomic_write, write_target
 from .progress import cell_progress
 
 HEARTBEAT_SECONDS = 2.0
@@ -58,10 +58,14 @@ class OptionsMismatch(ValueError):
     """The ranks were started with different options (a usage error)."""
 
 
-def _env_seconds(name, default):
-    text = os.environ.get(name)
+TIMEOUTS = {"COMPNET_DIST_TIMEOUT": 600, "COMPNET_RANK_TIMEOUT": 300}
+"""The timeouts a run under torchrun reads (seconds; default), checked when it starts."""
+
+
+def _env_seconds(name, env=None):
+    text = (os.environ if env is None else env).get(name)
     if text is None:
-        return default
+        return TIMEOUTS[name]
     try:
         value = float(text)
     except ValueError:
@@ -84,7 +88,10 @@ class World:
     @classmethod
     def from_env(cls, env=None):
         """The world torchrun describes in ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``; one rank
-        when they are absent."""
+        when they are absent or describe a world of 1 (it needs no rendezvous: one process
+        gives the same files). ValueError naming the variable when they or the
+        ``COMPNET_*_TIMEOUT`` variables are not valid, or a world of several ranks has no
+        ``MASTER_ADDR``/``MASTER_PORT`` (torchrun sets them): said now, not when first used."""
         env = os.environ if env is None else env
         if "RANK" not in env or "WORLD_SIZE" not in env:
             return cls()
@@ -97,6 +104,14 @@ class World:
         if not (size >= 1 and 0 <= rank < size and local >= 0):
             raise ValueError(f"RANK={rank} / WORLD_SIZE={size} / LOCAL_RANK={local} are not a "
                              "valid rank")
+        if size == 1:
+            return cls()
+        missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if v not in env]
+        if missing:
+            raise ValueError(f"WORLD_SIZE={size} but {' and '.join(missing)} not set: start the "
+                             f"ranks with torchrun (it sets them)")
+        for name in TIMEOUTS:
+            _env_seconds(name, env)
         return cls(rank, size, local, True)
 
     def device(self, device):
@@ -159,7 +174,7 @@ class Session:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(w.device(device))
-        timeout = datetime.timedelta(seconds=_env_seconds("COMPNET_DIST_TIMEOUT", 600))
+        timeout = datetime.timedelta(seconds=_env_seconds("COMPNET_DIST_TIMEOUT"))
         dist.init_process_group(backend, timeout=timeout)
         self.group = True
         error, token = None, secrets.token_hex(16)
@@ -242,7 +257,7 @@ class _Log:
         if self.path is None:
             return
         stamp = datetime.datetime.now().isoformat(timespec="seconds")
-        with open(self.path, "a") as f:
+        with open(write_target(self.path), "a") as f:  # never into a FIFO or a device
             f.write(f"{stamp} rank {self.rank}: {message}\n")
 
 
@@ -438,7 +453,7 @@ def _wait_for_all(session, todo, done, look, logs):
     w = session.world
     if len(done) == len(todo):
         return
-    timeout = _env_seconds("COMPNET_RANK_TIMEOUT", 300)
+    timeout = _env_seconds("COMPNET_RANK_TIMEOUT")
     seen = {r: (None, time.monotonic()) for r in range(1, w.size)}
     while True:
         look()

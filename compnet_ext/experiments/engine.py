@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 import torch
 
 from ..batched_mlp import BatchedMLP
+from ..checks import check_target_scale
 from .. import nonconvex
 from ..init import default_layers, mlp_widths, raai_layers, starting_peaks
 from ..network import encode
 from ..ops import smooth_scales
 from ..optim import BatchedAdam
-from ..targets import evaluate_target, get_target
+from ..targets import domain_of, evaluate_target, get_target
 from . import nonconvex_stages, stages
 from .config import STAGE1_KINDS, WEIGHT_ONLY_KINDS, Config, cpu_threads
 from .progress import progress_bar
@@ -57,8 +58,10 @@ def reuse_draws():
 class KindResult:
     """One (target, kind): ``final [S]`` MSE, ``curve [E0+E1, S]`` (or None), best seed's fit
     ``best_fit [N]``, for stage-1 kinds the stage-1 ``peaks``/``scales`` (sign 0: ``[S, 2, D+1]``
-    / ``[S, 2, D]``, and the pair's ``coef [S, 4]``), and with ``keep_layers`` the trained
-    ``mlp_layers``."""
+    / ``[S, 2, D]``, and the pair's ``coef [S, 4]``, functions of u), and with ``keep_layers``
+    the trained ``mlp_layers`` (functions of x). Sign-0 runs train every kind on u = (x - lo) /
+    (hi - lo), the same input map for all; the map is folded into the first layer only when
+    the layers are handed back."""
     final: torch.Tensor
     curve: torch.Tensor | None
     best_fit: torch.Tensor
@@ -87,6 +90,8 @@ def run(targets, config=None, **settings):
         seeds of ``config.rows``.
     """
     cfg = Config(**settings) if config is None else config.replace(**settings)
+    if targets:
+        cfg = cfg.replace(domain=domain_of(targets, cfg.domain))
     with cpu_threads(cfg.threads if cfg.device.type == "cpu" else None):
         exp = _Experiment(targets, cfg)
         E0, E1 = cfg.epochs
@@ -107,18 +112,16 @@ def compare(target, sign, config=None, **settings):
     per point), a tensor of ``points`` values, or a registered target's name
     (:data:`compnet_ext.targets.TARGETS`: the paper's "x3", "x11", "sin", "tanh3", the
     non-convex "cubic", "periodic", "bump"; ``sign`` may then be None to use its sign, and
-    without a ``domain`` setting its domain is used). ``sign``: -1 for convex targets (waves
-    subtracted), +1 for concave, 0 for any other (a difference of one network of each sign,
-    MATH.md section 7; every kind then gets the same width-9 network), e.g.
+    without a ``domain`` setting, in ``config`` or the keywords, its domain is used).
+    ``sign``: -1 for convex targets (waves subtracted), +1 for concave, 0 for any other (a
+    difference of one network of each sign, MATH.md section 7; every kind then gets the same
+    width-9 network), e.g.
     ``compare(lambda x: x**3 - x, sign=0, domain=(-1, 1))``. Settings as in :func:`run`
     (curves are not kept). Deterministic given ``seed`` on a given device.
     """
     if isinstance(target, str):
-        named = get_target(target)
-        sign = named.sign if sign is None else sign
-        target = named.fn
-        if config is None and "domain" not in settings:
-            settings = {**settings, "domain": named.domain}
+        target = get_target(target)  # callable, and carries its domain (targets.domain_of)
+        sign = target.sign if sign is None else sign
     _, res = run({"target": (target, sign)}, config, **{**settings, "keep_curves": False})
     return {k: r.final for k, r in res["target"].items()}
 
@@ -134,13 +137,21 @@ class _Experiment:
         self.signs = {name: check_experiment_sign(sign) for name, (_, sign) in targets.items()}
         self.pair = check_pair_run(self.signs, cfg.domain)
         self.x = torch.linspace(*cfg.domain, cfg.points, dtype=cfg.dtype)
-        self.ys = {name: evaluate_target(tgt, self.x, name=f"target {name!r}")
+        # Every kind's network sees u = (x - lo) / (hi - lo) on [0, 1], the pair's own input: the
+        # same input map for all, so raw x far from 0 handicaps none of them (KindResult). Mapped
+        # in float64, then rounded: u lies in [0, 1] (from float32 points it can pass 1 by ulps).
+        self.x_net = self.x
+        if self.pair:
+            x64 = torch.linspace(*cfg.domain, cfg.points, dtype=torch.float64)
+            self.x_net = nonconvex.to_unit(x64, cfg.domain).to(cfg.dtype)
+        self.ys = {name: check_target_scale(f"target {name!r}",
+                                            evaluate_target(tgt, self.x, name=f"target {name!r}"))
                    for name, (tgt, _) in targets.items()}
         self.names = list(targets)
         self.weight_kinds = [k for k in cfg.kinds if k in WEIGHT_ONLY_KINDS]
         self.stage1_kinds = [k for k in cfg.kinds if k in STAGE1_KINDS]
         self.dev = cfg.device
-        self.x_d = self.x.to(self.dev)
+        self.x_d = self.x_net.to(self.dev)
         # One draw for everything, in a fixed order, so the selected kinds do not change the
         # numbers; a seed block is rows of the whole draw.
         # A pair's two halves draw their peaks as one row of 2 (D + 1).
@@ -171,7 +182,7 @@ class _Experiment:
         self.start, self.peaks0, self.S = start, peaks0, len(cfg.rows)
         # The pair's starting coefficients: per seed and target, the least-squares fit given
         # the starting peaks (nonconvex_stages: why), shared by kinds 3-5 like the peaks.
-        self.coef0 = {n: nonconvex.fit_coef(self.x, self.ys[n], peaks0, domain=cfg.domain)
+        self.coef0 = {n: nonconvex.fit_coef(self.x_net, self.ys[n], peaks0)
                       for n in self.names} if self.pair else {}
 
     def rows(self, i):
@@ -191,12 +202,12 @@ class _Experiment:
 
     def encoded(self, params, name=None):
         """The ReLU layers of stage-1 parameters ``(peaks, scales)`` on target ``name``, or of a
-        pair's ``(peaks, scales, coef)`` (the domain folded in), detached."""
+        pair's ``(peaks, scales, coef)`` (on u), detached."""
         if not self.pair:
             return _encoded(*params, self.signs[name])
         peaks, scales, coef = params
         return [(W.detach(), b.detach())
-                for W, b in nonconvex.encode(peaks, coef, scales, domain=self.cfg.domain)]
+                for W, b in nonconvex.encode(peaks, coef, scales)]
 
     def target_rows(self, blocks):
         return torch.cat([self.ys[n].expand(self.S, self.cfg.points) for _, n in blocks]).to(self.dev)
@@ -220,7 +231,7 @@ class _Experiment:
                     s0 = None if k == "enforced" else nonconvex.smooth_pair_scales(p0)
                     p, s, c, _, curve = nonconvex_stages.train_pair(
                         self.x_d, self.ys[n].to(self.dev), p0, self.coef0[n].to(self.dev), s0,
-                        domain=cfg.domain, epochs=cfg.epochs[0], lr=cfg.lr_peaks,
+                        domain=(0.0, 1.0), epochs=cfg.epochs[0], lr=cfg.lr_peaks,
                         peak_bounds=cfg.peak_bounds, record_every=record_every)
                     stage1[(k, n)] = (p, s, c)
                     curves[(k, n)] = [curve.t()]
@@ -357,6 +368,8 @@ def _results(exp, mlp, blocks, curves, stage1):
         final = ((y_final - exp.target_rows(blocks)) ** 2).mean(dim=-1)
     layers = [(W.detach().cpu(), b.detach().cpu()) for W, b in mlp.layers()] \
         if exp.cfg.keep_layers else None
+    if layers and exp.pair:  # trained on u: hand back networks of x
+        layers[0] = nonconvex.fold_domain(*layers[0], exp.cfg.domain)
     out = {n: {} for n in exp.names}
     for i, (k, n) in enumerate(blocks):
         rows = exp.rows(i)

@@ -5,7 +5,8 @@ exclusive lock on ``.compnet.lock`` in it (``fcntl.flock``: the kernel drops the
 process dies, so a crashed or killed run never leaves a lock that blocks the next one), and
 deletes the files an earlier run left there (:data:`OUTPUT_NAMES`, ``results.json`` first), so
 that everything in the folder afterwards belongs to this run. Every file is written atomically
-(:func:`atomic_write`), and ``results.json`` is written last: its presence means the run finished.
+(:func:`atomic_write`: never onto anything but a regular file; a symbolic link is written
+through), and ``results.json`` is written last: its presence means the run finished.
 
 Work in progress lives in two subfolders: ``cells/`` (one result file per finished work cell,
 :mod:`~compnet_ext.experiments.cells`; kept by ``--resume``, deleted once the run is complete
@@ -17,6 +18,7 @@ import fcntl
 import glob
 import os
 import socket
+import stat
 
 LOCK_NAME = ".compnet.lock"
 # Every file either command writes, the completion marker first (so it is deleted first). Both
@@ -34,21 +36,58 @@ class OutDirError(ValueError):
     """``--out`` cannot be used; the message names the option."""
 
 
+class NotAFileError(OutDirError):
+    """A path to write is there but is not a regular file (a device, a FIFO, a folder...)."""
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def write_target(path):
+    """The file that writing ``path`` creates or replaces: ``path``, or where a symbolic link
+    points (a link is written through, as a shell's ``>`` does: the file it names gets the new
+    content, the link stays). :class:`NotAFileError` when that exists and is not a regular
+    file: a rename onto it would replace a device, a FIFO or a socket with a plain file (as
+    root, even /dev/null), and a folder is no file to write."""
+    target = os.path.realpath(path)
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return target
+    if stat.S_ISREG(mode):
+        return target
+    what = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    via = "" if target == os.path.abspath(path) else f" (a link to {target!r})"
+    raise NotAFileError(f"{path!r}{via} is {what}, not a regular file: refusing to replace it")
+
+
+def check_removable(path):
+    """NotAFileError when ``path`` is there and is neither a regular file nor a symbolic link
+    (deleting a link leaves what it names): a run deletes only files it could have written."""
+    if os.path.islink(path) or not os.path.lexists(path):
+        return
+    write_target(path)
+
+
 def atomic_write(path, write, binary=False):
-    """Call ``write(f)`` on a temporary file beside ``path``, then rename it onto ``path``.
+    """Call ``write(f)`` on a temporary file beside ``path``'s :func:`write_target`, then rename
+    it onto that target (NotAFileError, before writing anything, when it is not a regular file).
 
     A reader (or a run that dies half-way) never sees a half-written file: ``path`` is either the
     old file or the complete new one. The temporary name is unique per process; the folder lock
     keeps other runs out.
     """
-    folder, name = os.path.split(os.path.abspath(path))
+    target = write_target(path)
+    folder, name = os.path.split(target)
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") if binary else open(tmp, "w", newline="") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
@@ -112,6 +151,7 @@ class OutDir:
         removed = []
         for name in OUTPUT_NAMES:
             path = os.path.join(self.path, name)
+            check_removable(path)
             if os.path.lexists(path):
                 os.remove(path)
                 removed.append(name)
@@ -134,6 +174,7 @@ class OutDir:
         n = 0
         for pattern in patterns:
             for path in glob.glob(os.path.join(glob.escape(folder), pattern)):
+                check_removable(path)
                 os.remove(path)
                 n += 1
         for tmp in glob.glob(os.path.join(glob.escape(folder), ".*.tmp")):

@@ -2,6 +2,7 @@
 sweep table), and the files results.json / results.csv / sweep.csv (written atomically)."""
 import csv
 import json
+import math
 import sys
 
 import torch
@@ -78,11 +79,21 @@ def qualitative_checks(results):
                            all(mean_e < v for v in others.values())))
         for k in ("default", "raai"):
             if k in per_kind:
-                ratio = per_kind[k]["mean"] / mean_e
-                shown = f"{ratio:.0f}" if ratio >= 1 else f"{ratio:.2g}"  # no "0" for 0.3
+                shown, ratio = _ratio(per_kind[k]["mean"], mean_e)
                 checks.append((f"{t}: '{k}' mean / 'enforced' mean = {shown} >= 100",
-                               ratio >= 100))
+                               ratio is not None and ratio >= 100))
     return checks
+
+
+def _ratio(a, b):
+    """``(text, a / b)`` of two mean MSEs; the ratio None where it means nothing (a mean not
+    finite, or both 0), inf where only ``b`` is 0 (a perfect fit beats any other)."""
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return "n/a (a mean MSE is not finite)", None
+    if b == 0:
+        return ("n/a (both 0)", None) if a == 0 else ("inf", math.inf)
+    ratio = a / b
+    return (f"{ratio:.0f}" if ratio >= 1 else f"{ratio:.2g}"), ratio  # no "0" for 0.3
 
 
 def config_record(cfg, **extra):
