@@ -23,12 +23,12 @@ def file_label(device):
     return f"cpu-{os.cpu_count()}core-{platform.machine()}"
 
 
-def save_json(prefix, device, meta, rows, out=None):
-    """Writes ``{"meta", "rows"}`` to <out or bench/results>/<prefix>-<device name>-<date>.json;
-    returns the path."""
+def save_json(prefix, device, meta, rows, out=None, suffix=""):
+    """Writes ``{"meta", "rows"}`` to <out or bench/results>/<prefix>-<device name>-<date><suffix>
+    .json; returns the path."""
     out = out or RESULTS
     path = os.path.join(out, f"{prefix}-{file_label(device)}-"
-                             f"{datetime.date.today().isoformat()}.json")
+                             f"{datetime.date.today().isoformat()}{suffix}.json")
     meta = {"device": device_label(device), "threads": torch.get_num_threads(),
             "torch": torch.__version__, **meta}
     os.makedirs(out, exist_ok=True)

@@ -1,21 +1,40 @@
-"""Fused compnet_ext ops vs the pure-PyTorch reference (eager, torch.compile, CUDA graphs).
+"""Fused compnet_ext ops against their honest peers, side by side, in one run.
 
-Times forward, forward+backward (autograd, gradients w.r.t. the peaks), loss_and_grad and one
-epoch of stage 1 (the fused train_peaks vs loss_and_grad + torch.optim.Adam per step), prints a
-table with medians and speed-ups measured in the same run, the achieved fraction of the device's
-floating-point peak, and writes JSON to bench/results/.
+Peers of our ops (``fused``, called with ``validate=False``): the pure-PyTorch reference eager
+(``eager``), compiled (``compiled``: torch.compile default mode; ``autotune``:
+``mode="max-autotune-no-cudagraphs"``), and replayed from a CUDA graph (``graphed``); our ops
+replayed from a CUDA graph too (``fused_graphed``). Ops: forward, forward+backward (autograd,
+gradients w.r.t. the peaks), loss_and_grad, and one epoch of stage 1 (the fused train_peaks
+against loss_and_grad + torch.optim.Adam per step). Each time is the median over batches of
+calls of the mean time per call, the device synchronised only at each batch's end (what a
+training loop pays per call). Speed-ups are ``peer / fused``, measured in the same run; the
+JSON goes to ``--out`` (default bench/results/), one file per device, named by the device and
+the date (bench/_common.py).
 
-    python bench/bench_ops.py                      # the issues' headline configurations
-    python bench/bench_ops.py --grid               # S in {30,1024,16384} x D in {5,16,32}, fp32+fp64
-    python bench/bench_ops.py --S 30 1024 --D 5 16 --N 500 --dtype float32 float64
-    python bench/bench_ops.py --quick              # a few seconds, for a smoke test
+The compiled peers compile in a child process capped at ``--compile-cap`` seconds per
+configuration and mode (compile time reported apart, in ``compile_s``); a configuration that
+does not compile in time gets no compiled time and a note, and the bench goes on. CUDA graphs
+need a GPU: on the CPU their rows carry a note instead.
+
+    python bench/bench_ops.py                  # headline sizes (S, D, N) = (4096, 16, 512),
+                                               #   (30, 5, 500), (16384, 32, 500); fp32 + fp64
+    python bench/bench_ops.py --compile        # + torch.compile peers (default, max-autotune)
+    python bench/bench_ops.py --config 30 5 500 --dtype float32 --out $OUT
+    python bench/bench_ops.py --grid           # S in {30,1024,16384} x D in {5,16,32}, N = 500
+    python bench/bench_ops.py --quick          # a small size, few repeats: a smoke test
+
+Options: ``--device cpu|cuda|all``, ``--dtype``, ``--config S D N`` (repeatable; or ``--S``,
+``--D``, ``--N`` lists for a grid), ``--repeats``, ``--threads`` (CPU; with 1 the CPU is timed in
+thread CPU time, robust on a shared machine), ``--compile`` / ``--no-compile`` (default: no
+compile), ``--compile-cap`` seconds, ``--out`` folder, ``--tag`` file-name suffix.
 """
 import argparse
 import datetime
+import itertools
 import json
 import os
-import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -24,15 +43,12 @@ import torch
 import compnet_ext
 from compnet_ext import reference
 
-from _common import report_target  # noqa: E402 (bench/ is on sys.path when run as a script)
+from _common import report_target, save_json  # noqa: E402 (bench/ is on sys.path)
 
 OPS = ("forward", "forward+backward", "loss_and_grad", "stage1/epoch")
-
-
-def stage_epochs(S, D, N):
-    """Epochs per timed call of stage 1 (reported per epoch): 20, fewer for big problems so that
-    the step-by-step reference stays within a few seconds per call."""
-    return max(2, min(20, 10**7 // (S * D * N)))
+HEADLINE = ((4096, 16, 512), (30, 5, 500), (16384, 32, 500))
+COMPILE_MODES = {"compiled": "default", "autotune": "max-autotune-no-cudagraphs"}
+PEERS = ("eager", *COMPILE_MODES, "graphed", "fused_graphed")
 
 # Floating-point operations per point and layer in the fused kernels (an FMA counts 2), read off
 # compnet_math.h: forward = triangle step (compare, 1 - u, multiply, 2 FMAs: 6) + output FMA (2);
@@ -42,17 +58,39 @@ FLOPS_PER_POINT_LAYER = {"forward": 8, "forward+backward": 8 + 8 + 12, "loss_and
                          "stage1/epoch": 8 + 12}
 
 
-def timeit(fn, device, repeats, min_time=0.2):
-    """Median seconds per call; repeats until `repeats` samples and `min_time` seconds."""
+def stage_epochs(S, D, N):
+    """Epochs per timed call of stage 1 (reported per epoch): 20, fewer for big problems so that
+    the step-by-step reference stays within a few seconds per call."""
+    return max(2, min(20, 10**7 // (S * D * N)))
+
+
+def clock_for(device):
+    """Wall time; on the CPU with one torch thread, this thread's CPU time (the work itself,
+    without a shared machine's waits for a core: every op then runs on the calling thread)."""
+    single = device == "cpu" and torch.get_num_threads() == 1
+    return time.thread_time if single else time.perf_counter
+
+
+def timeit(fn, device, repeats, min_time=0.2, clock=None):
+    """Median over batches of the mean seconds per call; a batch is about 2 ms of calls (at
+    least one), the device synchronised at its end; repeats until ``repeats`` batches and
+    ``min_time`` seconds (at most 10 x ``repeats`` batches). Clock: :func:`clock_for` unless
+    given."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    clock = clock or clock_for(device)
     fn()
     sync()
-    samples, start = [], time.perf_counter()
-    while len(samples) < repeats or time.perf_counter() - start < min_time:
-        t = time.perf_counter()
-        fn()
+    t = clock()
+    fn()
+    sync()
+    per_batch = max(1, min(1000, int(2e-3 / max(clock() - t, 1e-7))))
+    samples, start = [], clock()
+    while len(samples) < repeats or clock() - start < min_time:
+        t = clock()
+        for _ in range(per_batch):
+            fn()
         sync()
-        samples.append(time.perf_counter() - t)
+        samples.append((clock() - t) / per_batch)
         if len(samples) >= 10 * repeats:
             break
     return statistics.median(samples)
@@ -73,7 +111,7 @@ def stage1_step_by_step(lag, peaks, epochs):
 
 
 def cuda_graphed(fn):
-    """Replays `fn` (static inputs) from a CUDA graph: the reference without launch overhead."""
+    """``fn`` (static inputs) captured in a CUDA graph: its replay, without launch overhead."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -87,8 +125,8 @@ def cuda_graphed(fn):
 
 
 def make_calls(impl, x, peaks, target, epochs, sign=-1):
-    """The ops for one implementation: fused, reference eager / compiled / CUDA-graphed."""
-    if impl == "fused":
+    """The timed calls of one implementation (None: not offered for that op)."""
+    if impl in ("fused", "fused_graphed"):
         fwd = lambda p: compnet_ext.forward(x, p, sign=sign, validate=False)
         lag = lambda p: compnet_ext.loss_and_grad(x, target, p, sign=sign, validate=False)
         stage = lambda: compnet_ext.train_peaks(x, target, peaks, sign=sign, epochs=epochs,
@@ -96,8 +134,9 @@ def make_calls(impl, x, peaks, target, epochs, sign=-1):
     else:
         fwd = lambda p: reference.forward(x, p, None, sign)
         lag = lambda p: reference.loss_and_grad(x, target, p, None, sign)
-        if impl == "compiled":
-            fwd, lag = torch.compile(fwd), torch.compile(lag)
+        if impl in COMPILE_MODES:
+            fwd = torch.compile(fwd, mode=COMPILE_MODES[impl])
+            lag = torch.compile(lag, mode=COMPILE_MODES[impl])
         stage = stage1_step_by_step(lag, peaks, epochs)
     p = peaks.clone().requires_grad_()
 
@@ -111,59 +150,103 @@ def make_calls(impl, x, peaks, target, epochs, sign=-1):
 
     calls = {"forward": fwd_only, "forward+backward": fwd_bwd,
              "loss_and_grad": lambda: lag(peaks), "stage1/epoch": stage}
-    if impl == "graphed":
+    if impl in ("graphed", "fused_graphed"):  # a graphed training loop: tests/test_graphs.py
         calls = {op: (cuda_graphed(f) if op != "stage1/epoch" else None) for op, f in calls.items()}
     return calls
 
 
-def run(args):
+def problem(device, dtype, S, D, N):
+    g = torch.Generator().manual_seed(0)
+    peaks = (torch.rand(S, D + 1, generator=g) * 0.6 + 0.2).to(device, dtype)
+    x = torch.linspace(0, 1, N).to(device, dtype)
+    return x, peaks, x**3
+
+
+def time_impl(impl, device, dtype, S, D, N, repeats):
+    """``({op: seconds per call}, {op: seconds the first call took beyond a timed one})`` for
+    one implementation (for a compiled peer, the second is its compile time)."""
+    epochs = stage_epochs(S, D, N)
+    x, peaks, target = problem(device, dtype, S, D, N)
+    calls = make_calls(impl, x, peaks, target, epochs)
+    times, extra = {}, {}
+    for op, fn in calls.items():
+        if fn is None:
+            continue
+        start = time.perf_counter()  # wall time: compiling runs compiler processes too
+        fn()  # the compiled peers compile here
+        if device == "cuda":
+            torch.cuda.synchronize()
+        first = time.perf_counter() - start
+        per_call = timeit(fn, device, repeats)
+        extra[op] = first - per_call
+        times[op] = per_call / (epochs if op == "stage1/epoch" else 1)
+    return times, extra
+
+
+def time_compiled(impl, device, dtype, S, D, N, repeats, cap):
+    """A compiled peer, in a child process capped at ``cap`` seconds: ``(times, compile_s,
+    note)``; times empty and a note when it failed or ran out of time."""
+    cmd = [sys.executable, __file__, "--child", impl, device, dtype, str(S), str(D), str(N),
+           str(repeats), str(torch.get_num_threads())]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=cap)
+    except subprocess.TimeoutExpired:
+        return {}, {}, f"{impl}: did not compile and run within the {cap:g} s cap"
+    lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+    if out.returncode != 0 or not lines:
+        err = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        return {}, {}, f"{impl}: failed ({err[:200]})"
+    result = json.loads(lines[-1])
+    return result["times"], result["compile_s"], None
+
+
+def run(device, dtype_name, configs, impls, repeats, compile_cap, peak):
     rows = []
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
-    for device in devices:
-        impls = ["fused", "eager"] + ([] if args.no_compile else ["compiled"])
-        impls += ["graphed"] if device == "cuda" else []
-        peak = device_peak_flops(device)
-        for dtype_name in args.dtype:
-            dtype = getattr(torch, dtype_name)
-            for S in args.S:
-                for D in args.D:
-                    for N in args.N:
-                        g = torch.Generator().manual_seed(0)
-                        peaks = (torch.rand(S, D + 1, generator=g) * 0.6 + 0.2).to(device, dtype)
-                        x = torch.linspace(0, 1, N).to(device, dtype)
-                        target = x**3
-                        times = {}
-                        for impl in impls:
-                            try:
-                                calls = make_calls(impl, x, peaks, target, stage_epochs(S, D, N))
-                            except Exception as e:  # e.g. a reference that cannot be graphed
-                                print(f"# {impl}: unavailable ({type(e).__name__}: {e})")
-                                continue
-                            for op in OPS:
-                                if calls[op] is not None:
-                                    t = timeit(calls[op], device, args.repeats)
-                                    per = stage_epochs(S, D, N) if op == "stage1/epoch" else 1
-                                    times[(impl, op)] = t / per
-                        for op in OPS:
-                            row = dict(device=device, dtype=dtype_name, S=S, D=D, N=N, op=op)
-                            for impl in impls:
-                                if (impl, op) in times:
-                                    row[f"{impl}_ms"] = times[(impl, op)] * 1e3
-                            fused = times[("fused", op)]
-                            for impl in impls[1:]:
-                                if (impl, op) in times:
-                                    row[f"speedup_vs_{impl}"] = times[(impl, op)] / fused
-                            flops = FLOPS_PER_POINT_LAYER[op] * S * N * D
-                            row["gflops"] = flops / fused / 1e9
-                            row["peak_fraction"] = flops / fused / peak if peak else None
-                            rows.append(row)
-                            print(format_row(row), flush=True)
+    dtype = getattr(torch, dtype_name)
+    for S, D, N in configs:
+        times, compile_s, notes = {}, {}, []
+        for impl in impls:
+            if impl in ("graphed", "fused_graphed") and device != "cuda":
+                notes.append(f"{impl}: CUDA graphs need a GPU")
+                continue
+            try:
+                if impl in COMPILE_MODES:
+                    t, compile_s[impl], note = time_compiled(impl, device, dtype_name, S, D,
+                                                             N, repeats, compile_cap)
+                    if note:
+                        notes.append(note)
+                else:
+                    t, _ = time_impl(impl, device, dtype, S, D, N, repeats)
+            except Exception as e:  # a peer that cannot run here: say why, keep going
+                notes.append(f"{impl}: unavailable ({type(e).__name__}: {str(e)[:200]})")
+                continue
+            times.update({(impl, op): v for op, v in t.items()})
+        for op in OPS:
+            row = dict(device=device, dtype=dtype_name, S=S, D=D, N=N, op=op)
+            for impl in impls:
+                if (impl, op) in times:
+                    row[f"{impl}_ms"] = times[(impl, op)] * 1e3
+            fused = times[("fused", op)]
+            for impl in impls[1:]:
+                if (impl, op) in times:
+                    row[f"speedup_vs_{impl}"] = times[(impl, op)] / fused
+                if op in compile_s.get(impl, {}):
+                    row[f"{impl}_compile_s"] = compile_s[impl][op]
+            flops = FLOPS_PER_POINT_LAYER[op] * S * N * D
+            row["gflops"] = flops / fused / 1e9
+            row["peak_fraction"] = flops / fused / peak if peak else None
+            if notes:
+                row["notes"] = notes
+            rows.append(row)
+            print(format_row(row), flush=True)
+        for note in notes:
+            print(f"# {device} {dtype_name} {S}/{D}/{N}: {note}")
     return rows
 
 
-HEADER = ("| device | dtype | S | D | N | op | fused ms | eager ms | compiled ms | graphed ms "
-          "| vs eager | vs compiled | vs graphed | GFLOP/s | of peak |")
+HEADER = ("| device | dtype | S | D | N | op | fused ms | eager ms | compiled ms | autotune ms "
+          "| graphed ms | fused graphed ms | vs eager | vs compiled | vs autotune | vs graphed "
+          "| GFLOP/s | of peak |")
 
 
 def format_row(r):
@@ -171,12 +254,9 @@ def format_row(r):
     vs = lambda k: f"{r[k]:.1f}x" if k in r else "-"
     frac = f"{100 * r['peak_fraction']:.1f}%" if r.get("peak_fraction") else "-"
     return (f"| {r['device']} | {r['dtype']} | {r['S']} | {r['D']} | {r['N']} | {r['op']} | "
-            f"{ms('fused_ms')} | {ms('eager_ms')} | {ms('compiled_ms')} | {ms('graphed_ms')} | "
-            f"{vs('speedup_vs_eager')} | {vs('speedup_vs_compiled')} | {vs('speedup_vs_graphed')} | "
-            f"{r['gflops']:.1f} | {frac} |")
-
-
-_PEAKS = {}
+            + " | ".join(ms(f"{i}_ms") for i in ("fused", *PEERS)) + " | "
+            + " | ".join(vs(f"speedup_vs_{i}") for i in ("eager", *COMPILE_MODES, "graphed"))
+            + f" | {r['gflops']:.1f} | {frac} |")
 
 
 def device_peak_flops(device, n=2048):
@@ -184,71 +264,100 @@ def device_peak_flops(device, n=2048):
 
     A matmul runs the FMA units at close to their peak, so this is the floor the fused kernels
     are compared against (on the CPU it uses all of torch's threads, like the kernels)."""
-    if device not in _PEAKS:
-        a = torch.randn(n, n, device=device)
-        t = timeit(lambda: a @ a, device, repeats=5)
-        _PEAKS[device] = 2 * n**3 / t
-        print(f"# {device} peak (fp32 matmul {n}x{n}): {_PEAKS[device] / 1e9:.1f} GFLOP/s")
-    return _PEAKS[device]
+    a = torch.randn(n, n, device=device)
+    t = timeit(lambda: a @ a, device, repeats=5, clock=time.perf_counter)  # BLAS has own threads
+    print(f"# {device} peak (fp32 matmul {n}x{n}): {2 * n**3 / t / 1e9:.1f} GFLOP/s")
+    return 2 * n**3 / t
 
 
-def device_name(device):
-    if device == "cuda":
-        return torch.cuda.get_device_name().replace(" ", "-")
-    return f"cpu-{os.cpu_count()}core-{platform.machine()}"
+def targets(rows):
+    """Issue 19's goals, where the run measured them (CUDA, fp32)."""
+    out = []
+    for r in rows:
+        if r["device"] != "cuda" or r["dtype"] != "float32":
+            continue
+        key = (r["S"], r["D"], r["N"], r["op"])
+        if key == (4096, 16, 512, "forward+backward") and "speedup_vs_eager" in r:
+            out.append(report_target("issue 19: forward+backward vs eager, 4096/16/512",
+                                     r["speedup_vs_eager"], 100.0, better="higher"))
+        if key == (4096, 16, 512, "loss_and_grad"):
+            out.append(report_target("issue 19: loss_and_grad us, 4096/16/512",
+                                     r["fused_ms"] * 1e3, 45.0))
+        if key == (30, 5, 500, "forward+backward"):
+            out.append(report_target("issue 19: forward+backward us, 30/5/500 (per-call cost)",
+                                     r["fused_ms"] * 1e3, 40.0))
+    return out
+
+
+def child(argv):
+    """One compiled peer in this (child) process: prints ``{"times", "compile_s"}`` as JSON."""
+    impl, device, dtype, S, D, N, repeats, threads = argv
+    torch.set_num_threads(int(threads))
+    times, compile_s = time_impl(impl, device, getattr(torch, dtype), int(S), int(D), int(N),
+                                 int(repeats))
+    print(json.dumps({"times": times, "compile_s": compile_s}))
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        return child(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--device", default="all", choices=["cpu", "cuda", "all"])
-    ap.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float64"])
-    ap.add_argument("--S", nargs="+", type=int, default=None, help="seeds (default 256 CPU)")
+    ap.add_argument("--dtype", nargs="+", default=["float32", "float64"],
+                    choices=["float32", "float64"])
+    ap.add_argument("--config", nargs=3, type=int, action="append", metavar=("S", "D", "N"),
+                    help="a size to time (repeatable; default: the headline sizes)")
+    ap.add_argument("--S", nargs="+", type=int, help="seeds of a grid (with --D, --N)")
     ap.add_argument("--D", nargs="+", type=int, default=[16])
     ap.add_argument("--N", nargs="+", type=int, default=[512])
     ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile(reference)")
-    ap.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads on the CPU (1: timed in thread CPU time, see timeit)")
+    ap.add_argument("--compile", action="store_true",
+                    help="add the torch.compile peers (default and max-autotune-no-cudagraphs)")
+    ap.add_argument("--no-compile", dest="compile", action="store_false",
+                    help="no torch.compile peers (the default)")
+    ap.add_argument("--compile-cap", type=float, default=300.0,
+                    help="seconds per configuration and mode for a compiled peer (default 300)")
+    ap.add_argument("--quick", action="store_true", help="one small size, few repeats")
     ap.add_argument("--grid", action="store_true",
-                    help="S in {30, 1024, 16384}, D in {5, 16, 32}, N = 500, fp32 and fp64 "
-                         "(--S overrides the seeds)")
+                    help="S in {30, 1024, 16384} (or --S), D in {5, 16, 32}, N = 500")
     ap.add_argument("--tag", default="", help="suffix of the JSON file name")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--out", default=None, help="folder of the JSON (default bench/results)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
-        args.S, args.D, args.N, args.repeats, args.no_compile = [32], [8], [128], 3, True
-    if args.grid:
-        args.S = args.S or [30, 1024, 16384]
-        args.D, args.N, args.dtype = [5, 16, 32], [500], ["float32", "float64"]
+        configs, args.repeats = [(32, 8, 128)], 3
+    elif args.grid:
+        configs = list(itertools.product(args.S or [30, 1024, 16384], [5, 16, 32], [500]))
+    elif args.S:
+        configs = list(itertools.product(args.S, args.D, args.N))
+    else:
+        configs = [tuple(c) for c in args.config] if args.config else list(HEADLINE)
+    impls = ["fused", "eager", *(COMPILE_MODES if args.compile else ()), "graphed",
+             "fused_graphed"]
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     print(HEADER)
     print("|---" * (HEADER.count("|") - 1) + "|")
-    rows = []
-    if args.S is None:  # the issue's headline sizes: CPU S=256, GPU S=4096
-        if args.device in ("cpu", "all"):
-            rows += run(argparse.Namespace(**{**vars(args), "device": "cpu", "S": [256]}))
-        if args.device in ("cuda", "all") and torch.cuda.is_available():
-            rows += run(argparse.Namespace(**{**vars(args), "device": "cuda", "S": [4096]}))
-    else:
-        rows = run(args)
-    targets = [report_target("issue 10: fused forward+backward vs eager at S=4096, D=16, N=512",
-                             r["speedup_vs_eager"], 100.0, better="higher")
-               for r in rows if r["device"] == "cuda" and (r["S"], r["D"], r["N"], r["op"]) ==
-               (4096, 16, 512, "forward+backward") and r["dtype"] == "float32"
-               and "speedup_vs_eager" in r]
-    meta = dict(
-        targets=targets,
-        date=datetime.datetime.now().isoformat(timespec="seconds"),
-        command="python " + " ".join([os.path.relpath(__file__)] + (argv or sys.argv[1:])),
-        torch=torch.__version__, threads=torch.get_num_threads(),
-        devices=sorted({device_name(r["device"]) for r in rows}),
-    )
-    if not args.quick:
-        os.makedirs(args.out, exist_ok=True)
-        stamp = datetime.date.today().isoformat()
-        path = os.path.join(args.out, f"ops-{'+'.join(meta['devices'])}-{stamp}{args.tag}.json")
-        with open(path, "w") as f:
-            json.dump(dict(meta=meta, rows=rows), f, indent=1)
-        print(f"wrote {path}")
-    return rows
+    all_rows = []
+    for device in devices:
+        peak = device_peak_flops(device)
+        rows = [r for dtype in args.dtype
+                for r in run(device, dtype, configs, impls, args.repeats, args.compile_cap, peak)]
+        all_rows += rows
+        meta = dict(targets=targets(rows),
+                    date=datetime.datetime.now().isoformat(timespec="seconds"),
+                    command="python " + " ".join([os.path.relpath(__file__)] + argv),
+                    timing="median over batches of the mean time per call; sync per batch; "
+                           + ("thread CPU time" if clock_for(device) is time.thread_time
+                              else "wall time"),
+                    fused_called_with="validate=False")
+        if not args.quick:
+            save_json("ops", device, meta, rows, args.out, suffix=args.tag)
+    return all_rows
 
 
 if __name__ == "__main__":

@@ -263,9 +263,44 @@ def check_network(peaks, scales, sign, *, validate=True):
     return S, D
 
 
+_FLOATS = (torch.float32, torch.float64)
+_DEVICE_TYPES = ("cpu", "cuda", "meta") if WITH_CUDA else ("cpu", "meta")
+
+
+def _valid_op_args(x, peaks, scales, sign, target):
+    """``(S, D)`` when the arguments are certainly valid, else None: the per-call fast path of
+    :func:`check_op_args` (a few attribute reads, no messages built), which runs on every op
+    call; anything unusual goes to the full check, which words the error."""
+    if not (isinstance(peaks, torch.Tensor) and isinstance(x, torch.Tensor)
+            and type(sign) is int and (sign == -1 or sign == 1)):
+        return None
+    dtype, device, shape = peaks.dtype, peaks.device, peaks.shape
+    if (dtype not in _FLOATS or device.type not in _DEVICE_TYPES or len(shape) != 2
+            or shape[1] < 2 or x.dtype != dtype or x.device != device):
+        return None
+    S, D = shape[0], shape[1] - 1
+    xs = x.shape
+    if not (len(xs) == 1 or (len(xs) == 2 and xs[0] == S)):
+        return None
+    if scales is not None and not (isinstance(scales, torch.Tensor) and scales.dtype == dtype
+                                   and scales.device == device and scales.shape == (S, D)):
+        return None
+    if target is not None:
+        if not (isinstance(target, torch.Tensor) and target.dtype == dtype
+                and target.device == device):
+            return None
+        ts = target.shape
+        if not (ts[-1:] == xs[-1:] and (len(ts) == 1 or (len(ts) == 2 and ts[0] == S))):
+            return None
+    return S, D
+
+
 def check_op_args(x, peaks, scales, sign, target=None):
     """Arguments of the compositional ops (shapes, dtypes, devices; the op checks values).
     Returns ``(S, D)``."""
+    valid = _valid_op_args(x, peaks, scales, sign, target)
+    if valid is not None:
+        return valid
     S, D = _check_peaks(peaks)
     check_tensor("x", x, peaks)
     check_points("x", x, S)

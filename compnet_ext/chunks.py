@@ -5,6 +5,10 @@ and a GPU kernel cannot be stopped at all. So the fused stages run in chunks of 
 carry the Adam state (moments and step count) from one launch to the next. The arithmetic is
 exactly that of one launch, so the result is bitwise the same whatever the chunk sizes; only
 the loss at each chunk's end is computed once more (negligible at these chunk lengths).
+
+Timing a chunk waits for the GPU (a device sync), which a CUDA graph cannot capture: while the
+current stream is capturing, all the epochs run as one launch, untimed (a captured run cannot
+be interrupted anyway: it runs when the graph is replayed).
 """
 import time
 
@@ -28,6 +32,8 @@ def run_in_chunks(launch, params, epochs, record_every, cost_per_epoch, device):
     Chunks start at multiples of ``record_every`` so that each chunk's curve continues the
     last. Returns ``(params, loss, curve, state)`` of the whole run.
     """
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return launch(params, None, epochs, 0)
     done, state, curves = 0, None, []
     chunk = max(1, int(CHUNK_SECONDS * _FIRST_RATE / max(cost_per_epoch, 1)))
     while True:

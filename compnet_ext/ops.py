@@ -16,6 +16,13 @@ from .op_autograd import (differentiable_vjp, differentiated, register_not_diffe
                           unwrapped)
 
 _ops = torch.ops.compnet_ext
+# The overloads themselves (one Python frame less per call than the packets).
+_forward_op, _backward_op = _ops.forward.default, _ops.backward.default
+_loss_and_grad_op = _ops.loss_and_grad.default
+# Dispatches below the Autograd key: the kernel without the registered autograd's Python layer
+# (what torch.library's autograd does itself when no gradient is needed). Used only where that
+# layer has nothing to do, so results and errors are those of the registered op.
+_below_autograd = torch._C._AutoDispatchBelowAutograd
 
 PEAK_BOUNDS = (1e-3, 1 - 1e-3)
 """Where stage 1 clamps the peaks after every Adam step: the default ``peak_bounds`` of
@@ -77,13 +84,33 @@ def _backward(ctx, grad_y):
         f = lambda x, peaks, scales: reference.forward(x, peaks, scales, ctx.sign)
         return (*differentiable_vjp(f, (x, peaks, scales), (need_x, need_peaks, need_scales),
                                     grad_y), None, None)
-    gx, gp, gs = _ops.backward(grad_y, x, peaks, scales, ctx.sign, need_x, need_peaks,
-                               need_scales and scales is not None)
+    with _below_autograd():  # what the registered autograd does with grad mode off, minus its cost
+        gx, gp, gs = _backward_op(grad_y, x, peaks, scales, ctx.sign, need_x, need_peaks,
+                                  need_scales and scales is not None)
     return (gx if need_x else None, gp if need_peaks else None,
             gs if need_scales and scales is not None else None, None, None)
 
 
 torch.library.register_autograd("compnet_ext::forward", _backward, setup_context=_setup_context)
+
+
+class _Forward(torch.autograd.Function):
+    """The registered autograd of ``compnet_ext::forward`` (the same :func:`_setup_context` and
+    :func:`_backward`) for eager calls of :func:`forward`, without torch.library's per-call Python
+    layer: it roughly halves the per-call cost of forward+backward (docs/gpu.md, "Per-call cost
+    and graphs"). Old-style (``forward(ctx, ...)``): a ``setup_context`` staticmethod would make
+    ``apply`` bind the arguments through ``inspect.signature`` on every call."""
+
+    @staticmethod
+    def forward(ctx, x, peaks, scales, sign, validate):
+        with _below_autograd():
+            y = _forward_op(x, peaks, scales, sign, validate)
+        _setup_context(ctx, (x, peaks, scales, sign, validate), y)
+        return y
+
+    backward = staticmethod(_backward)
+
+
 register_not_differentiable("backward", "gradients", "For higher-order gradients "
                             "differentiate compnet_ext.forward with create_graph=True")
 _refuse_loss_and_grad = register_not_differentiable(
@@ -97,6 +124,20 @@ _refuse_train_peaks = register_not_differentiable(
 
 # ---------------------------------------------------------------------------------------------
 # public API
+
+
+def _needs_grad(x, peaks, scales, target=None):
+    """Whether autograd records a call on these tensors (written out: this runs on every call)."""
+    return torch.is_grad_enabled() and (
+        peaks.requires_grad or x.requires_grad or (scales is not None and scales.requires_grad)
+        or (target is not None and target.requires_grad))
+
+
+def _plain_eager():
+    """Neither traced by torch.compile nor under a torch.func transform: there the registered
+    autograd, which they know how to handle, serves the call."""
+    return (not torch.compiler.is_compiling()
+            and torch._C._functorch.peek_interpreter_stack() is None)
 
 
 def forward(x, peaks, scales=None, sign=-1, *, validate=True):
@@ -126,7 +167,13 @@ def forward(x, peaks, scales=None, sign=-1, *, validate=True):
             check_finite("scales", unwrapped(scales))
             check_unit_points("x", unwrapped(x))
         return reference.forward(x, peaks, scales, int(sign))
-    return _ops.forward(x, peaks, scales, int(sign), bool(validate))
+    sign, validate = int(sign), bool(validate)
+    if not _plain_eager():
+        return _forward_op(x, peaks, scales, sign, validate)  # the registered autograd
+    if _needs_grad(x, peaks, scales):
+        return _Forward.apply(x, peaks, scales, sign, validate)
+    with _below_autograd():
+        return _forward_op(x, peaks, scales, sign, validate)
 
 
 def loss_and_grad(x, target, peaks, scales=None, sign=-1, *, validate=True):
@@ -146,7 +193,12 @@ def loss_and_grad(x, target, peaks, scales=None, sign=-1, *, validate=True):
     """
     check_op_args(x, peaks, scales, sign, target)
     _refuse_loss_and_grad(x, target, peaks, scales)
-    loss, gp, gs = _ops.loss_and_grad(x, target, peaks, scales, int(sign), bool(validate))
+    args = (x, target, peaks, scales, int(sign), bool(validate))
+    if not _plain_eager() or _needs_grad(x, peaks, scales, target):
+        loss, gp, gs = _loss_and_grad_op(*args)  # the registered autograd: raises on backward
+    else:
+        with _below_autograd():
+            loss, gp, gs = _loss_and_grad_op(*args)
     return loss, gp, (gs if scales is not None else None)
 
 

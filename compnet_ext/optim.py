@@ -53,9 +53,15 @@ class BatchedAdam:
     ``lr``: a float, or a tensor ``[S]`` of per-seed learning rates (kinds with different rates
     share one batch). ``warmup``: steps of linear warm-up (:func:`warmup_lr`), an int or an
     int tensor ``[S]`` per seed; counted on each seed's own step count.
+
+    ``capturable``: as ``torch.optim.Adam``'s, a :meth:`step` that never reads a value on the
+    host, so that a training loop (``loss_and_grad`` + ``step``) can be captured in a CUDA graph
+    and replayed (each replay takes the next step). The bias corrections are then computed on the
+    device with ``torch.pow`` instead of :func:`ipow` on the host, so the result agrees with the
+    default (and the fused stages) to rounding, not bitwise.
     """
 
-    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, warmup=0):
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, warmup=0, *, capturable=False):
         self.params = list(params)
         S = self.params[0].shape[0]
         if isinstance(lr, torch.Tensor):
@@ -74,6 +80,7 @@ class BatchedAdam:
             warmup = torch.full((S,), check_warmup(warmup),
                                 dtype=torch.int64, device=self.params[0].device)
         self.lr, self.betas, self.eps, self.warmup = lr, betas, eps, warmup
+        self.capturable = capturable
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
         self.t = torch.zeros(S, dtype=torch.int64, device=self.params[0].device)
@@ -82,17 +89,22 @@ class BatchedAdam:
         """Per-seed ``neg_step`` and ``sqrt(1 - beta2^t)`` ``[S]``, in the parameters' dtype."""
         b1, b2 = self.betas
         S, dev, dtype = self.t.shape[0], self.t.device, self.params[0].dtype
-        c1 = torch.empty(S, dtype=torch.float64, device=dev)  # 1 - beta1^t
-        c2s = torch.empty(S, dtype=torch.float64, device=dev)  # sqrt(1 - beta2^t)
-        for t in self.t.unique().tolist():  # a few distinct step counts
-            rows = self.t == t
-            c1[rows] = 1.0 - ipow(b1, t)
-            c2s[rows] = math.sqrt(1.0 - ipow(b2, t))
+        if self.capturable:  # on the device, no host reads (class docstring)
+            t = self.t.double()
+            c1 = 1.0 - torch.pow(b1, t)
+            c2s = _sqrt(1.0 - torch.pow(b2, t))
+        else:
+            c1 = torch.empty(S, dtype=torch.float64, device=dev)  # 1 - beta1^t
+            c2s = torch.empty(S, dtype=torch.float64, device=dev)  # sqrt(1 - beta2^t)
+            for t in self.t.unique().tolist():  # a few distinct step counts
+                rows = self.t == t
+                c1[rows] = 1.0 - ipow(b1, t)
+                c2s[rows] = math.sqrt(1.0 - ipow(b2, t))
         lr = self.lr if isinstance(self.lr, torch.Tensor) else torch.full_like(c1, self.lr)
         # warmup_lr per seed: lr * (t / warmup) during the warm-up (IEEE float64 ops, as in C++);
         # lr itself after it (where() picks it: no multiplication by 1 needed, none done in C++).
         warming = self.t < self.warmup
-        if bool(warming.any()):
+        if self.capturable or bool(warming.any()):  # the check only saves work
             lr = torch.where(warming, lr * (self.t.double() / self.warmup.double()), lr)
         neg_step = -(lr / c1)  # float64, as -(lr / (1 - beta1^t)) in C++
         return neg_step.to(dtype), c2s.to(dtype)
@@ -117,7 +129,8 @@ class BatchedAdam:
                else torch.full(o.t.shape, o.lr, dtype=torch.float64, device=o.t.device)
                for o in optimisers]
         out = BatchedAdam(params, torch.cat(lrs), first.betas, first.eps,
-                          torch.cat([o.warmup for o in optimisers]))
+                          torch.cat([o.warmup for o in optimisers]),
+                          capturable=first.capturable)
         out.m = [torch.cat(ms) for ms in zip(*(o.m for o in optimisers))]
         out.v = [torch.cat(vs) for vs in zip(*(o.v for o in optimisers))]
         out.t = torch.cat([o.t for o in optimisers])

@@ -13,9 +13,15 @@ import torch
 def smooth_scales(peaks, sign=-1):
     """Scales [S, D] derived from peaks [S, D+1] so that the output is smooth (MATH.md section 3)."""
     a = peaks
-    s0 = (a[:, 0] if sign < 0 else 1 - a[:, 0]) * a[:, 1]
+    s = (a[:, 0] if sign < 0 else 1 - a[:, 0]) * a[:, 1]
     ratios = (1 - a[:, 1:-1]) * a[:, 2:]  # s_{i+1} / s_i for i = 0 .. D-2
-    return torch.cat([s0[:, None], s0[:, None] * torch.cumprod(ratios, dim=1)], dim=1)
+    # The kernels' recurrence s_{i+1} = s_i * ratio_i, not torch.cumprod: cumprod's backward
+    # reads a value on the host (.item(), to look for zeros), which a CUDA graph cannot capture.
+    scales = [s]
+    for ratio in ratios.unbind(1):
+        s = s * ratio
+        scales.append(s)
+    return torch.stack(scales, dim=1)
 
 
 def triangle(u, a):

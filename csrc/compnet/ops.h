@@ -63,7 +63,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_and_grad_op(
   const Problem p = make_problem(op, x, peaks, scales, sign, {"target", target}, validate);
   const bool run = p.S > 0 && p.N > 0;
   const auto opts = p.peaks.options();
-  at::Tensor loss = at::zeros({p.S}, opts);  // 0 with no points (not torch.mean's NaN)
+  // Written by the kernel when it runs; 0 with no points (not torch.mean's NaN). No fill
+  // otherwise: on CUDA that would be one more launch per call.
+  at::Tensor loss = run ? at::empty({p.S}, opts) : at::zeros({p.S}, opts);
   at::Tensor gx = at::empty({0}, opts);
   at::Tensor gp = grad_output(true, run, {p.S, p.D + 1}, opts);
   at::Tensor gs = grad_output(!p.smooth(), run, {p.S, p.D}, opts);

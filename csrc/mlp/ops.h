@@ -60,7 +60,9 @@ std::tuple<at::Tensor, at::Tensor> mlp_loss_and_grad_op(const at::Tensor& x,
   const MlpProblem p = make_mlp_problem(op, x, params, widths, {"target", target});
   const bool run = p.S > 0 && p.N > 0;
   const auto opts = p.params.options();
-  at::Tensor loss = at::zeros({p.S}, opts);  // 0 with no points (not torch.mean's NaN)
+  // Written by the kernel when it runs; 0 with no points (not torch.mean's NaN). No fill
+  // otherwise: on CUDA that would be one more launch per call.
+  at::Tensor loss = run ? at::empty({p.S}, opts) : at::zeros({p.S}, opts);
   at::Tensor gp = grad_output(true, run, {p.S, p.shape.params}, opts);
   if (run) Device::backward(op, p, loss, at::empty({0}, opts), gp);
   return {loss, gp};
