@@ -120,7 +120,7 @@ step memcheck      5 compute-sanitizer --tool memcheck --error-exitcode 9 "$PY" 
 step racecheck     8 compute-sanitizer --tool racecheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
 step synccheck     5 compute-sanitizer --tool synccheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
 step ops           6 "$PY" bench/bench_ops.py --device cuda --no-compile --repeats 7 --tag=-nocompile --out "$W"
-step ops-compile   8 "$PY" bench/bench_ops.py --device cuda --repeats 7 --out "$W"
+step ops-compile   8 "$PY" bench/bench_ops.py --device cuda --compile --compile-cap 25 --dtype float32 --config 4096 16 512 --config 30 5 500 --repeats 7 --out "$W"
 step stage1        4 "$PY" bench/bench_stages.py --stage1 --device cuda --repeats 1 --out "$W"
 step stage2        4 "$PY" bench/bench_stages.py --device cuda --out "$W"
 step reproduce     6 "$PY" bench/bench_reproduce.py --device cuda --repeats 2 --out "$W"
