@@ -8,6 +8,8 @@
 // nothing from torch, so that nvcc compiles it without a CUDA build of torch.
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "../common/adam.h"
 #include "../common/launch.cuh"
 #include "../common/mse.h"
@@ -21,9 +23,18 @@ namespace {
 
 constexpr int kForwardThreads = 256;
 
-// Layers kept in registers per chunk of the reverse sweep.
-template <typename T>
-constexpr int kChunk = chunk_layers(sizeof(T));
+// f(std::integral_constant<int, C>) with C = sweep_chunk(D, sizeof(T)) (kernels.h), the layers
+// the sweeping kernels keep in registers per chunk: a compile-time size, so that the unrolled
+// chunk loops and the lane sums stay in registers, and a shallow net does not carry (and guard)
+// the registers of the deepest chunk.
+template <typename T, typename F>
+const char* with_chunk(int D, F&& f) {
+  constexpr int big = chunk_layers(sizeof(T)), small = big / 2;
+  if constexpr (2 * small >= kWarp) {
+    if (sweep_chunk(D, sizeof(T)) == small) return f(std::integral_constant<int, small>());
+  }
+  return f(std::integral_constant<int, big>());
+}
 
 template <typename T>
 __global__ void forward_kernel(Dims d, const T* __restrict__ x, const T* __restrict__ a,
@@ -43,9 +54,8 @@ constexpr int kMaxThreads = kWarp * kMaxWarpsPerSeed;
 
 // A lane's sums of the chunk's layers over its points: registers, since backward_chunk's
 // unrolled loops index them with compile-time j.
-template <typename T>
+template <typename T, int C>
 struct LaneAcc {
-  static constexpr int C = kChunk<T>;
   T v[2 * C];  // [ga of the chunk's layers | gs]
   T* gx;       // this point's dy/dx slot (nullptr: not needed or inactive lane)
   __device__ void layer(int, int j, const T (&va)[1], const T (&vs)[1]) {
@@ -63,18 +73,17 @@ struct LaneAcc {
 // `loss_mode`, `head_row` is the target and the sum of squared errors is returned to the seed's
 // thread 0 (others get 0); otherwise `head_row` is grad_y. `tri` is the seed's Tri table, `part`
 // its reduction area. Every thread of the seed calls it; it ends with them met.
-template <typename T>
+template <typename T, int C>
 __device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* head_row, bool loss_mode,
                        const Tri<T>* tri, const T* s, T* ga, T* gs, T* gx_row, T* carry,
                        T* part) {
-  constexpr int C = kChunk<T>;
   const int lane = threadIdx.x, w = threadIdx.y, W = blockDim.y, D = d.D;
   const int chunks = backward_chunks(D, C);
   const T inv_n = T(1) / T(d.N);
   T sse = T(0);
   for (int c = chunks - 1; c >= 0; --c) {
     const bool top = c == chunks - 1;
-    LaneAcc<T> acc;
+    LaneAcc<T, C> acc;
 #pragma unroll
     for (int k = 0; k < 2 * C; ++k) acc.v[k] = T(0);
     T lane_loss = T(0);
@@ -121,7 +130,7 @@ __device__ void fill_tri_table(const T* a, int D, Tri<T>* tri) {
   for (int i = seed_thread(); i < D; i += blockDim.y * kWarp) tri[i] = Tri<T>(a[i]);
 }
 
-template <typename T>
+template <typename T, int C>
 __global__ void __launch_bounds__(kMaxThreads)
     backward_kernel(Dims d, const T* __restrict__ x, const T* __restrict__ a_all,
                     const T* __restrict__ s_all, const T* __restrict__ head_in, T* loss, T* gx,
@@ -143,7 +152,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   if (lead && smooth) smooth_scales_row(a, D, d.sign, row);
   fill_tri_table(a, D, tri);
   seed_sync(W);
-  const T sse = seed_pass(d, x + (d.x_shared ? 0 : seed * d.N),
+  const T sse = seed_pass<T, C>(d, x + (d.x_shared ? 0 : seed * d.N),
                           head_in + (d.head_shared ? 0 : seed * d.N), loss != nullptr, tri, s, gp,
                           gs, gx ? gx + seed * d.N : nullptr, carry,
                           seed_reduction_area<T>(true, 0, reduction_values(sizeof(T))));
@@ -160,7 +169,7 @@ __global__ void __launch_bounds__(kMaxThreads)
 // the Tri table in its workspace (train_workspace_values, placed by the TrainPlan). The Adam
 // moments stay in `state` [S, 2, P] (row [peaks (D + 1) | free scales (D)]); Adam is
 // element-wise, so the seed's threads share the row (thread t updates t, t + 32 W, ...).
-template <typename T>
+template <typename T, int C>
 __global__ void __launch_bounds__(kMaxThreads)
     train_kernel(Dims d, AdamConfig cfg, const T* __restrict__ x, const T* __restrict__ target,
                  T* peaks, T* scales, T* loss, T* curve, int64_t records, T* state, T* spill,
@@ -192,7 +201,7 @@ __global__ void __launch_bounds__(kMaxThreads)
     if (lead && smooth) smooth_scales_row(a, D, d.sign, s);
     fill_tri_table(a, D, tri);
     seed_sync(W);
-    const T sse = seed_pass(d, xrow, trow, true, tri, s, ga, gs, static_cast<T*>(nullptr), carry,
+    const T sse = seed_pass<T, C>(d, xrow, trow, true, tri, s, ga, gs, static_cast<T*>(nullptr), carry,
                             part);
     if (lead) {
       ga[D] = T(0);
@@ -228,8 +237,10 @@ const char* backward(const Dims& d, const T* x, const T* peaks, const T* scales,
   if (d.S == 0 || d.N == 0) return nullptr;
   const int W = warps_per_seed(d.S, d.N), G = seeds_per_block(W);
   const size_t smem = size_t(G) * W * reduction_values(sizeof(T)) * sizeof(T);
-  return launch(backward_kernel<T>, ceil_div(d.S, G), dim3(kWarp, W, G), smem, stream, d, x,
-                peaks, scales, head, loss, gx, g_peaks, g_scales, scratch);
+  return with_chunk<T>(d.D, [&](auto c) {
+    return launch(backward_kernel<T, decltype(c)::value>, ceil_div(d.S, G), dim3(kWarp, W, G),
+                  smem, stream, d, x, peaks, scales, head, loss, gx, g_peaks, g_scales, scratch);
+  });
 }
 
 template <typename T>
@@ -241,9 +252,11 @@ const char* train(const Dims& d, const AdamConfig& cfg, const TrainPlan& plan, c
   if (plan.warps != warps_per_seed(d.S, d.N)) return "the plan's warps per seed do not match";
   if ((carry != nullptr) != (carry_values(d.D, d.N, sizeof(T)) > 0))
     return "the carry buffer does not match the depth";
-  return launch(train_kernel<T>, ceil_div(d.S, plan.seeds), dim3(kWarp, plan.warps, plan.seeds),
-                plan.smem_bytes, stream, d, cfg, x, target, peaks, scales, loss, curve, records,
-                state, spill, carry);
+  return with_chunk<T>(d.D, [&](auto c) {
+    return launch(train_kernel<T, decltype(c)::value>, ceil_div(d.S, plan.seeds),
+                  dim3(kWarp, plan.warps, plan.seeds), plan.smem_bytes, stream, d, cfg, x, target,
+                  peaks, scales, loss, curve, records, state, spill, carry);
+  });
 }
 
 #define CN_INSTANTIATE(T)                                                                       \
