@@ -36,15 +36,46 @@ const char* with_chunk(int D, F&& f) {
   return f(std::integral_constant<int, big>());
 }
 
+// Seeds a forward block's points can span (N points per seed, kForwardThreads per block), and
+// the shared memory of their tables (Tri and scale per layer), when that fits the default.
+CN_HD int64_t forward_block_seeds(int64_t N) { return (kForwardThreads - 1) / N + 2; }
 template <typename T>
+size_t forward_table_bytes(const Dims& d) {
+  return size_t(forward_block_seeds(d.N) * d.D) * (sizeof(Tri<T>) + sizeof(T));
+}
+
+// One point per thread. TABLE: the block first fills, in shared memory, the Tri tables of the
+// seeds its points span (one reciprocal pair per layer and seed rather than per point and layer)
+// and, for smooth scales, their scales (the recurrence once per seed); the same IEEE values, so
+// the same bits. Else, where the tables would not fit, each thread constructs them.
+template <typename T, bool TABLE>
 __global__ void forward_kernel(Dims d, const T* __restrict__ x, const T* __restrict__ a,
                                const T* __restrict__ s, T* __restrict__ y) {
-  const int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x;
+  const int64_t k = first + threadIdx.x;
+  const int64_t seed = k / d.N, n = k % d.N, seed0 = first / d.N;
+  const int D = d.D;
+  Tri<T>* table = reinterpret_cast<Tri<T>*>(dynamic_shared_memory());
+  T* scales = reinterpret_cast<T*>(table + forward_block_seeds(d.N) * D);
+  if constexpr (TABLE) {
+    const int64_t end = first + blockDim.x < d.S * d.N ? first + blockDim.x : d.S * d.N;
+    const int64_t seeds = (end - 1) / d.N - seed0 + 1;
+    for (int64_t e = threadIdx.x; e < seeds * D; e += blockDim.x)
+      table[e] = Tri<T>(a[(seed0 + e / D) * (D + 1) + e % D]);
+    if (!s)
+      for (int64_t j = threadIdx.x; j < seeds; j += blockDim.x)
+        smooth_scales_row(a + (seed0 + j) * (D + 1), D, d.sign, scales + j * D);
+    __syncthreads();
+  }
   if (k >= d.S * d.N) return;
-  const int64_t seed = k / d.N, n = k % d.N;
   const T xt[1] = {x[(d.x_shared ? 0 : seed * d.N) + n]};
+  const T* as = a + seed * (D + 1);
   T yt[1];
-  forward_lanes<T, 1>(xt, a + seed * (d.D + 1), s ? s + seed * d.D : nullptr, d.D, d.sign, yt);
+  if constexpr (TABLE)  // the scales always from a row
+    forward_lanes_impl<T, 1, false>(xt, TriTable<T>{table + (seed - seed0) * D}, as,
+                                    s ? s + seed * D : scales + (seed - seed0) * D, D, d.sign, yt);
+  else
+    forward_lanes<T, 1>(xt, PeakLayers<T>{as}, as, s ? s + seed * D : nullptr, D, d.sign, yt);
   y[k] = yt[0];
 }
 
@@ -227,8 +258,12 @@ template <typename T>
 const char* forward(const Dims& d, const T* x, const T* peaks, const T* scales, T* y,
                     void* stream) {
   if (d.S * d.N == 0) return nullptr;
-  return launch(forward_kernel<T>, ceil_div(d.S * d.N, kForwardThreads), kForwardThreads, 0,
-                stream, d, x, peaks, scales, y);
+  const int64_t blocks = ceil_div(d.S * d.N, kForwardThreads);
+  if (forward_table_bytes<T>(d) <= kDefaultSharedBytes)
+    return launch(forward_kernel<T, true>, blocks, kForwardThreads, forward_table_bytes<T>(d),
+                  stream, d, x, peaks, scales, y);
+  return launch(forward_kernel<T, false>, blocks, kForwardThreads, 0, stream, d, x, peaks, scales,
+                y);
 }
 
 template <typename T>

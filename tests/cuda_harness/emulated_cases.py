@@ -90,6 +90,23 @@ def test_forward(dtype, S, D, N, free):
         assert torch.equal(got, harness.forward(x, peaks, scales, sign)), "not deterministic"
 
 
+# The forward kernel reads each layer's Tri (and smooth scales) from tables in shared memory when
+# the seeds a block spans fit 48 KiB, else constructs them per point (csrc/compnet/kernels.cu:
+# forward_table_bytes): at D = 400 in double, N = 300 takes the tables (2 seeds a block) and
+# N = 40 does not (8 seeds). A point's output does not depend on N: the same bits either way.
+@pytest.mark.parametrize("free", [False, True])
+def test_forward_with_and_without_tables(free):
+    x, peaks, scales = _problem(2, 400, 300, torch.float64, free, shared_x=False)
+    for sign in (-1, 1):
+        tables = harness.forward(x, peaks, scales, sign)
+        per_point = harness.forward(x[:, :40].contiguous(), peaks, scales, sign)
+        assert torch.equal(tables[:, :40], per_point)
+        want = ops.forward(x[:, :40].contiguous(), peaks, scales, sign, True)
+        s = scales if free else compnet_ext.smooth_scales(peaks, sign)
+        tol = 2 * 400 * u(torch.float64) * (x.abs().max() + s.abs().sum(1, keepdim=True))
+        _assert_close(per_point, want, tol, "forward")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("S,D,N", SHAPES)
 @pytest.mark.parametrize("free", [False, True])
