@@ -161,7 +161,11 @@ __device__ void fill_tri_table(const T* a, int D, Tri<T>* tri) {
   for (int i = seed_thread(); i < D; i += blockDim.y * kWarp) tri[i] = Tri<T>(a[i]);
 }
 
-template <typename T, int C>
+// SHARED: the seed's smooth scales, their gradient and its Tri table in the block's dynamic
+// shared memory (backward_tables_shared), else in its `scratch` row; the carry is always there.
+// In shared memory the sweep reads a layer's pairs (a, 1 - a), (1/a, 1/(1 - a)) with one
+// 64-bit load each and selects, where global loads came one predicated load per value.
+template <typename T, int C, bool SHARED>
 __global__ void __launch_bounds__(kMaxThreads)
     backward_kernel(Dims d, const T* __restrict__ x, const T* __restrict__ a_all,
                     const T* __restrict__ s_all, const T* __restrict__ head_in, T* loss, T* gx,
@@ -173,20 +177,22 @@ __global__ void __launch_bounds__(kMaxThreads)
   const int D = d.D, W = blockDim.y;
   const bool lead = seed_thread() == 0, smooth = s_all == nullptr;
   const T* a = a_all + seed * (D + 1);
-  T* row = scratch + seed * backward_scratch_values(D, d.N, sizeof(T));
+  const int64_t tables = backward_table_values(D);
+  T* global_row = scratch + seed * backward_scratch_values(D, d.N, sizeof(T));
+  T* row = SHARED ? seed_workspace(static_cast<T*>(nullptr), seed, tables) : global_row;
   T* gp = g_peaks ? g_peaks + seed * (D + 1) : nullptr;
   // Scale gradients are needed for g_scales, or for the peaks through the smooth recurrence.
   T* gs = smooth ? (gp ? row + D : nullptr) : (g_scales ? g_scales + seed * D : nullptr);
   const T* s = smooth ? row : s_all + seed * D;
   Tri<T>* tri = reinterpret_cast<Tri<T>*>(row + 2 * D);
-  T* carry = row + 2 * D + tri_table_values(D);
+  T* carry = global_row + tables;
   if (lead && smooth) smooth_scales_row(a, D, d.sign, row);
   fill_tri_table(a, D, tri);
   seed_sync(W);
   const T sse = seed_pass<T, C>(d, x + (d.x_shared ? 0 : seed * d.N),
                           head_in + (d.head_shared ? 0 : seed * d.N), loss != nullptr, tri, s, gp,
                           gs, gx ? gx + seed * d.N : nullptr, carry,
-                          seed_reduction_area<T>(true, 0, reduction_values(sizeof(T))));
+                          seed_reduction_area<T>(!SHARED, tables, reduction_values(sizeof(T))));
   if (lead) {
     if (loss) loss[seed] = mse_mean_by_reciprocal(sse, d.N);
     if (gp) {
@@ -271,10 +277,16 @@ const char* backward(const Dims& d, const T* x, const T* peaks, const T* scales,
                      T* loss, T* gx, T* g_peaks, T* g_scales, T* scratch, void* stream) {
   if (d.S == 0 || d.N == 0) return nullptr;
   const int W = warps_per_seed(d.S, d.N), G = seeds_per_block(W);
-  const size_t smem = size_t(G) * W * reduction_values(sizeof(T)) * sizeof(T);
+  const size_t reduce = size_t(G) * W * reduction_values(sizeof(T)) * sizeof(T);
+  const size_t tables = size_t(G) * backward_table_values(d.D) * sizeof(T);
   return with_chunk<T>(d.D, [&](auto c) {
-    return launch(backward_kernel<T, decltype(c)::value>, ceil_div(d.S, G), dim3(kWarp, W, G),
-                  smem, stream, d, x, peaks, scales, head, loss, gx, g_peaks, g_scales, scratch);
+    constexpr int C = decltype(c)::value;
+    if (reduce + tables <= kDefaultSharedBytes)
+      return launch(backward_kernel<T, C, true>, ceil_div(d.S, G), dim3(kWarp, W, G),
+                    reduce + tables, stream, d, x, peaks, scales, head, loss, gx, g_peaks,
+                    g_scales, scratch);
+    return launch(backward_kernel<T, C, false>, ceil_div(d.S, G), dim3(kWarp, W, G), reduce,
+                  stream, d, x, peaks, scales, head, loss, gx, g_peaks, g_scales, scratch);
   });
 }
 

@@ -51,10 +51,14 @@ template <typename T>
 const char* forward(const Dims& d, const T* x, const T* peaks, const T* scales, T* y,
                     void* stream);
 
-// Values per seed of the backward's `scratch`: smooth scales and their gradient (D each), the
-// Tri table, the chunks' carry.
+// Values per seed of the backward's tables: smooth scales and their gradient (D each), the Tri
+// table. In the block's shared memory when they fit beside the reduction areas, else in
+// `scratch`.
+CN_HD int64_t backward_table_values(int D) { return 2 * int64_t(D) + tri_table_values(D); }
+
+// Values per seed of the backward's `scratch`: room for the tables, then the chunks' carry.
 CN_HD int64_t backward_scratch_values(int D, int64_t N, size_t elem) {
-  return 2 * int64_t(D) + tri_table_values(D) + carry_values(D, N, elem);
+  return backward_table_values(D) + carry_values(D, N, elem);
 }
 
 // One launch: forward + reverse sweep + per-seed reduction (+ smooth-scale chain rule), each
