@@ -51,7 +51,8 @@ template <typename T>
     }
     T xt[L], yt[L];
     load_tile<T, L>(x + seed * xs, n0, N, xt);
-    forward_lanes<T, L>(xt, a + seed * (D + 1), s, p.D, p.sign, yt);
+    const T* as = a + seed * (D + 1);
+    forward_lanes<T, L>(xt, PeakLayers<T>{as}, as, s, p.D, p.sign, yt);
     for (int l = 0; l < L && n0 + l < N; ++l) out[seed * N + n0 + l] = yt[l];
   }
 }

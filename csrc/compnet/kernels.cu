@@ -8,6 +8,8 @@
 // nothing from torch, so that nvcc compiles it without a CUDA build of torch.
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "../common/adam.h"
 #include "../common/launch.cuh"
 #include "../common/mse.h"
@@ -21,19 +23,59 @@ namespace {
 
 constexpr int kForwardThreads = 256;
 
-// Layers kept in registers per chunk of the reverse sweep.
-template <typename T>
-constexpr int kChunk = chunk_layers(sizeof(T));
+// f(std::integral_constant<int, C>) with C = sweep_chunk(D, sizeof(T)) (kernels.h), the layers
+// the sweeping kernels keep in registers per chunk: a compile-time size, so that the unrolled
+// chunk loops and the lane sums stay in registers, and a shallow net does not carry (and guard)
+// the registers of the deepest chunk.
+template <typename T, typename F>
+const char* with_chunk(int D, F&& f) {
+  constexpr int big = chunk_layers(sizeof(T)), small = big / 2;
+  if constexpr (2 * small >= kWarp) {
+    if (sweep_chunk(D, sizeof(T)) == small) return f(std::integral_constant<int, small>());
+  }
+  return f(std::integral_constant<int, big>());
+}
 
+// Seeds a forward block's points can span (N points per seed, kForwardThreads per block), and
+// the shared memory of their tables (Tri and scale per layer), when that fits the default.
+CN_HD int64_t forward_block_seeds(int64_t N) { return (kForwardThreads - 1) / N + 2; }
 template <typename T>
+size_t forward_table_bytes(const Dims& d) {
+  return size_t(forward_block_seeds(d.N) * d.D) * (sizeof(Tri<T>) + sizeof(T));
+}
+
+// One point per thread. TABLE: the block first fills, in shared memory, the Tri tables of the
+// seeds its points span (one reciprocal pair per layer and seed rather than per point and layer)
+// and, for smooth scales, their scales (the recurrence once per seed); the same IEEE values, so
+// the same bits. Else, where the tables would not fit, each thread constructs them.
+template <typename T, bool TABLE>
 __global__ void forward_kernel(Dims d, const T* __restrict__ x, const T* __restrict__ a,
                                const T* __restrict__ s, T* __restrict__ y) {
-  const int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x;
+  const int64_t k = first + threadIdx.x;
+  const int64_t seed = k / d.N, n = k % d.N, seed0 = first / d.N;
+  const int D = d.D;
+  Tri<T>* table = reinterpret_cast<Tri<T>*>(dynamic_shared_memory());
+  T* scales = reinterpret_cast<T*>(table + forward_block_seeds(d.N) * D);
+  if constexpr (TABLE) {
+    const int64_t end = first + blockDim.x < d.S * d.N ? first + blockDim.x : d.S * d.N;
+    const int64_t seeds = (end - 1) / d.N - seed0 + 1;
+    for (int64_t e = threadIdx.x; e < seeds * D; e += blockDim.x)
+      table[e] = Tri<T>(a[(seed0 + e / D) * (D + 1) + e % D]);
+    if (!s)
+      for (int64_t j = threadIdx.x; j < seeds; j += blockDim.x)
+        smooth_scales_row(a + (seed0 + j) * (D + 1), D, d.sign, scales + j * D);
+    __syncthreads();
+  }
   if (k >= d.S * d.N) return;
-  const int64_t seed = k / d.N, n = k % d.N;
   const T xt[1] = {x[(d.x_shared ? 0 : seed * d.N) + n]};
+  const T* as = a + seed * (D + 1);
   T yt[1];
-  forward_lanes<T, 1>(xt, a + seed * (d.D + 1), s ? s + seed * d.D : nullptr, d.D, d.sign, yt);
+  if constexpr (TABLE)  // the scales always from a row
+    forward_lanes_impl<T, 1, false>(xt, TriTable<T>{table + (seed - seed0) * D}, as,
+                                    s ? s + seed * D : scales + (seed - seed0) * D, D, d.sign, yt);
+  else
+    forward_lanes<T, 1>(xt, PeakLayers<T>{as}, as, s ? s + seed * D : nullptr, D, d.sign, yt);
   y[k] = yt[0];
 }
 
@@ -43,9 +85,8 @@ constexpr int kMaxThreads = kWarp * kMaxWarpsPerSeed;
 
 // A lane's sums of the chunk's layers over its points: registers, since backward_chunk's
 // unrolled loops index them with compile-time j.
-template <typename T>
+template <typename T, int C>
 struct LaneAcc {
-  static constexpr int C = kChunk<T>;
   T v[2 * C];  // [ga of the chunk's layers | gs]
   T* gx;       // this point's dy/dx slot (nullptr: not needed or inactive lane)
   __device__ void layer(int, int j, const T (&va)[1], const T (&vs)[1]) {
@@ -63,18 +104,17 @@ struct LaneAcc {
 // `loss_mode`, `head_row` is the target and the sum of squared errors is returned to the seed's
 // thread 0 (others get 0); otherwise `head_row` is grad_y. `tri` is the seed's Tri table, `part`
 // its reduction area. Every thread of the seed calls it; it ends with them met.
-template <typename T>
+template <typename T, int C>
 __device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* head_row, bool loss_mode,
                        const Tri<T>* tri, const T* s, T* ga, T* gs, T* gx_row, T* carry,
                        T* part) {
-  constexpr int C = kChunk<T>;
   const int lane = threadIdx.x, w = threadIdx.y, W = blockDim.y, D = d.D;
   const int chunks = backward_chunks(D, C);
   const T inv_n = T(1) / T(d.N);
   T sse = T(0);
   for (int c = chunks - 1; c >= 0; --c) {
     const bool top = c == chunks - 1;
-    LaneAcc<T> acc;
+    LaneAcc<T, C> acc;
 #pragma unroll
     for (int k = 0; k < 2 * C; ++k) acc.v[k] = T(0);
     T lane_loss = T(0);
@@ -121,7 +161,11 @@ __device__ void fill_tri_table(const T* a, int D, Tri<T>* tri) {
   for (int i = seed_thread(); i < D; i += blockDim.y * kWarp) tri[i] = Tri<T>(a[i]);
 }
 
-template <typename T>
+// SHARED: the seed's smooth scales, their gradient and its Tri table in the block's dynamic
+// shared memory (backward_tables_shared), else in its `scratch` row; the carry is always there.
+// In shared memory the sweep reads a layer's pairs (a, 1 - a), (1/a, 1/(1 - a)) with one
+// 64-bit load each and selects, where global loads came one predicated load per value.
+template <typename T, int C, bool SHARED>
 __global__ void __launch_bounds__(kMaxThreads)
     backward_kernel(Dims d, const T* __restrict__ x, const T* __restrict__ a_all,
                     const T* __restrict__ s_all, const T* __restrict__ head_in, T* loss, T* gx,
@@ -133,20 +177,22 @@ __global__ void __launch_bounds__(kMaxThreads)
   const int D = d.D, W = blockDim.y;
   const bool lead = seed_thread() == 0, smooth = s_all == nullptr;
   const T* a = a_all + seed * (D + 1);
-  T* row = scratch + seed * backward_scratch_values(D, d.N, sizeof(T));
+  const int64_t tables = backward_table_values(D);
+  T* global_row = scratch + seed * backward_scratch_values(D, d.N, sizeof(T));
+  T* row = SHARED ? seed_workspace(static_cast<T*>(nullptr), seed, tables) : global_row;
   T* gp = g_peaks ? g_peaks + seed * (D + 1) : nullptr;
   // Scale gradients are needed for g_scales, or for the peaks through the smooth recurrence.
   T* gs = smooth ? (gp ? row + D : nullptr) : (g_scales ? g_scales + seed * D : nullptr);
   const T* s = smooth ? row : s_all + seed * D;
   Tri<T>* tri = reinterpret_cast<Tri<T>*>(row + 2 * D);
-  T* carry = row + 2 * D + tri_table_values(D);
+  T* carry = global_row + tables;
   if (lead && smooth) smooth_scales_row(a, D, d.sign, row);
   fill_tri_table(a, D, tri);
   seed_sync(W);
-  const T sse = seed_pass(d, x + (d.x_shared ? 0 : seed * d.N),
+  const T sse = seed_pass<T, C>(d, x + (d.x_shared ? 0 : seed * d.N),
                           head_in + (d.head_shared ? 0 : seed * d.N), loss != nullptr, tri, s, gp,
                           gs, gx ? gx + seed * d.N : nullptr, carry,
-                          seed_reduction_area<T>(true, 0, reduction_values(sizeof(T))));
+                          seed_reduction_area<T>(!SHARED, tables, reduction_values(sizeof(T))));
   if (lead) {
     if (loss) loss[seed] = mse_mean_by_reciprocal(sse, d.N);
     if (gp) {
@@ -160,7 +206,7 @@ __global__ void __launch_bounds__(kMaxThreads)
 // the Tri table in its workspace (train_workspace_values, placed by the TrainPlan). The Adam
 // moments stay in `state` [S, 2, P] (row [peaks (D + 1) | free scales (D)]); Adam is
 // element-wise, so the seed's threads share the row (thread t updates t, t + 32 W, ...).
-template <typename T>
+template <typename T, int C>
 __global__ void __launch_bounds__(kMaxThreads)
     train_kernel(Dims d, AdamConfig cfg, const T* __restrict__ x, const T* __restrict__ target,
                  T* peaks, T* scales, T* loss, T* curve, int64_t records, T* state, T* spill,
@@ -192,7 +238,7 @@ __global__ void __launch_bounds__(kMaxThreads)
     if (lead && smooth) smooth_scales_row(a, D, d.sign, s);
     fill_tri_table(a, D, tri);
     seed_sync(W);
-    const T sse = seed_pass(d, xrow, trow, true, tri, s, ga, gs, static_cast<T*>(nullptr), carry,
+    const T sse = seed_pass<T, C>(d, xrow, trow, true, tri, s, ga, gs, static_cast<T*>(nullptr), carry,
                             part);
     if (lead) {
       ga[D] = T(0);
@@ -218,8 +264,12 @@ template <typename T>
 const char* forward(const Dims& d, const T* x, const T* peaks, const T* scales, T* y,
                     void* stream) {
   if (d.S * d.N == 0) return nullptr;
-  return launch(forward_kernel<T>, ceil_div(d.S * d.N, kForwardThreads), kForwardThreads, 0,
-                stream, d, x, peaks, scales, y);
+  const int64_t blocks = ceil_div(d.S * d.N, kForwardThreads);
+  if (forward_table_bytes<T>(d) <= kDefaultSharedBytes)
+    return launch(forward_kernel<T, true>, blocks, kForwardThreads, forward_table_bytes<T>(d),
+                  stream, d, x, peaks, scales, y);
+  return launch(forward_kernel<T, false>, blocks, kForwardThreads, 0, stream, d, x, peaks, scales,
+                y);
 }
 
 template <typename T>
@@ -227,9 +277,17 @@ const char* backward(const Dims& d, const T* x, const T* peaks, const T* scales,
                      T* loss, T* gx, T* g_peaks, T* g_scales, T* scratch, void* stream) {
   if (d.S == 0 || d.N == 0) return nullptr;
   const int W = warps_per_seed(d.S, d.N), G = seeds_per_block(W);
-  const size_t smem = size_t(G) * W * reduction_values(sizeof(T)) * sizeof(T);
-  return launch(backward_kernel<T>, ceil_div(d.S, G), dim3(kWarp, W, G), smem, stream, d, x,
-                peaks, scales, head, loss, gx, g_peaks, g_scales, scratch);
+  const size_t reduce = size_t(G) * W * reduction_values(sizeof(T)) * sizeof(T);
+  const size_t tables = size_t(G) * backward_table_values(d.D) * sizeof(T);
+  return with_chunk<T>(d.D, [&](auto c) {
+    constexpr int C = decltype(c)::value;
+    if (reduce + tables <= kDefaultSharedBytes)
+      return launch(backward_kernel<T, C, true>, ceil_div(d.S, G), dim3(kWarp, W, G),
+                    reduce + tables, stream, d, x, peaks, scales, head, loss, gx, g_peaks,
+                    g_scales, scratch);
+    return launch(backward_kernel<T, C, false>, ceil_div(d.S, G), dim3(kWarp, W, G), reduce,
+                  stream, d, x, peaks, scales, head, loss, gx, g_peaks, g_scales, scratch);
+  });
 }
 
 template <typename T>
@@ -241,9 +299,11 @@ const char* train(const Dims& d, const AdamConfig& cfg, const TrainPlan& plan, c
   if (plan.warps != warps_per_seed(d.S, d.N)) return "the plan's warps per seed do not match";
   if ((carry != nullptr) != (carry_values(d.D, d.N, sizeof(T)) > 0))
     return "the carry buffer does not match the depth";
-  return launch(train_kernel<T>, ceil_div(d.S, plan.seeds), dim3(kWarp, plan.warps, plan.seeds),
-                plan.smem_bytes, stream, d, cfg, x, target, peaks, scales, loss, curve, records,
-                state, spill, carry);
+  return with_chunk<T>(d.D, [&](auto c) {
+    return launch(train_kernel<T, decltype(c)::value>, ceil_div(d.S, plan.seeds),
+                  dim3(kWarp, plan.warps, plan.seeds), plan.smem_bytes, stream, d, cfg, x, target,
+                  peaks, scales, loss, curve, records, state, spill, carry);
+  });
 }
 
 #define CN_INSTANTIATE(T)                                                                       \

@@ -25,6 +25,16 @@ struct Dims {
 // of the element type: 32 floats or 16 doubles (32 registers either way).
 CN_HD constexpr int chunk_layers(size_t elem) { return elem == 4 ? 32 : 16; }
 
+// The chunk the CUDA sweeps use for depth D: half of chunk_layers when D fits in it (16 floats:
+// half the registers of the lane sums and waves, and no guarded steps past layer D), else
+// chunk_layers. Either way D <= chunk_layers(elem) is one chunk, so the carry (below) and the
+// bits are the same: a transposing butterfly adds each value over the lanes in the same order
+// whatever its index.
+CN_HD constexpr int sweep_chunk(int D, size_t elem) {
+  return D <= chunk_layers(elem) / 2 && chunk_layers(elem) >= 32 ? chunk_layers(elem) / 2
+                                                                  : chunk_layers(elem);
+}
+
 // Per-point values a seed carries between chunks (gy and lambda of N points), when there is
 // more than one chunk.
 CN_HD int64_t carry_values(int D, int64_t N, size_t elem) {
@@ -41,10 +51,14 @@ template <typename T>
 const char* forward(const Dims& d, const T* x, const T* peaks, const T* scales, T* y,
                     void* stream);
 
-// Values per seed of the backward's `scratch`: smooth scales and their gradient (D each), the
-// Tri table, the chunks' carry.
+// Values per seed of the backward's tables: smooth scales and their gradient (D each), the Tri
+// table. In the block's shared memory when they fit beside the reduction areas, else in
+// `scratch`.
+CN_HD int64_t backward_table_values(int D) { return 2 * int64_t(D) + tri_table_values(D); }
+
+// Values per seed of the backward's `scratch`: room for the tables, then the chunks' carry.
 CN_HD int64_t backward_scratch_values(int D, int64_t N, size_t elem) {
-  return 2 * int64_t(D) + tri_table_values(D) + carry_values(D, N, elem);
+  return backward_table_values(D) + carry_values(D, N, elem);
 }
 
 // One launch: forward + reverse sweep + per-seed reduction (+ smooth-scale chain rule), each

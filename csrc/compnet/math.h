@@ -42,10 +42,10 @@ struct Tri {
   }
 };
 
-// Where the sweeps of backward_lanes get each layer's Tri: computed from the peak at every use
-// (PeakLayers: the CPU driver, whose tiles of 64 points amortise it), or read from a table filled
-// once per seed (TriTable: the CUDA kernels, one point per thread, where the four reciprocals
-// were ~40% of a point-layer's arithmetic). The same IEEE operations either way: the same bits.
+// Where the sweeps get each layer's Tri: computed from the peak at every use (PeakLayers: the CPU
+// driver, whose tiles of 64 points amortise it), or read from a table filled once per seed
+// (TriTable: the CUDA kernels, one point per thread, where the reciprocals were ~40% of a
+// point-layer's arithmetic). The same IEEE operations either way: the same bits.
 template <typename T>
 struct PeakLayers {
   const T* a;
@@ -98,15 +98,16 @@ CN_HD void smooth_scales_backward_row(const T* a, const T* s, int D, int sign, T
 // ---- forward sweep (MATH.md section 2) -----------------------------------------------------
 
 // y = x + sign * sum_i s_i W_i(x) for L points of one seed. SMOOTH: the scales are generated
-// on the fly from the peaks (s unused); otherwise `s` is the scales row.
-template <typename T, int L, bool SMOOTH>
-CN_HD void forward_lanes_impl(const T (&x)[L], const T* a, const T* s, int D, int sign,
-                              T (&y)[L]) {
+// on the fly from the peaks `a` (s unused); otherwise `s` is the scales row. `tri(i)` gives layer
+// i's Tri (PeakLayers or TriTable, below: the same bits).
+template <typename T, int L, bool SMOOTH, typename Layers>
+CN_HD void forward_lanes_impl(const T (&x)[L], const Layers& tri, const T* a, const T* s, int D,
+                              int sign, T (&y)[L]) {
   T u[L], acc[L];  // local: the compiler need not worry that y aliases a or s
   CN_LANES for (int l = 0; l < L; ++l) { u[l] = x[l]; acc[l] = x[l]; }
   T sm = SMOOTH ? smooth_s0(a, sign) : T(0);
   for (int i = 0; i < D; ++i) {
-    const Tri<T> t(a[i]);
+    const Tri<T> t = tri(i);
     const T ss = T(sign) * (SMOOTH ? sm : s[i]);
     CN_LANES for (int l = 0; l < L; ++l) {
       u[l] = t.value(u[l]);
@@ -119,12 +120,13 @@ CN_HD void forward_lanes_impl(const T (&x)[L], const T* a, const T* s, int D, in
 
 // As above; `s` is the scales row, or nullptr for smooth scales. (Two instantiations rather
 // than a branch in the loop, which GCC answered with a scalar loop version.)
-template <typename T, int L>
-CN_HD void forward_lanes(const T (&x)[L], const T* a, const T* s, int D, int sign, T (&y)[L]) {
+template <typename T, int L, typename Layers>
+CN_HD void forward_lanes(const T (&x)[L], const Layers& tri, const T* a, const T* s, int D,
+                         int sign, T (&y)[L]) {
   if (s)
-    forward_lanes_impl<T, L, false>(x, a, s, D, sign, y);
+    forward_lanes_impl<T, L, false>(x, tri, a, s, D, sign, y);
   else
-    forward_lanes_impl<T, L, true>(x, a, s, D, sign, y);
+    forward_lanes_impl<T, L, true>(x, tri, a, s, D, sign, y);
 }
 
 // ---- fused forward + reverse sweep (MATH.md section 4) -------------------------------------

@@ -25,26 +25,52 @@ constexpr int kForwardThreads = 128;
 // Per-thread activation buffer sizes (local memory): small nets get a small frame.
 constexpr int kSmallUnits = kLaneSumUnits;
 constexpr int kLargeUnits = mlp::kMaxWidth * mlp::kMaxHidden;
-// Threads per block at most (one seed of kMaxWarpsPerSeed warps).
-constexpr int kMaxThreads = kWarp * kMaxWarpsPerSeed;
+// Threads per block at most (one seed of mlp_max_warps warps): the bound ptxas compiles for.
+template <typename Sh>
+constexpr int kMaxThreads = kWarp * (std::is_same_v<Sh, mlp::Shape> ? kMaxWarpsPerSeed
+                                                                    : kFixedShapeMaxWarps);
 
-// f(std::integral_constant<int, Units>) for the activation buffer that holds the net's units.
+// The paper's 4 x 5 net, compiled with its shape as a constant (registers, no stack frame;
+// kernels.h: mlp_paper_shape).
+using PaperShape = mlp::FixedShape<4, 5>;
+
+// The shape a kernel instantiated for `Sh` works with: the runtime one (by reference: a copy of
+// its 1 KB of offsets would land in the stack frame), or the constant one.
+template <typename Sh>
+__device__ __forceinline__ decltype(auto) shape_of(const mlp::Shape& sh) {
+  if constexpr (std::is_same_v<Sh, mlp::Shape>)
+    return (sh);
+  else
+    return Sh();
+}
+
+template <int V>
+using Int = std::integral_constant<int, V>;
+
+// f(Sh, Units) for the forward: the paper's shape as a constant, else the runtime shape with an
+// activation buffer that holds the net's units.
 template <typename F>
 const char* with_units(const mlp::Shape& sh, F&& f) {
-  if (sh.units <= kSmallUnits) return f(std::integral_constant<int, kSmallUnits>());
-  return f(std::integral_constant<int, kLargeUnits>());
+  if (mlp_paper_shape(sh)) return f(PaperShape(), Int<PaperShape::units>());
+  if (sh.units <= kSmallUnits) return f(mlp::Shape(), Int<kSmallUnits>());
+  return f(mlp::Shape(), Int<kLargeUnits>());
 }
 
-// f(Units, Sums): the activation buffer and the per-lane gradient sums (0: none, reduce every 32
-// points) of the backward kernels, as mlp_lane_sums decides.
-template <typename F>
+// f(Sh, Units, Sums) for the backward kernels: the shape (as in with_units), the activation
+// buffer and the per-lane gradient sums (0: none, reduce every 32 points), as mlp_lane_sums
+// decides. The constant shape in float only: its 93 lane sums in double need ~190 registers, and
+// ptxas spilled 1.2 KB at the 255 cap, no better than the runtime shape's local-memory sums.
+template <typename T, typename F>
 const char* with_buffers(const mlp::Shape& sh, F&& f) {
-  if (mlp_lane_sums(sh))
-    return f(std::integral_constant<int, kSmallUnits>(), std::integral_constant<int, kLaneSumParams>());
-  return f(std::integral_constant<int, kLargeUnits>(), std::integral_constant<int, 0>());
+  if constexpr (sizeof(T) == sizeof(float)) {
+    if (mlp_paper_shape(sh))
+      return f(PaperShape(), Int<PaperShape::units>(), Int<PaperShape::params>());
+  }
+  if (mlp_lane_sums(sh)) return f(mlp::Shape(), Int<kSmallUnits>(), Int<kLaneSumParams>());
+  return f(mlp::Shape(), Int<kLargeUnits>(), Int<0>());
 }
 
-template <typename T, int Units>
+template <typename T, typename Sh, int Units>
 __global__ void forward_kernel(const mlp::Shape sh, MlpDims d, const T* __restrict__ x,
                                const T* __restrict__ params, T* __restrict__ y) {
   const int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -53,7 +79,7 @@ __global__ void forward_kernel(const mlp::Shape sh, MlpDims d, const T* __restri
   T h[Units];
   const T xt[1] = {x[(d.x_shared ? 0 : seed * d.N) + n]};
   T yt[1];
-  mlp::forward_lanes<T, 1>(sh, params + seed * sh.params, xt, h, yt);
+  mlp::forward_lanes<T, 1>(shape_of<Sh>(sh), params + seed * sh.params, xt, h, yt);
   y[k] = yt[0];
 }
 
@@ -81,10 +107,14 @@ struct WarpAcc {
 // thread 0 (at least); otherwise it is grad_y. gx_row [N] gets dLoss/dx per point (nullptr: not
 // needed). `part` is the seed's reduction area (Sums > 0). `grad` is complete and visible to
 // the seed's threads on return.
-template <typename T, int Units, int Sums>
-__device__ __forceinline__ T seed_pass(const mlp::Shape& sh, const MlpDims& d, const T* xrow,
+template <typename T, typename Sh, int Units, int Sums>
+__device__ __forceinline__ T seed_pass(const mlp::Shape& shape, const MlpDims& d, const T* xrow,
                                        const T* head_row, bool loss_mode, const T* p, T* grad,
                                        T* gx_row, T* part) {
+  const auto& sh = shape_of<Sh>(shape);
+  // unroll the loops over the parameters only for a constant shape (a runtime one keeps them
+  // rolled: unrolled, the lane sums' copies grew the stack frame)
+  constexpr int unroll = std::is_same_v<Sh, mlp::Shape> ? 1 : Sums;
   const int lane = threadIdx.x, w = threadIdx.y, W = blockDim.y, P = sh.params;
   T h[Units], g[mlp::kMaxWidth], gn[mlp::kMaxWidth];
   T lane_loss = 0;
@@ -100,17 +130,21 @@ __device__ __forceinline__ T seed_pass(const mlp::Shape& sh, const MlpDims& d, c
         dy[0] = T(0);
       else
         dy[0] = loss_mode ? mse_grad(yt[0], head_row[n], inv_n, lane_loss) : head_row[n];
-      mlp::backward_lanes<T, 1>(sh, p, xt, h, dy, g, gn, acc, gx_row ? dx : nullptr);
+      // dx always (one more dot product of the first layer): selecting nullptr would take dx's
+      // address and put it in the stack frame
+      mlp::backward_lanes<T, 1>(sh, p, xt, h, dy, g, gn, acc, dx);
       if (gx_row && valid) gx_row[n] = dx[0];
     }
   };
   if constexpr (Sums > 0) {
     LaneSums<T, Sums> acc;
+#pragma unroll unroll
     for (int j = 0; j < P; ++j) acc.v[j] = T(0);
     tiles(acc);
     return seed_sum(
         part, P, warp_sum(lane_loss),
         [&](T* row) {
+#pragma unroll unroll
           for (int g0 = 0; g0 < P; g0 += kWarp) {
             T v[kWarp];
 #pragma unroll
@@ -131,8 +165,8 @@ __device__ __forceinline__ T seed_pass(const mlp::Shape& sh, const MlpDims& d, c
   }
 }
 
-template <typename T, int Units, int Sums>
-__global__ void __launch_bounds__(kMaxThreads)
+template <typename T, typename Sh, int Units, int Sums>
+__global__ void __launch_bounds__(kMaxThreads<Sh>)
     backward_kernel(const mlp::Shape sh, MlpDims d, const T* __restrict__ x,
                     const T* __restrict__ params, const T* __restrict__ head, T* loss, T* gx,
                     T* gparams) {
@@ -142,7 +176,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   if (seed >= d.S) return;
   const int64_t P = sh.params;
   const T* head_row = head + (loss && d.head_shared ? 0 : seed * d.N);
-  const T sse = seed_pass<T, Units, Sums>(
+  const T sse = seed_pass<T, Sh, Units, Sums>(
       sh, d, x + (d.x_shared ? 0 : seed * d.N), head_row, loss != nullptr, params + seed * P,
       gparams + seed * P, gx ? gx + seed * d.N : nullptr,
       seed_reduction_area<T>(true, 0, mlp_reduction_values(sh)));
@@ -152,8 +186,8 @@ __global__ void __launch_bounds__(kMaxThreads)
 // Stage 2 fused: each seed's W warps run all epochs with its parameters and gradient in its
 // workspace (mlp_train_workspace_values, placed by the TrainPlan). The Adam moments stay in
 // `state` [S, 2, P]; Adam is element-wise, so the seed's threads share the row.
-template <typename T, int Units, int Sums>
-__global__ void __launch_bounds__(kMaxThreads)
+template <typename T, typename Sh, int Units, int Sums>
+__global__ void __launch_bounds__(kMaxThreads<Sh>)
     train_kernel(const mlp::Shape sh, MlpDims d, AdamConfig cfg, const T* __restrict__ x,
                  const T* __restrict__ target, T* params, T* loss, T* curve, int64_t records,
                  T* state, T* spill) {
@@ -173,7 +207,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   const T inf = T(INFINITY);
   auto pass = [&] {
     seed_sync(W);  // the parameters are complete
-    const T sse = seed_pass<T, Units, Sums>(sh, d, xrow, trow, true, p, g,
+    const T sse = seed_pass<T, Sh, Units, Sums>(sh, d, xrow, trow, true, p, g,
                                             static_cast<T*>(nullptr), part);
     return mse_mean_by_reciprocal(sse, d.N);  // the loss on the lead thread (which records it)
   };
@@ -189,8 +223,8 @@ template <typename T>
 const char* mlp_forward(const mlp::Shape& sh, const MlpDims& d, const T* x, const T* params, T* y,
                         void* stream) {
   if (d.S * d.N == 0) return nullptr;
-  return with_units(sh, [&](auto units) {
-    return launch(forward_kernel<T, decltype(units)::value>, ceil_div(d.S * d.N, kForwardThreads),
+  return with_units(sh, [&](auto shape, auto units) {
+    return launch(forward_kernel<T, decltype(shape), decltype(units)::value>, ceil_div(d.S * d.N, kForwardThreads),
                   kForwardThreads, 0, stream, sh, d, x, params, y);
   });
 }
@@ -201,8 +235,8 @@ const char* mlp_backward(const mlp::Shape& sh, const MlpDims& d, const T* x, con
   if (d.S == 0) return nullptr;
   const int W = mlp_warps_per_seed(sh, d.S, d.N), G = seeds_per_block(W);
   const size_t smem = size_t(G) * W * mlp_reduction_values(sh) * sizeof(T);
-  return with_buffers(sh, [&](auto units, auto sums) {
-    return launch(backward_kernel<T, decltype(units)::value, decltype(sums)::value>,
+  return with_buffers<T>(sh, [&](auto shape, auto units, auto sums) {
+    return launch(backward_kernel<T, decltype(shape), decltype(units)::value, decltype(sums)::value>,
                   ceil_div(d.S, G), dim3(kWarp, W, G), smem, stream, sh, d, x, params, head,
                   loss, gx, gparams);
   });
@@ -215,8 +249,8 @@ const char* mlp_train(const mlp::Shape& sh, const MlpDims& d, const AdamConfig& 
   if (d.S == 0) return nullptr;  // with N = 0 the steps still run (carried Adam moments)
   if (const char* err = check_spill(plan, spill)) return err;
   if (plan.warps != mlp_warps_per_seed(sh, d.S, d.N)) return "the plan's warps per seed do not match";
-  return with_buffers(sh, [&](auto units, auto sums) {
-    return launch(train_kernel<T, decltype(units)::value, decltype(sums)::value>,
+  return with_buffers<T>(sh, [&](auto shape, auto units, auto sums) {
+    return launch(train_kernel<T, decltype(shape), decltype(units)::value, decltype(sums)::value>,
                   ceil_div(d.S, plan.seeds), dim3(kWarp, plan.warps, plan.seeds), plan.smem_bytes,
                   stream, sh, d, cfg, x, target, params, loss, curve, records, state, spill);
   });

@@ -28,8 +28,16 @@ constexpr int kLaneSumParams = 256;
 CN_HD bool mlp_lane_sums(const mlp::Shape& sh) {
   return sh.units <= kLaneSumUnits && sh.params <= kLaneSumParams;
 }
+// The paper's 4 x 5 net runs kernels compiled for its shape (mlp/kernels.cu: PaperShape), whose
+// 93 lane sums, 20 activations and scratch stay in registers: that needs more than the 128 a
+// 512-thread block allows, so its seeds get at most kFixedShapeMaxWarps warps (256 threads,
+// up to 255 registers).
+constexpr int kFixedShapeMaxWarps = 8;
+CN_HD bool mlp_paper_shape(const mlp::Shape& sh) { return mlp::FixedShape<4, 5>::matches(sh); }
 inline int mlp_warps_per_seed(const mlp::Shape& sh, int64_t S, int64_t N) {
-  return mlp_lane_sums(sh) ? warps_per_seed(S, N) : 1;
+  if (!mlp_lane_sums(sh)) return 1;
+  const int w = warps_per_seed(S, N);
+  return mlp_paper_shape(sh) && w > kFixedShapeMaxWarps ? kFixedShapeMaxWarps : w;
 }
 // Values per warp in a seed's block reduction area: the gradient and the loss (lane sums only).
 CN_HD int64_t mlp_reduction_values(const mlp::Shape& sh) {

@@ -27,6 +27,41 @@ struct Shape {
   int h_off[kMaxLayers] = {};       // offset of hidden layer l's activations (l < layers - 1)
   int params = 0;                   // P: length of a parameter row
   int units = 0;                    // sum of hidden widths
+  // The sweeps read the geometry through these (FixedShape has the same interface).
+  CN_HD int n_layers() const { return layers; }
+  CN_HD int width_at(int l) const { return width[l]; }
+  CN_HD int w_at(int l) const { return w_off[l]; }
+  CN_HD int b_at(int l) const { return b_off[l]; }
+  CN_HD int h_at(int l) const { return h_off[l]; }
+};
+
+// The shape 1 -> Hidden layers of Width units -> 1, known at compile time (the paper's 4 x 5
+// net: FixedShape<4, 5>). With it every loop of the sweeps has a constant trip count and every
+// index is a constant, so that on the GPU the activations, the reverse sweep's scratch and the
+// lane sums live in registers rather than in a local-memory stack frame. The same arithmetic,
+// in the same order, as the equal runtime Shape.
+template <int Width, int Hidden>
+struct FixedShape {
+  static_assert(Width >= 1 && Width <= kMaxWidth && Hidden >= 1 && Hidden <= kMaxHidden, "");
+  static constexpr int layers = Hidden + 1;
+  static constexpr int units = Width * Hidden;
+  static constexpr int params = 2 * Width + (Hidden - 1) * (Width + 1) * Width + Width + 1;
+  CN_HD constexpr int n_layers() const { return layers; }
+  CN_HD constexpr int width_at(int l) const { return l == 0 || l == layers ? 1 : Width; }
+  // closed forms (no loops), so that the offsets fold into constants early enough for the
+  // lane sums to be split into registers
+  CN_HD constexpr int w_at(int l) const {
+    return l == 0 ? 0 : 2 * Width + (l - 1) * (Width + 1) * Width;
+  }
+  CN_HD constexpr int b_at(int l) const { return w_at(l) + width_at(l + 1) * width_at(l); }
+  CN_HD constexpr int h_at(int l) const { return l * Width; }
+  // Whether a runtime shape is this one.
+  CN_HD static bool matches(const Shape& s) {
+    if (s.layers != layers) return false;
+    for (int l = 0; l <= layers; ++l)
+      if (s.width[l] != FixedShape().width_at(l)) return false;
+    return true;
+  }
 };
 
 // Fills the offsets from width[] and layers; returns false if the widths are out of range.
@@ -52,20 +87,21 @@ inline bool make_shape(const long* widths, int n, Shape& s) {
 }
 
 // Forward for L points: hidden activations into h [units][L], outputs into y.
-template <typename T, int L>
-CN_HD void forward_lanes(const Shape& s, const T* __restrict p, const T (&x)[L], T* __restrict h,
+// `Sh` is Shape or a FixedShape (then every loop unrolls on the GPU).
+template <typename T, int L, typename Sh>
+CN_HD void forward_lanes(const Sh& s, const T* __restrict p, const T (&x)[L], T* __restrict h,
                          T (&y)[L]) {
-  for (int l = 0; l < s.layers; ++l) {
-    const int in = s.width[l], out = s.width[l + 1];
-    const T* W = p + s.w_off[l];
-    const T* b = p + s.b_off[l];
-    const T* src = l == 0 ? x : h + s.h_off[l - 1] * L;
-    const bool last = l + 1 == s.layers;
-    for (int o = 0; o < out; ++o) {
+  CN_UNROLL for (int l = 0; l < s.n_layers(); ++l) {
+    const int in = s.width_at(l), out = s.width_at(l + 1);
+    const T* W = p + s.w_at(l);
+    const T* b = p + s.b_at(l);
+    const T* src = l == 0 ? x : h + s.h_at(l - 1) * L;
+    const bool last = l + 1 == s.n_layers();
+    CN_UNROLL for (int o = 0; o < out; ++o) {
       T z[L];
       const T bo = b[o];
       CN_LANES for (int k = 0; k < L; ++k) z[k] = bo;
-      for (int i = 0; i < in; ++i) {
+      CN_UNROLL for (int i = 0; i < in; ++i) {
         const T w = W[o * in + i];
         const T* __restrict si = src + i * L;
         CN_LANES for (int k = 0; k < L; ++k) z[k] = madd(w, si[k], z[k]);
@@ -73,7 +109,7 @@ CN_HD void forward_lanes(const Shape& s, const T* __restrict p, const T (&x)[L],
       if (last) {
         CN_LANES for (int k = 0; k < L; ++k) y[k] = z[k];
       } else {
-        T* __restrict dst = h + (s.h_off[l] + o) * L;
+        T* __restrict dst = h + (s.h_at(l) + o) * L;
         // relu that keeps NaN, as torch.relu does (z > 0 ? z : 0 would turn NaN into 0)
         CN_LANES for (int k = 0; k < L; ++k) dst[k] = z[k] < T(0) ? T(0) : z[k];
       }
@@ -85,31 +121,31 @@ CN_HD void forward_lanes(const Shape& s, const T* __restrict p, const T (&x)[L],
 // padding lanes). Per-point parameter-gradient terms go to acc.add(index, v[L]) (the driver
 // reduces over lanes / points in a fixed order); dLoss/dx per lane into dx (if non-null).
 // `g` and `gn` are scratch of kMaxWidth x L each.
-template <typename T, int L, typename Acc>
-CN_HD void backward_lanes(const Shape& s, const T* __restrict p, const T (&x)[L],
+template <typename T, int L, typename Sh, typename Acc>
+CN_HD void backward_lanes(const Sh& s, const T* __restrict p, const T (&x)[L],
                           const T* __restrict h, const T (&dy)[L], T* __restrict g,
                           T* __restrict gn, Acc& acc, T* dx) {
   CN_LANES for (int k = 0; k < L; ++k) g[k] = dy[k];  // the output layer has one unit
-  for (int l = s.layers - 1; l >= 0; --l) {
-    const int in = s.width[l], out = s.width[l + 1];
-    const T* W = p + s.w_off[l];
-    const T* src = l == 0 ? x : h + s.h_off[l - 1] * L;
-    for (int o = 0; o < out; ++o) {
+  CN_UNROLL for (int l = s.n_layers() - 1; l >= 0; --l) {
+    const int in = s.width_at(l), out = s.width_at(l + 1);
+    const T* W = p + s.w_at(l);
+    const T* src = l == 0 ? x : h + s.h_at(l - 1) * L;
+    CN_UNROLL for (int o = 0; o < out; ++o) {
       const T* go = g + o * L;
-      acc.add(s.b_off[l] + o, go);
-      for (int i = 0; i < in; ++i) {
+      acc.add(s.b_at(l) + o, go);
+      CN_UNROLL for (int i = 0; i < in; ++i) {
         T v[L];
         const T* __restrict si = src + i * L;
         CN_LANES for (int k = 0; k < L; ++k) v[k] = go[k] * si[k];
-        acc.add(s.w_off[l] + o * in + i, v);
+        acc.add(s.w_at(l) + o * in + i, v);
       }
     }
-    if (l == 0 && dx == nullptr) break;
+    if (l == 0 && dx == nullptr) continue;  // the last iteration
     // gradient w.r.t. this layer's input, masked by the ReLU of the previous layer
-    for (int i = 0; i < in; ++i) {
+    CN_UNROLL for (int i = 0; i < in; ++i) {
       T v[L];
       CN_LANES for (int k = 0; k < L; ++k) v[k] = T(0);
-      for (int o = 0; o < out; ++o) {
+      CN_UNROLL for (int o = 0; o < out; ++o) {
         const T w = W[o * in + i];
         const T* __restrict go = g + o * L;
         CN_LANES for (int k = 0; k < L; ++k) v[k] = madd(w, go[k], v[k]);

@@ -46,5 +46,5 @@ if __name__ == "__main__":
         compnet_case(3, 5, 500, dtype)    # 16 warps per seed
         compnet_case(2, 40, 100, dtype)   # several warps, several register chunks (carry)
         mlp_case(5, (1, 4, 4, 4, 4, 4, 1), 20, dtype)    # per-lane sums, one warp per seed
-        mlp_case(3, (1, 4, 4, 4, 4, 4, 1), 500, dtype)   # per-lane sums, 16 warps per seed
+        mlp_case(3, (1, 4, 4, 4, 4, 4, 1), 500, dtype)   # the paper's shape, 8 warps per seed
         mlp_case(3, (1, 16, 16, 1), 70, dtype)           # a large net: sums every 32 points

@@ -45,8 +45,9 @@ def _problem(S, D, N, dtype, free, shared_x, seed=5):
 
 
 # (S, D, N): S = 1 and S not a multiple of the 4 warps per block; N = 1 and N across 32; D = 1 and
-# across the register chunk (32 in float, 16 in double).
-SHAPES = [(1, 1, 1), (5, 31, 33), (3, 32, 32), (6, 33, 70), (2, 70, 40)]
+# across the register chunk (32 in float, 16 in double) and across float's half chunk (16 up to
+# D = 16: csrc/compnet/kernels.h, sweep_chunk).
+SHAPES = [(1, 1, 1), (4, 16, 40), (2, 17, 45), (5, 31, 33), (3, 32, 32), (6, 33, 70), (2, 70, 40)]
 
 
 def _per_point_abs(x, peaks, scales, sign, gy):
@@ -87,6 +88,23 @@ def test_forward(dtype, S, D, N, free):
         tol = 2 * D * u(dtype) * (x.abs().max() + s.abs().sum(1, keepdim=True))
         _assert_close(got, want, tol, "forward")
         assert torch.equal(got, harness.forward(x, peaks, scales, sign)), "not deterministic"
+
+
+# The forward kernel reads each layer's Tri (and smooth scales) from tables in shared memory when
+# the seeds a block spans fit 48 KiB, else constructs them per point (csrc/compnet/kernels.cu:
+# forward_table_bytes): at D = 400 in double, N = 300 takes the tables (2 seeds a block) and
+# N = 40 does not (8 seeds). A point's output does not depend on N: the same bits either way.
+@pytest.mark.parametrize("free", [False, True])
+def test_forward_with_and_without_tables(free):
+    x, peaks, scales = _problem(2, 400, 300, torch.float64, free, shared_x=False)
+    for sign in (-1, 1):
+        tables = harness.forward(x, peaks, scales, sign)
+        per_point = harness.forward(x[:, :40].contiguous(), peaks, scales, sign)
+        assert torch.equal(tables[:, :40], per_point)
+        want = ops.forward(x[:, :40].contiguous(), peaks, scales, sign, True)
+        s = scales if free else compnet_ext.smooth_scales(peaks, sign)
+        tol = 2 * 400 * u(torch.float64) * (x.abs().max() + s.abs().sum(1, keepdim=True))
+        _assert_close(per_point, want, tol, "forward")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -207,6 +225,7 @@ PLANS = {"default": ((5, 33, 17), torch.float64, (4, 1, False)),
          "spill": ((5, 400, 3), torch.float64, (4, 1, True)),
          "split": ((3, 33, 70), torch.float64, (1, 3, False)),
          "split_f32": ((2, 40, 100), torch.float32, (1, 4, False)),
+         "half_chunk_f32": ((5, 16, 45), torch.float32, (1, 2, False)),  # kernels.h: sweep_chunk
          "split_optin": ((1, 700, 40), torch.float64, (1, 2, False)),
          "split_spill": ((2, 700, 40), torch.float64, (1, 2, True))}
 
@@ -332,12 +351,17 @@ MLP_PLANS = {"default": ((1, 16, 16, 1), (5, 33, 2), (4, 1, False)),
              "optin": ((1,) + (16,) * 13 + (1,), (1, 2, 1), (1, 1, False)),
              "spill": ((1,) + (16,) * 4 + (1,), (5, 3, 1), (4, 1, True)),
              "lane_sums": (PAPER, (5, 20, 2), (4, 1, False)),
-             "lane_sums_split": (PAPER, (3, 70, 2), (1, 3, False))}
+             "lane_sums_split": (PAPER, (3, 70, 2), (1, 3, False)),
+             # the paper's net gets at most 8 warps (csrc/mlp/kernels.h: kFixedShapeMaxWarps)
+             "lane_sums_capped": (PAPER, (2, 300, 2), (1, 8, False))}
+# The paper's net trains in float32 on kernels compiled for its shape (csrc/mlp/kernels.cu:
+# PaperShape), in float64 on the runtime-shape ones: both.
+MLP_TRAIN = [(plan, torch.float64) for plan in MLP_PLANS] + \
+    [(plan, torch.float32) for plan, (widths, _, _) in MLP_PLANS.items() if widths == PAPER]
 
 
-@pytest.mark.parametrize("plan", list(MLP_PLANS))
-def test_mlp_train(plan):
-    dtype = torch.float64
+@pytest.mark.parametrize("plan,dtype", MLP_TRAIN)
+def test_mlp_train(plan, dtype):
     widths, (S, N, epochs), (seeds, warps, spill) = MLP_PLANS[plan]
     if plan == "spill":
         harness.set_optin_smem(8 * 1024)
