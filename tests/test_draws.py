@@ -164,10 +164,13 @@ def test_interval_statistics_and_digits():
     assert (mid, lo, hi) == pytest.approx((5.5, 1.45, 9.55))
     assert [draws.placement(v, 1.0, 2.0) for v in (0.5, 1.5, 3.0)] == ["below", "inside",
                                                                       "above"]
-    assert draws.digits(1.0, 0.5, 1.5) == 1          # the interval spans its median
-    assert draws.digits(1.0, 0.96, 1.04) == 2        # 8% wide
+    assert draws.digits(1.0, 0.5, 1.5) == 1          # as wide as the median's leading digit
+    assert draws.digits(1.64e-7, 1.62e-7, 1.88e-7) == 2  # narrower: the ends must differ
+    assert draws.digits(1.0, 0.7, 1.3) == 2
     assert draws.digits(1.0, 0.9996, 1.0004) == 3    # capped
+    assert draws.digits(1.0, 1.0, 1.0) == 3
     assert draws.fmt(2.345e-6, 1.1e-6, 4.0e-6) == "2e-06 [1e-06, 4e-06]"
+    assert draws.fmt(1.64e-7, 1.62e-7, 1.88e-7) == "1.6e-07 [1.6e-07, 1.9e-07]"
 
 
 def test_checks_over_draws_count_each_draw():

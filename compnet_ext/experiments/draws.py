@@ -96,14 +96,14 @@ def placement(figure, lo, hi):
 
 
 def digits(mid, lo, hi):
-    """Significant digits the interval supports: one more per decade that its width is below
-    the median (at least 1, at most :data:`MAX_DIGITS`)."""
-    width = (hi - lo) / abs(mid) if mid else math.inf
-    if width <= 0:
-        return MAX_DIGITS
-    if not math.isfinite(width):
-        return 1
-    return max(1, min(MAX_DIGITS, math.floor(-math.log10(width)) + 1))
+    """Significant digits the interval supports: the median's digits down to the decade of the
+    interval's width (an interval narrower than the median's leading digit gets the next digit
+    too, so its ends do not print alike), at least 1, at most :data:`MAX_DIGITS`."""
+    width = hi - lo
+    if width <= 0 or not mid:
+        return MAX_DIGITS if width <= 0 else 1
+    d = math.floor(math.log10(abs(mid))) - math.floor(math.log10(width)) + 1
+    return max(1, min(MAX_DIGITS, d))
 
 
 def fmt(mid, lo, hi):
