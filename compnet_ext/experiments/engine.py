@@ -101,7 +101,8 @@ def run(targets, config=None, **settings):
 
 
 def compare(target, sign, config=None, **settings):
-    """Final MSE per seed of every kind on one target: ``{kind: Tensor[seeds]}`` (CPU).
+    """Final MSE per seed of every kind on one target: ``{kind: Tensor[seeds]}`` (CPU; with
+    ``draws`` > 1, ``Tensor[draws x seeds]``, draw after draw).
 
     ``target``: a callable on a tensor of points in the ``domain`` setting (returns one value
     per point), a tensor of ``points`` values, or a registered target's name
