@@ -7,19 +7,21 @@ step per epoch), measured in the same process. Writes JSON to bench/results/.
 
 With ``--draws R`` (issue 20) it times the fused engine on one draw and on R draws (``draws=R``:
 R x 30 seeds per launch) instead, in the same process, and reports the cost of R draws against
-R single runs.
+R single runs; ``--nonconvex`` does so for `compnet reproduce --nonconvex`'s training (the three
+sign-0 targets, each on its domain).
 """
 import argparse
 import datetime
 import json
 import os
+import sys
 import time
 
 import torch
 
 from compnet_ext import train
 from compnet_ext.experiments.config import resolve_device
-from compnet_ext.targets import PAPER_TARGETS, select
+from compnet_ext.targets import NONCONVEX_TARGETS, PAPER_TARGETS, get_target, select
 
 from _common import report_target  # noqa: E402 (bench/ is on sys.path when run as a script)
 
@@ -33,9 +35,14 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--draws", type=int, default=None,
                     help="time one draw vs this many draws (fused engine) instead")
+    ap.add_argument("--nonconvex", action="store_true",
+                    help="with --draws: the non-convex targets (one run per target)")
     args = ap.parse_args(argv)
     epochs = tuple(int(e) for e in args.epochs.split(","))
-    targets = select(PAPER_TARGETS)
+    names = NONCONVEX_TARGETS if args.nonconvex else PAPER_TARGETS
+    # a run per target where each has its own domain (sign 0), one run for the paper's targets
+    runs_of = ([(select([t]), get_target(t).domain) for t in names] if args.nonconvex
+               else [(select(names), (0.0, 1.0))])
     dev = resolve_device(args.device)
     if args.draws is None:
         runs = (("fused", dict(fused=True)), ("step_by_step", dict(fused=False)))
@@ -47,8 +54,9 @@ def main(argv=None):
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            train.run(targets, epochs=epochs, device=args.device, threads=args.threads,
-                      keep_curves=False, **settings)
+            for targets, domain in runs_of:
+                train.run(targets, epochs=epochs, device=args.device, threads=args.threads,
+                          keep_curves=False, domain=domain, **settings)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - t0)
@@ -65,9 +73,11 @@ def main(argv=None):
         targets.append(report_target("issue 10: full reproduce, fused training, s",
                                      best["fused"], 1.0))
     os.makedirs(args.out, exist_ok=True)
-    what = "reproduce" if args.draws is None else f"reproduce-draws{args.draws}"
+    what = ("reproduce" if args.draws is None else
+            f"reproduce{'-nonconvex' if args.nonconvex else ''}-draws{args.draws}")
     path = os.path.join(args.out, f"{what}-{device}-{datetime.date.today().isoformat()}.json")
-    record = dict(command="python bench/bench_reproduce.py " + " ".join(argv or []),
+    record = dict(command="python bench/bench_reproduce.py " + " ".join(
+                      sys.argv[1:] if argv is None else argv),
                   device=device, threads=args.threads, epochs=epochs, seconds=times,
                   targets=targets, torch=torch.__version__)
     if args.draws is None:
