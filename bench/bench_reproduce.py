@@ -4,18 +4,24 @@ fused engine (one launch per stage and kind) vs the step-by-step engine (one lau
 step per epoch), measured in the same process. Writes JSON to bench/results/.
 
     python bench/bench_reproduce.py [--threads 1] [--device auto] [--repeats 1]
+
+With ``--draws R`` (issue 20) it times the fused engine on one draw and on R draws (``draws=R``:
+R x 30 seeds per launch) instead, in the same process, and reports the cost of R draws against
+R single runs; ``--nonconvex`` does so for `compnet reproduce --nonconvex`'s training (the three
+sign-0 targets, each on its domain).
 """
 import argparse
 import datetime
 import json
 import os
+import sys
 import time
 
 import torch
 
 from compnet_ext import train
 from compnet_ext.experiments.config import resolve_device
-from compnet_ext.targets import PAPER_TARGETS, select
+from compnet_ext.targets import NONCONVEX_TARGETS, PAPER_TARGETS, get_target, select
 
 from _common import report_target  # noqa: E402 (bench/ is on sys.path when run as a script)
 
@@ -27,38 +33,61 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--epochs", default="1000,1000")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--draws", type=int, default=None,
+                    help="time one draw vs this many draws (fused engine) instead")
+    ap.add_argument("--nonconvex", action="store_true",
+                    help="with --draws: the non-convex targets (one run per target)")
     args = ap.parse_args(argv)
     epochs = tuple(int(e) for e in args.epochs.split(","))
-    targets = select(PAPER_TARGETS)
+    names = NONCONVEX_TARGETS if args.nonconvex else PAPER_TARGETS
+    # a run per target where each has its own domain (sign 0), one run for the paper's targets
+    runs_of = ([(select([t]), get_target(t).domain) for t in names] if args.nonconvex
+               else [(select(names), (0.0, 1.0))])
     dev = resolve_device(args.device)
-    times = {"fused": [], "step_by_step": []}
+    if args.draws is None:
+        runs = (("fused", dict(fused=True)), ("step_by_step", dict(fused=False)))
+    else:
+        runs = (("draws_1", dict(draws=1)), (f"draws_{args.draws}", dict(draws=args.draws)))
+    times = {name: [] for name, _ in runs}
     for _ in range(args.repeats):
-        for name, fused in (("fused", True), ("step_by_step", False)):
+        for name, settings in runs:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            train.run(targets, epochs=epochs, device=args.device, threads=args.threads,
-                      fused=fused, keep_curves=False)
+            for targets, domain in runs_of:
+                train.run(targets, epochs=epochs, device=args.device, threads=args.threads,
+                          keep_curves=False, domain=domain, **settings)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - t0)
             print(f"{name}: {times[name][-1]:.2f} s", flush=True)
     best = {k: min(v) for k, v in times.items()}
-    ratio = best["step_by_step"] / best["fused"]
-    print(f"| engine | wall s |\n|---|---|\n| fused | {best['fused']:.2f} |\n"
-          f"| step-by-step | {best['step_by_step']:.2f} |\nspeed-up {ratio:.1f}x")
+    (a, ta), (b, tb) = best.items()
+    ratio = tb / ta
+    print(f"| run | wall s |\n|---|---|\n| {a} | {ta:.2f} |\n| {b} | {tb:.2f} |\n"
+          f"{b} / {a}: {ratio:.2f}x")
     device = (torch.cuda.get_device_name().replace(" ", "-") if dev.type == "cuda"
               else f"cpu-{os.cpu_count()}core")
     targets = []
-    if dev.type == "cuda" and epochs == (1000, 1000):
+    if dev.type == "cuda" and epochs == (1000, 1000) and args.draws is None:
         targets.append(report_target("issue 10: full reproduce, fused training, s",
                                      best["fused"], 1.0))
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"reproduce-{device}-{datetime.date.today().isoformat()}.json")
+    what = ("reproduce" if args.draws is None else
+            f"reproduce{'-nonconvex' if args.nonconvex else ''}-draws{args.draws}")
+    path = os.path.join(args.out, f"{what}-{device}-{datetime.date.today().isoformat()}.json")
+    record = dict(command="python bench/bench_reproduce.py " + " ".join(
+                      sys.argv[1:] if argv is None else argv),
+                  device=device, threads=args.threads, epochs=epochs, seconds=times,
+                  targets=targets, torch=torch.__version__)
+    if args.draws is None:
+        record["speedup"] = ratio
+    else:  # R draws in one batch against R single runs
+        record.update(draws=args.draws, cost_ratio=ratio,
+                      cost_vs_separate_runs=tb / (args.draws * ta),
+                      load_average=os.getloadavg())
     with open(path, "w") as f:
-        json.dump(dict(command="python bench/bench_reproduce.py " + " ".join(argv or []),
-                       device=device, threads=args.threads, epochs=epochs, seconds=times,
-                       speedup=ratio, targets=targets, torch=torch.__version__), f, indent=1)
+        json.dump(record, f, indent=1)
     print(f"wrote {path}")
 
 

@@ -21,7 +21,7 @@ from ..network import encode
 from ..targets import NONCONVEX_TARGETS, PAPER_TARGETS, TARGETS
 from . import plots, reproduce, sparse, sparse_reproduce, sweep
 from .cells import BLOCK_SEEDS
-from .config import (KINDS, LR_PEAKS, LR_WEIGHTS, PEAK_CLAMP, WARMUP_FRACTION, Config,
+from .config import (KINDS, LR_PEAKS, LR_WEIGHTS, PEAK_CLAMP, SEED_MAX, WARMUP_FRACTION, Config,
                      check_setting, resolve_device, warmup_fractions, weight_lrs)
 from .distributed import NoDevice, OptionsMismatch, RankError, Session, World
 from .outdir import NotAFileError, OutDirError, write_target
@@ -235,6 +235,11 @@ def _common(p, seeds, epochs):
                    help=f"stage 1's clamp of the peaks 'LO,HI' (default {PEAK_CLAMP}; "
                         "reproduce --sparse: the library's (0.001, 0.999))")
     p.add_argument("--seed", type=setting("seed"), default=0, help="generator seed (0 to 2^64 - 1)")
+    p.add_argument("--draws", type=setting("draws"), default=1,
+                   help="repeat the whole experiment over this many independent draws (master "
+                        "seeds seed .. seed + draws - 1, trained together) and report every "
+                        "figure as its median over the draws with a 90%% interval (default 1: "
+                        "one run, reported as it is)")
     p.add_argument("--device", type=device_type, default="auto",
                    help="auto (CUDA if available), cpu or cuda")
     p.add_argument("--threads", type=setting("threads"), default=None,
@@ -247,16 +252,20 @@ def _common(p, seeds, epochs):
                    help="one launch per epoch (the reference engine) instead of one per stage")
 
 
-def _config(args, quick, **extra):
+def _config(p, args, quick, **extra):
     """The run's Config from the parsed options (--quick's settings applied)."""
     if args.quick:
         args.seeds, args.epochs = quick["seeds"], quick["epochs"]
+    if args.seed + args.draws - 1 > SEED_MAX:
+        p.error(f"--draws {args.draws} from --seed {args.seed} needs master seeds past "
+                f"2^64 - 1")
     return Config(kinds=args.kinds, seeds=args.seeds, points=args.points, epochs=args.epochs,
                   lr_peaks=args.lr_peaks, lr_weights=args.lr_weights or dict(LR_WEIGHTS),
                   warmup_fraction=args.warmup_fraction or dict(WARMUP_FRACTION),
                   peak_bounds=args.peak_bounds or PEAK_CLAMP,
                   seed=args.seed, device=args.device, threads=args.threads,
-                  fused=not args.step_by_step, progress=not args.no_progress, **extra)
+                  fused=not args.step_by_step, progress=not args.no_progress, draws=args.draws,
+                  **extra)
 
 
 def _scaling(p):
@@ -362,7 +371,7 @@ def add_reproduce_parser(sub):
         args.points = Config.points if args.points is None else args.points
         args.lr_peaks = args.lr_peaks or LR_PEAKS
         args.out = "./compnet-results" if args.out is None else args.out
-        cfg = _config(args, QUICK, depth=args.depth)
+        cfg = _config(p, args, QUICK, depth=args.depth)
         with _session(p, args, cfg) as s:
             if args.nonconvex:
                 return reproduce.run_nonconvex(args.nonconvex, cfg, s.od,
@@ -387,7 +396,7 @@ def run_sparse(p, args):
                             or warmup_fractions(sparse.SPARSE_SETTINGS["warmup_fraction"]))
     args.peak_bounds = args.peak_bounds or sparse.SPARSE_SETTINGS["peak_bounds"]
     args.out = "./compnet-sparse" if args.out is None else args.out
-    cfg = _config(args, QUICK, depth=args.depth)
+    cfg = _config(p, args, QUICK, depth=args.depth)
     with _session(p, args, cfg) as s:
         return sparse_reproduce.run(args.targets or PAPER_TARGETS, cfg, s.od,
                                     draw_plots=not args.no_plots)
@@ -407,7 +416,7 @@ def add_sweep_parser(sub):
     _scaling(p)
 
     def run(args):
-        cfg = _config(args, SWEEP_QUICK)
+        cfg = _config(p, args, SWEEP_QUICK)
         if args.depths is None:
             args.depths = parse_depths(SWEEP_QUICK["depths"] if args.quick else "2:32")
         with _session(p, args, cfg) as s:

@@ -56,7 +56,7 @@ def check_setting(name, value):
         return check_int(name, value, 1, os.cpu_count() or 1)
     if name == "seed":
         return check_int(name, value, 0, SEED_MAX)
-    return check_int(name, value, {"seeds": 1, "points": 2, "epochs": 0}[name])
+    return check_int(name, value, {"seeds": 1, "points": 2, "epochs": 0, "draws": 1}[name])
 
 
 def check_kinds(kinds):
@@ -159,9 +159,14 @@ class Config:
     generator ``seed``; ``peak_range`` of the uniform starting peaks; ``dtype``; ``device``
     ("auto"/None, "cpu", "cuda[:i]").
 
-    Which part of it: ``seed_block = (start, stop)`` trains only seeds ``start .. stop - 1`` of
-    the ``seeds`` drawn (default: all), so an experiment splits into work units (targets x kinds
-    x depth x seed block) whose results are the rows of the whole run.
+    How often: ``draws`` independent repeats of the whole experiment (default 1), draw ``r``
+    with master seed ``seed + r``, drawn exactly as a run with that ``seed`` draws: the rows of
+    a run are ``draws x seeds``, row ``r * seeds + s`` being seed ``s`` of draw ``r``
+    (:mod:`~compnet_ext.experiments.draws`).
+
+    Which part of it: ``seed_block = (start, stop)`` trains only rows ``start .. stop - 1`` of
+    the ``draws x seeds`` drawn (default: all), so an experiment splits into work units (targets
+    x kinds x depth x seed block) whose results are the rows of the whole run.
 
     How it runs: ``fused`` (every stage of every kind as launches of the fused stages; False: the
     step-by-step engine, one launch and one Adam step per epoch, the reference); ``threads``
@@ -190,11 +195,12 @@ class Config:
     keep_layers: bool = False
     progress: bool = False
     domain: tuple = None
+    draws: int = 1
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)
         set_("kinds", check_kinds(self.kinds))
-        for name in ("seeds", "points", "depth"):
+        for name in ("seeds", "points", "depth", "draws"):
             check_setting(name, getattr(self, name))
         if self.width is not None:
             check_setting("width", self.width)
@@ -216,6 +222,9 @@ class Config:
                              f"MATH.md section 5 has 4 neurons per layer; {PAIR_WIDTH} for "
                              f"sign-0 targets), got {self.width}")
         check_setting("seed", self.seed)
+        if self.seed + self.draws - 1 > SEED_MAX:
+            raise ValueError(f"`draws` = {self.draws} from `seed` = {self.seed} would need master "
+                             f"seeds past {SEED_MAX}")
         set_("peak_range", check_bounds("peak_range", self.peak_range))
         if self.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"`dtype` must be torch.float32 or torch.float64, got {self.dtype}")
@@ -226,18 +235,23 @@ class Config:
             block = tuple(self.seed_block)
             if not (len(block) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
                                             for v in block)
-                    and 0 <= block[0] < block[1] <= self.seeds):
+                    and 0 <= block[0] < block[1] <= self.total_seeds):
                 raise ValueError(f"`seed_block` must be (start, stop) with 0 <= start < stop <= "
-                                 f"seeds = {self.seeds}, got {self.seed_block!r}")
+                                 f"draws x seeds = {self.total_seeds}, got {self.seed_block!r}")
             set_("seed_block", block)
         if self.threads is not None:
             check_setting("threads", self.threads)
         set_("device", resolve_device(self.device))
 
     @property
+    def total_seeds(self):
+        """The rows of all draws: ``draws x seeds``."""
+        return self.draws * self.seeds
+
+    @property
     def rows(self):
-        """The seeds this configuration trains: ``range(start, stop)`` of its seed block."""
-        return range(*(self.seed_block or (0, self.seeds)))
+        """The rows this configuration trains: ``range(start, stop)`` of its seed block."""
+        return range(*(self.seed_block or (0, self.total_seeds)))
 
     def network_width(self, pair=False):
         """The hidden width of every kind: ``width``, or when None the compositional

@@ -87,7 +87,7 @@ def run(targets, config=None, **settings):
 
     Returns:
         ``(x [points], {target: {kind: KindResult}})`` with tensors on the CPU; the rows are the
-        seeds of ``config.rows``.
+        seeds of ``config.rows`` (with ``draws`` > 1: draw after draw, ``draws x seeds``).
     """
     cfg = Config(**settings) if config is None else config.replace(**settings)
     if targets:
@@ -106,7 +106,8 @@ def run(targets, config=None, **settings):
 
 
 def compare(target, sign, config=None, **settings):
-    """Final MSE per seed of every kind on one target: ``{kind: Tensor[seeds]}`` (CPU).
+    """Final MSE per seed of every kind on one target: ``{kind: Tensor[seeds]}`` (CPU; with
+    ``draws`` > 1, ``Tensor[draws x seeds]``, draw after draw).
 
     ``target``: a callable on a tensor of points in the ``domain`` setting (returns one value
     per point), a tensor of ``points`` values, or a registered target's name
@@ -155,27 +156,19 @@ class _Experiment:
         # One draw for everything, in a fixed order, so the selected kinds do not change the
         # numbers; a seed block is rows of the whole draw.
         # A pair's two halves draw their peaks as one row of 2 (D + 1).
-        S, dtype = cfg.seeds, cfg.dtype
         widths = mlp_widths(cfg.network_width(self.pair), cfg.depth)
-        key = (cfg.seed, S, widths, dtype, tuple(cfg.peak_range), self.pair)
+        key = (cfg.seed, cfg.seeds, cfg.draws, widths, cfg.dtype, tuple(cfg.peak_range),
+               self.pair)
         draw = None if _draws is None else _draws.get(key)
         if draw is None:
-            g = torch.Generator().manual_seed(cfg.seed)
-            start = {"default": default_layers(S, widths, g, dtype),
-                     "raai": raai_layers(S, widths, g, dtype)}
-            if self.pair:
-                peaks0 = starting_peaks(S, 2 * cfg.depth + 1, g, dtype, *cfg.peak_range)
-                peaks0 = peaks0.reshape(S, 2, cfg.depth + 1)
-            else:
-                peaks0 = starting_peaks(S, cfg.depth, g, dtype, *cfg.peak_range)
-            draw = (start, peaks0)
+            draw = starting_draw(cfg, widths, self.pair)
             if _draws is not None:
                 _draws.clear()
                 _draws[key] = draw
         start, peaks0 = draw
         if cfg.seed_block is not None or _draws is not None:
             # copies: the kept draw must stay as drawn whatever a run does with its rows
-            rows = slice(*(cfg.seed_block or (0, S)))
+            rows = slice(*(cfg.seed_block or (0, cfg.total_seeds)))
             start = {k: [(W[rows].clone(), b[rows].clone()) for W, b in layers]
                      for k, layers in start.items()}
             peaks0 = peaks0[rows].clone()
@@ -249,6 +242,29 @@ class _Experiment:
         """Append each block's rows of a batch's ``curve [rows, R]`` to ``curves`` as ``[R, S]``."""
         for i, b in enumerate(blocks):
             curves.setdefault(b, []).append(curve[self.rows(i)].t())
+
+
+def _one_draw(seed, cfg, widths, pair):
+    """The starting draw of master seed ``seed``: ``({"default", "raai": layers}, peaks0)``."""
+    S, dtype = cfg.seeds, cfg.dtype
+    g = torch.Generator().manual_seed(seed)
+    start = {"default": default_layers(S, widths, g, dtype),
+             "raai": raai_layers(S, widths, g, dtype)}
+    if pair:
+        peaks0 = starting_peaks(S, 2 * cfg.depth + 1, g, dtype, *cfg.peak_range)
+        return start, peaks0.reshape(S, 2, cfg.depth + 1)
+    return start, starting_peaks(S, cfg.depth, g, dtype, *cfg.peak_range)
+
+
+def starting_draw(cfg, widths, pair=False):
+    """Every row's start, ``({"default", "raai": layers [draws x seeds, ...]}, peaks0)``: draw
+    ``r``'s rows as a run with master seed ``seed + r`` draws them alone, so a draw's numbers
+    depend neither on ``draws`` nor on the other draws."""
+    draws = [_one_draw(cfg.seed + r, cfg, widths, pair) for r in range(cfg.draws)]
+    if len(draws) == 1:
+        return draws[0]
+    start = {k: _cat_layers([d[0][k] for d in draws]) for k in draws[0][0]}
+    return start, torch.cat([d[1] for d in draws])
 
 
 def check_experiment_sign(sign):

@@ -25,7 +25,7 @@ LOCK_NAME = ".compnet.lock"
 # commands clear all of them: a sweep's results.json beside a reproduction's PNGs would otherwise
 # look like one finished run.
 OUTPUT_NAMES = ("results.json", "results.csv", "best_fits.png", "loss_curves.png",
-                "sweep.csv", "sweep.png")
+                "intervals.png", "sweep.csv", "sweep.png")
 CELLS_DIR = "cells"
 LOGS_DIR = "logs"
 # The ranks' status files (distributed.py): stale ones would read as this run's.

@@ -3,7 +3,8 @@
 Networks (``compnet plot``): :func:`plot_neurons`, every hidden neuron's output layer by layer
 (the paper's Figures 3, 5, 6), and :func:`plot_fit`, one seed's output against a target; both
 return a matplotlib Figure. Runs: :func:`plot_best_fits` and :func:`plot_loss_curves` of a
-reproduction and :func:`plot_sweep` of a depth sweep, written as PNG files (:func:`save`).
+reproduction, :func:`plot_intervals` of one with draws and :func:`plot_sweep` of a depth sweep,
+written as PNG files (:func:`save`).
 matplotlib is optional (``pip install matplotlib``): :func:`matplotlib_missing` says whether it
 is there.
 """
@@ -170,7 +171,8 @@ def plot_loss_curves(path, res, stage1_epochs):
 
 
 def plot_sweep(path, rows, kinds):
-    """MSE (min, median) and linear pieces vs depth per kind, from sweep rows (dicts)."""
+    """MSE (min, median) and linear pieces vs depth per kind, from sweep rows (dicts); rows of
+    a run with draws also shade the median's 90% interval over the draws."""
     plt = _plt()
     targets = sorted({r["target"] for r in rows}, key=lambda t: list(TARGETS).index(t)
                      if t in TARGETS else 99)
@@ -184,6 +186,10 @@ def plot_sweep(path, rows, kinds):
             d = [r["depth"] for r in rs]
             line, = axes[0][j].semilogy(d, [r["median"] for r in rs], marker="o", ms=3,
                                         label=f"{KIND_LABELS.get(k, k)} median")
+            if "median_lo" in rs[0]:  # a run with draws: the median's 90% interval
+                axes[0][j].fill_between(d, [r["median_lo"] for r in rs],
+                                        [r["median_hi"] for r in rs], color=line.get_color(),
+                                        alpha=0.2, lw=0)
             axes[0][j].semilogy(d, [r["min"] for r in rs], ls="--", color=line.get_color(), lw=0.8)
             if all(r.get("pieces_median") is not None for r in rs):
                 axes[1][j].semilogy(d, [r["pieces_median"] for r in rs], marker="o", ms=3,
@@ -240,5 +246,35 @@ def plot_sparse_curves(path, res, stage1_epochs):
             ax.axvline(stage1_epochs, color="gray", lw=0.6, ls="--")
         ax.set_title(f"{label(n)}: median MSE (dotted: training)")
         ax.set_xlabel("Adam step (dashed: end of stage 1)")
+    axes[0][0].legend(fontsize=6)
+    save(fig, path)
+
+
+def plot_intervals(path, results, reference, stats, draws, *, what="MSE"):
+    """Runs with draws, per target: each kind's ``stats`` (e.g. min and mean ``what``) as the
+    median over the draws with its 90% interval as error bars (log scale), and the reference
+    figures (``{target: {kind: {stat: figure}}}``, e.g. the paper's) as crosses."""
+    plt = _plt()
+    names = list(results)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
+    for j, n in enumerate(names):
+        ax, kinds = axes[0][j], list(results[n])
+        for i, s in enumerate(stats):
+            x = [c + (i - (len(stats) - 1) / 2) * 0.2 for c in range(len(kinds))]
+            mid = [results[n][k][s] for k in kinds]
+            lo, hi = zip(*(results[n][k]["interval90"][s] for k in kinds))
+            bars = ax.errorbar(x, mid, yerr=[[m - a for m, a in zip(mid, lo)],
+                                             [b - m for m, b in zip(mid, hi)]],
+                               fmt="o", ms=4, capsize=3, label=f"{s} (median, 90% interval)")
+            ref = [(xi, reference.get(n, {}).get(k, {}).get(s)) for xi, k in zip(x, kinds)]
+            ref = [(xi, v) for xi, v in ref if v is not None]
+            if ref:
+                ax.plot(*zip(*ref), "x", ms=6, color=bars[0].get_color(),
+                        label=f"{s}, reference")
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(kinds)))
+        ax.set_xticklabels([KIND_LABELS.get(k, k) for k in kinds], rotation=30, ha="right",
+                           fontsize=7)
+        ax.set_title(f"{label(n)}: {what} over {draws} draws")
     axes[0][0].legend(fontsize=6)
     save(fig, path)

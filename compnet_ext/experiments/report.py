@@ -32,10 +32,16 @@ def _e(v):
     return "n/a" if v is None else f"{v:.2e}"
 
 
-def markdown_tables(results, seeds, *, other_title="Other targets"):
+def _cells(leaf, stat, paper):
+    return _e(leaf[stat]), _e(paper)
+
+
+def markdown_tables(results, seeds, *, other_title="Other targets", cells=None, caption=""):
     """The paper's Tables 1-2 shape (min and mean MSE per kind) with the paper's figures beside
     ours; targets outside the paper's tables get a table of their own (``other_title``), with
-    no 'paper' columns when the paper has none of them."""
+    no 'paper' columns when the paper has none of them. ``cells(leaf, stat, paper_figure)``:
+    the (ours, paper) texts of a cell (default: both to three digits); ``caption``: added to
+    each table's title line."""
     out = []
     named = [t for _, ts in PAPER_TABLES for t in ts]
     groups = [(title, [t for t in ts if t in results]) for title, ts in PAPER_TABLES]
@@ -50,7 +56,7 @@ def markdown_tables(results, seeds, *, other_title="Other targets"):
             for t in ts:
                 head += [f"{stat.capitalize()} {label(t)}"] + (["paper"] if paper else [])
         note = "; 'paper' = the paper's figure." if paper else "."
-        out.append(f"**{title}.** Minimum and mean (n = {seeds}) MSE{note}")
+        out.append(f"**{title}.** Minimum and mean (n = {seeds}) MSE{note}{caption}")
         out.append("")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
@@ -58,9 +64,9 @@ def markdown_tables(results, seeds, *, other_title="Other targets"):
             row = [KIND_LABELS.get(k, k)]
             for stat in ("min", "mean"):
                 for t in ts:
-                    row += [_e(results[t][k][stat])]
-                    if paper:
-                        row += [_e(PAPER.get(t, {}).get(k, {}).get(stat))]
+                    ours, theirs = (cells or _cells)(results[t][k], stat,
+                                                     PAPER.get(t, {}).get(k, {}).get(stat))
+                    row += [ours] + ([theirs] if paper else [])
             out.append("| " + " | ".join(row) + " |")
         out.append("")
     return "\n".join(out)
@@ -107,6 +113,9 @@ def config_record(cfg, **extra):
            "seed": cfg.seed, "device": str(cfg.device),
            "dtype": str(cfg.dtype).removeprefix("torch."), "peak_range": list(cfg.peak_range),
            "optimizer": "Adam (torch defaults but lr)", "torch": torch.__version__}
+    if cfg.draws > 1:  # a single run's record stays as it was
+        rec["draws"] = cfg.draws
+        rec["master_seeds"] = [cfg.seed + r for r in range(cfg.draws)]
     rec.update(extra)
     return rec
 
@@ -136,26 +145,35 @@ def write_csv(path, results):
 
 SWEEP_FIELDS = ("depth", "target", "kind", "min", "median", "mean", "pieces_min",
                 "pieces_median", "pieces_max")
+SWEEP_DRAW_FIELDS = SWEEP_FIELDS + ("min_lo", "min_hi", "median_lo", "median_hi", "mean_lo",
+                                    "mean_hi", "draws")
+"""A sweep with draws: MSE columns are medians over the draws, ``_lo``/``_hi`` their 90%
+intervals; pieces are over every row of every draw."""
 
 
 def write_sweep_csv(path, rows):
-    """sweep.csv: one row per (depth, target, kind), :data:`SWEEP_FIELDS`."""
+    """sweep.csv: one row per (depth, target, kind), :data:`SWEEP_FIELDS` (with draws:
+    :data:`SWEEP_DRAW_FIELDS`)."""
+    fields = SWEEP_DRAW_FIELDS if rows and "draws" in rows[0] else SWEEP_FIELDS
+
     def write(f):
-        w = csv.DictWriter(f, fieldnames=SWEEP_FIELDS)
+        w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
 
     atomic_write(path, write)
 
 
-def sweep_table(rows):
-    """The sweep's markdown table: MSE and median pieces per depth, target and kind."""
+def sweep_table(rows, cell=None):
+    """The sweep's markdown table: MSE and median pieces per depth, target and kind;
+    ``cell(row, stat)``: an MSE's text (default: three digits)."""
+    cell = cell or (lambda r, stat: f"{r[stat]:.2e}")
     out = ["| depth | target | kind | min MSE | median MSE | mean MSE | pieces (median) |",
            "|---|---|---|---|---|---|---|"]
     for r in rows:
         pcs = "" if r["pieces_median"] is None else f"{r['pieces_median']:g}"
-        out.append(f"| {r['depth']} | {r['target']} | {r['kind']} | {r['min']:.2e} | "
-                   f"{r['median']:.2e} | {r['mean']:.2e} | {pcs} |")
+        out.append(f"| {r['depth']} | {r['target']} | {r['kind']} | {cell(r, 'min')} | "
+                   f"{cell(r, 'median')} | {cell(r, 'mean')} | {pcs} |")
     return "\n".join(out)
 
 

@@ -13,7 +13,7 @@ from ..breakpoints import MAX_PIECES, CountLimitError, count_pieces
 from ..network import encode
 from ..nonconvex import PAIR_WIDTH
 from ..targets import get_target, select
-from . import engine, plots, report
+from . import draws, engine, plots, report
 from .cells import BLOCK_SEEDS, Cell, blocks, plan, settings_hash
 from .distributed import Session, run_cells
 
@@ -52,7 +52,7 @@ def train_cells(targets, cfg, session, *, block_seeds=BLOCK_SEEDS):
     """Train every cell (target x kind x seed block at ``cfg.depth``) over the session's ranks;
     rank 0 gets ``(x, {target: {kind: KindResult}})`` exactly as :func:`engine.run` gives it in
     one process (stage-2 layers not kept), the other ranks None."""
-    seed_blocks = blocks(cfg.seeds, block_seeds)
+    seed_blocks = blocks(cfg.total_seeds, block_seeds)
     rank_cfg = cfg.replace(device=session.world.device(cfg.device))
 
     def compute(depth, block, kind, group):
@@ -63,7 +63,8 @@ def train_cells(targets, cfg, session, *, block_seeds=BLOCK_SEEDS):
                 for r in (res[c.target][kind] for c in group)]
 
     with engine.reuse_draws():
-        payloads = run_cells(session, plan(targets, cfg.kinds, [cfg.depth], cfg.seeds, block_seeds),
+        payloads = run_cells(session, plan(targets, cfg.kinds, [cfg.depth], cfg.total_seeds,
+                                           block_seeds),
                              compute, settings=settings_hash("reproduce", cfg), epochs=cfg.epochs,
                              desc="compnet reproduce", progress=cfg.progress)
     if payloads is None:
@@ -143,18 +144,29 @@ def _report(targets, cfg, od, xs, res, wall, count, extra, draw_plots, out, *,
     ``xs``: the points of each target; ``extra``: more of results.json's ``config``; then
     discard ``cells/`` unless ``keep_cells``."""
     out = out or sys.stdout
+    R = cfg.draws
     results = report.summaries(res)
-    report.write_csv(od.file("results.csv"), results)
+    if R == 1:
+        report.write_csv(od.file("results.csv"), results)
+        checks = [(c, ok, None) for c, ok in report.qualitative_checks(results)]
+    else:
+        per_draw = draws.split(results, R)
+        results = draws.aggregate(per_draw, report.paper_figures(results))
+        draws.write_csv(od.file("results.csv"), results, report.paper_figures(results), R)
+        checks = draws.checks_over_draws(report.qualitative_checks, per_draw, results)
     files, skipped = ["results.csv"], {}
-    checks = report.qualitative_checks(results)
     pieces, piece_checks = count(skipped)
-    checks += piece_checks
+    checks += [(c, ok, None) for c, ok in piece_checks]
 
     def paint():
         ys = {n: get_target(n).fn(xs[n]) for n in res}
         plots.plot_best_fits(od.file("best_fits.png"), xs, ys, res)
         plots.plot_loss_curves(od.file("loss_curves.png"), res, cfg.epochs[0])
-        return ["best_fits.png", "loss_curves.png"]
+        if R == 1:
+            return ["best_fits.png", "loss_curves.png"]
+        plots.plot_intervals(od.file("intervals.png"), results, report.paper_figures(results),
+                             ("min", "mean"), R)
+        return ["best_fits.png", "loss_curves.png", "intervals.png"]
 
     files += report.draw(skipped, draw_plots, paint) + ["results.json"]
     config = report.config_record(cfg, depth=cfg.depth, targets=list(targets),
@@ -162,14 +174,18 @@ def _report(targets, cfg, od, xs, res, wall, count, extra, draw_plots, out, *,
     report.write_json(od.file("results.json"), {
         "config": config, "results": results, "paper": report.paper_figures(results),
         "command": command, "wall_seconds": wall, "stage1_pieces": pieces,
-        "checks": [{"claim": c, "holds": ok} for c, ok in checks],
+        "checks": draws.check_records(checks),
         "skipped": skipped, "files": files})
     if not keep_cells:
         od.discard_cells()
-    print(report.markdown_tables(results, cfg.seeds, other_title=title), file=out)
-    for claim, ok in checks:
-        print(f"- [{'x' if ok else ' '}] {claim}", file=out)
-    print(f"\n{len(targets)} target(s) x {len(cfg.kinds)} kind(s) x {cfg.seeds} seeds, "
+    if R == 1:
+        print(report.markdown_tables(results, cfg.seeds, other_title=title), file=out)
+    else:
+        print(report.markdown_tables(results, cfg.seeds, other_title=title,
+                                     cells=draws.table_cells, caption=draws.caption(R)), file=out)
+    draws.print_checks(checks, out)
+    print(f"\n{len(targets)} target(s) x {len(cfg.kinds)} kind(s) x {cfg.seeds} seeds"
+          f"{'' if R == 1 else f' x {R} draws'}, "
           f"epochs {cfg.epochs[0]}+{cfg.epochs[1]}, device {config['device']}: {wall:.1f} s. "
           f"Wrote {', '.join(files)} to {od.path}", file=out)
     return 0

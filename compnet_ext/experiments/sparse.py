@@ -27,7 +27,7 @@ import torch
 
 from ..batched_mlp import BatchedMLP
 from ..checks import check_adam, check_int, check_sign
-from ..init import default_layers, mlp_widths, raai_layers, starting_peaks
+from ..init import mlp_widths
 from ..mlp_ops import pack, unpack
 from ..network import encode
 from ..ops import PEAK_BOUNDS, smooth_scales
@@ -35,6 +35,7 @@ from ..optim import BatchedAdam
 from ..targets import evaluate_target
 from . import stages
 from .config import STAGE1_KINDS, Config, cpu_threads
+from .engine import starting_draw
 from .progress import progress_bar
 
 TRAIN_POINTS = 10
@@ -145,13 +146,9 @@ def _points(name, x, dtype):
 
 
 def _starts(cfg):
-    """The starting draws, in :func:`compnet_ext.train.run`'s order (seed s starts alike)."""
-    S, widths, dtype = cfg.seeds, mlp_widths(cfg.network_width(), cfg.depth), cfg.dtype
-    g = torch.Generator().manual_seed(cfg.seed)
-    layers = {"default": default_layers(S, widths, g, dtype),
-              "raai": raai_layers(S, widths, g, dtype)}
-    peaks0 = starting_peaks(S, cfg.depth, g, dtype, *cfg.peak_range)
-    rows = slice(*(cfg.seed_block or (0, S)))
+    """The starting draws of :func:`compnet_ext.train.run` (seed s starts alike; every draw)."""
+    layers, peaks0 = starting_draw(cfg, mlp_widths(cfg.network_width(), cfg.depth))
+    rows = slice(*(cfg.seed_block or (0, cfg.total_seeds)))
     return {k: [(W[rows], b[rows]) for W, b in v] for k, v in layers.items()}, peaks0[rows]
 
 

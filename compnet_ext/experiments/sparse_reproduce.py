@@ -10,7 +10,7 @@ import torch
 
 from ..mlp_ops import mlp_forward
 from ..targets import get_target, label, select
-from . import plots, report, sparse
+from . import draws as drawn, plots, report, sparse
 from .outdir import atomic_write
 from .paper import KIND_LABELS
 
@@ -36,23 +36,41 @@ def _e(v):
     return "n/a" if v is None else f"{v:.2e}"
 
 
-def table(results, seeds, test_every):
+def _cell(leaf, stat):
+    return _e(leaf[stat])
+
+
+def _later_cell(figure, leaf, stat):
+    return _e(figure)
+
+
+def table(results, seeds, test_every, *, draws=1):
+    """The table of :func:`summaries` (``draws`` = 1) or of their aggregate over the draws."""
+    cell, later = (_cell, _later_cell) if draws == 1 else (drawn.cell, drawn.reference_cell)
     head = ["Target", "Network", "Min test", "later version", "Mean test", "Median test",
             "Min train", "Mean train", "Min test, best step", "Mean test, best step"]
+    caption = "" if draws == 1 else drawn.caption(draws)
     out = [f"**Sparse-data test.** Test MSE on {sparse.TEST_POINTS} held-out points after training "
            f"on {sparse.TRAIN_POINTS}; minimum, mean and median over n = {seeds} seeds of the "
            f"final networks; 'best step': each seed's lowest test MSE during weight training "
            f"(checked every {test_every} step(s)), an oracle early stop that peeks at the test "
-           f"set. {NOTE}", "",
+           f"set. {NOTE}{caption}", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n, per_kind in results.items():
         for k, s in per_kind.items():
-            row = [label(n), KIND_LABELS.get(k, k), _e(s["test"]["min"]),
-                   _e(sparse.LATER_VERSION.get(n, {}).get(k)), _e(s["test"]["mean"]),
-                   _e(s["test"]["median"]), _e(s["train"]["min"]), _e(s["train"]["mean"]),
-                   _e(s["best_test"]["min"]), _e(s["best_test"]["mean"])]
+            row = [label(n), KIND_LABELS.get(k, k), cell(s["test"], "min"),
+                   later(sparse.LATER_VERSION.get(n, {}).get(k), s["test"], "min"),
+                   cell(s["test"], "mean"), cell(s["test"], "median"), cell(s["train"], "min"),
+                   cell(s["train"], "mean"), cell(s["best_test"], "min"),
+                   cell(s["best_test"], "mean")]
             out.append("| " + " | ".join(row) + " |")
     return "\n".join(out) + "\n"
+
+
+def later_reference(results):
+    """The later version's figures in the shape of :func:`summaries` (test minimum only)."""
+    return {n: {k: {"test": {"min": v}} for k, v in sparse.LATER_VERSION[n].items()}
+            for n in results if n in sparse.LATER_VERSION}
 
 
 def checks(results):
@@ -85,6 +103,25 @@ def write_csv(path, results):
     atomic_write(path, write)
 
 
+def write_draws_csv(path, results, draws):
+    """results.csv of a run with draws: per (target, kind) the medians over the draws with their
+    90% intervals of the test, training and best-step test MSE, and the later figure."""
+    parts = ("test", "train", "best_test")
+
+    def write(f):
+        w = csv.writer(f)
+        w.writerow(["target", "kind"] + [c for a in parts for c in drawn.csv_columns(f"{a}_")]
+                   + ["later_version_min_approx", "later_version_vs_ours", "seeds", "draws"])
+        for n, per_kind in results.items():
+            for k, s in per_kind.items():
+                w.writerow([n, k] + [v for a in parts for v in drawn.csv_values(s[a])] + [
+                    sparse.LATER_VERSION.get(n, {}).get(k, ""),
+                    s["test"].get("reference_vs_ours", {}).get("min", ""),
+                    len(s["test"]["per_seed"]) // draws, draws])
+
+    atomic_write(path, write)
+
+
 def best_fits(res, x):
     """{target: {kind: (fit of the seed with the lowest final test MSE at ``x``, its MSE)}}."""
     out = {}
@@ -113,17 +150,32 @@ def run(targets, cfg, od, *, test_every=1, draw_plots=True, out=None):
     t0 = time.perf_counter()
     x_train, x_test, res = sparse.run(select(targets), cfg, test_every=test_every)
     wall = time.perf_counter() - t0
+    R = cfg.draws
     results = summaries(res)
-    write_csv(od.file("results.csv"), results)
+    if R == 1:
+        write_csv(od.file("results.csv"), results)
+        claims = [(c, ok, None) for c, ok in checks(results)]
+    else:
+        per_draw = drawn.split(results, R)
+        results = drawn.aggregate(per_draw, later_reference(results))
+        write_draws_csv(od.file("results.csv"), results, R)
+        claims = drawn.checks_over_draws(checks, per_draw, results)
     files, skipped = ["results.csv"], {}
-    claims = checks(results)
 
     def paint():
         x = torch.linspace(0, 1, 501, dtype=torch.float64)
         fns = {n: get_target(n).fn for n in res}
         plots.plot_sparse_fits(od.file("best_fits.png"), x, fns, x_train, x_test, best_fits(res, x))
         plots.plot_sparse_curves(od.file("loss_curves.png"), res, cfg.epochs[0])
-        return ["best_fits.png", "loss_curves.png"]
+        if R == 1:
+            return ["best_fits.png", "loss_curves.png"]
+        plots.plot_intervals(od.file("intervals.png"),
+                             {n: {k: s["test"] for k, s in per_kind.items()}
+                              for n, per_kind in results.items()},
+                             {n: {k: r["test"] for k, r in per_kind.items()}
+                              for n, per_kind in later_reference(results).items()},
+                             ("min", "mean"), R, what="test MSE")
+        return ["best_fits.png", "loss_curves.png", "intervals.png"]
 
     files += report.draw(skipped, draw_plots, paint) + ["results.json"]
     config = report.config_record(cfg, depth=cfg.depth, targets=list(targets),
@@ -136,12 +188,13 @@ def run(targets, cfg, od, *, test_every=1, draw_plots=True, out=None):
         "later_version": {"min_test_mse": {n: sparse.LATER_VERSION[n] for n in results
                                            if n in sparse.LATER_VERSION},
                           "note": NOTE},
-        "wall_seconds": wall, "checks": [{"claim": c, "holds": ok} for c, ok in claims],
+        "wall_seconds": wall,
+        "checks": drawn.check_records(claims),
         "skipped": skipped, "files": files})
-    print(table(results, cfg.seeds, test_every), file=out)
-    for claim, ok in claims:
-        print(f"- [{'x' if ok else ' '}] {claim}", file=out)
-    print(f"\n{len(targets)} target(s) x {len(cfg.kinds)} kind(s) x {cfg.seeds} seeds, "
+    print(table(results, cfg.seeds, test_every, draws=R), file=out)
+    drawn.print_checks(claims, out)
+    print(f"\n{len(targets)} target(s) x {len(cfg.kinds)} kind(s) x {cfg.seeds} seeds"
+          f"{'' if R == 1 else f' x {R} draws'}, "
           f"{sparse.TRAIN_POINTS} training points (i/9), {sparse.TEST_POINTS} test points "
           f"((2j+1)/20), epochs {cfg.epochs[0]}+{cfg.epochs[1]}, Adam lr {_rates(cfg)}, "
           f"device {config['device']}: {wall:.1f} s. Wrote {', '.join(files)} to {od.path}",

@@ -9,7 +9,7 @@ import torch
 
 from ..breakpoints import MAX_PIECES, CountLimitError, count_pieces
 from ..targets import select
-from . import engine, plots, report
+from . import draws, engine, plots, report
 from .cells import BLOCK_SEEDS, Cell, blocks, plan, settings_hash
 from .distributed import Session, run_cells
 
@@ -33,8 +33,8 @@ def run(targets, cfg, depths, od, *, pieces=True, draw_plots=True, out=None, ses
     out = out or sys.stdout
     session = session or Session.local(od)
     t0 = time.perf_counter()
-    seed_blocks = blocks(cfg.seeds, block_seeds)
-    cells = plan(targets, cfg.kinds, depths, cfg.seeds, block_seeds)
+    seed_blocks = blocks(cfg.total_seeds, block_seeds)
+    cells = plan(targets, cfg.kinds, depths, cfg.total_seeds, block_seeds)
     rank_cfg = cfg.replace(device=session.world.device(cfg.device))
 
     def compute(depth, block, kind, group):
@@ -62,6 +62,9 @@ def run(targets, cfg, depths, od, *, pieces=True, draw_plots=True, out=None, ses
                 row = {"depth": depth, "target": t, "kind": k, "min": s["min"],
                        "median": s["median"], "mean": s["mean"], "pieces_min": None,
                        "pieces_median": None, "pieces_max": None}
+                if cfg.draws > 1:
+                    row.update(draws.sweep_columns(draws.aggregate(draws.split(s, cfg.draws))),
+                               draws=cfg.draws)
                 rows.append(row)
                 if not pieces:
                     continue
@@ -119,7 +122,8 @@ def run(targets, cfg, depths, od, *, pieces=True, draw_plots=True, out=None, ses
                        "skipped": skipped, "not_counted": not_counted, "files": files})
     if not keep_cells:
         od.discard_cells()
-    print(report.sweep_table(rows), file=out)
-    print(f"\n{len(depths)} depth(s), {cfg.seeds} seeds, epochs {cfg.epochs[0]}+"
+    print(report.sweep_table(rows, None if cfg.draws == 1 else draws.sweep_cell), file=out)
+    print(f"\n{len(depths)} depth(s), {cfg.seeds} seeds"
+          f"{'' if cfg.draws == 1 else f' x {cfg.draws} draws'}, epochs {cfg.epochs[0]}+"
           f"{cfg.epochs[1]}: {wall:.1f} s. Wrote {', '.join(files)} to {od.path}", file=out)
     return 0
