@@ -21,7 +21,9 @@ BUILD_TOOLS = os.path.dirname(os.path.abspath(link_check.__file__))
 OPENMP_RUNTIMES = ("libgomp", "libiomp", "libomp")
 
 
-def _run(args, cwd=None, **env):
+def _run(args, cwd=BUILD_TOOLS, **env):
+    # Never the source tree as cwd: `python -c` puts the cwd first on sys.path, and the source
+    # tree's compnet_ext (no _C in it unless built in place) would shadow the installed one.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([BUILD_TOOLS, os.environ.get("PYTHONPATH", "")]),
            **env}
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
