@@ -160,7 +160,10 @@ class CompositionalActivation(torch.nn.Module):
             (any shape); -1: convex; +1: concave (one network plus an affine part).
         domain: ``(lo, hi)``, finite, lo < hi: the interval the waves cover. Outside it each
             function continues linearly (module :mod:`compnet_ext.activation` docstring).
-        dtype, device: of the parameters (default: torch's default dtype, CPU).
+        dtype, device: of the parameters (default: torch's default dtype, CPU). float32 or
+            float64, one that can compute on ``domain`` (``compnet_ext.checks.check_domain``),
+            here and at any later conversion (``.float()``, ``.to(dtype)``), which is refused
+            otherwise before anything changes.
 
     Stage 1 parameters: ``peaks`` (``[F, 2, D+1]`` for sign 0, ``[F, D+1]`` otherwise) and
     ``coef`` (``[F, 4]``: c_convex, c_concave, slope, offset; ``[F, 3]``: curvature, slope,
@@ -312,6 +315,20 @@ class CompositionalActivation(torch.nn.Module):
             problems.append(f"a switch to stage {stage} needs all of its parameters; missing "
                             + ", ".join(missing))
         return problems
+
+    def _apply(self, fn, *args, **kwargs):
+        # `.float()`, `.double()`, `.to(dtype)` of the layer or of a model holding it: a dtype the
+        # layer cannot compute in, or compute on its domain in, is refused before anything is
+        # converted (as at construction). fn is tried on an empty tensor like the parameters.
+        param = self._param()
+        dtype = fn(torch.empty(0, dtype=param.dtype, device=param.device)).dtype
+        if dtype != param.dtype:
+            if dtype not in (torch.float32, torch.float64):
+                raise TypeError(f"CompositionalActivation computes in torch.float32 or "
+                                f"torch.float64, not {dtype} (for mixed precision use "
+                                "torch.autocast: the layer then computes in its own dtype)")
+            check_domain(self.domain, dtype)
+        return super()._apply(fn, *args, **kwargs)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):

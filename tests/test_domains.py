@@ -61,6 +61,23 @@ def test_what_the_dtype_cannot_represent_is_refused_at_construction(domain, dtyp
         compare(lambda x: x, 0, seeds=1, epochs=(0, 0), points=4, domain=domain, dtype=dtype)
 
 
+def test_a_layer_is_not_converted_to_a_dtype_its_domain_breaks():
+    layer = CompositionalActivation(2, 3, domain=(0.0, 1e-39), dtype=torch.float64)
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    for convert in (lambda m: m.float(), lambda m: m.to(torch.float32),
+                    lambda m: torch.nn.Sequential(torch.nn.Identity(), m).float()):
+        with pytest.raises(ValueError, match="`domain`.*too narrow for torch.float32"):
+            convert(layer)
+    for convert in (lambda m: m.half(), lambda m: m.to(torch.bfloat16)):
+        with pytest.raises(TypeError, match="torch.float32 or torch.float64.*autocast"):
+            convert(layer)
+    after = layer.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+    ok = CompositionalActivation(2, 3, dtype=torch.float64).float()  # a domain float32 holds
+    assert ok.peaks.dtype == torch.float32
+    assert all(p.dtype == torch.float64 for p in ok.to_relu().double().parameters())
+
+
 @pytest.mark.parametrize("domain, dtype", [
     ((-1e37, 1e37), torch.float32), ((0.0, 2e-19), torch.float32), ((1e3, 1e3 + 1), torch.float32),
     ((1e7, 1e7 + 1), torch.float64), ((-1e300, 1e300), torch.float64),
