@@ -11,6 +11,7 @@ from torch.profiler import profile
 
 import compnet_ext
 from compnet_ext import reference
+from compnet_ext.activation import CompositionalActivation
 from compnet_ext.ops import PEAK_BOUNDS
 from compnet_ext.optim import BatchedAdam
 from conftest import cuda, make_problem
@@ -51,6 +52,18 @@ def test_ops_with_validate_false_read_nothing_on_the_host(free):
                                                         validate=False)) == []
     assert host_reads(lambda: _fwd_bwd(reference.forward, x, peaks, scales)) == []
     assert host_reads(lambda: reference.loss_and_grad(x, x**2, peaks, scales)) == []
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+@pytest.mark.parametrize("sign", [-1, 0, 1])
+def test_the_activation_layer_reads_nothing_on_the_host(sign, stage):
+    # its end slopes in closed form (no cumprod, whose backward reads .item()), the ops inside
+    # with validate=False, and the stage-2 MLP
+    layer = CompositionalActivation(3, 4, sign=sign, domain=(-2.0, 2.0), dtype=torch.float64)
+    if stage == 2:
+        layer.to_relu()
+    x = torch.linspace(-3, 3, 21, dtype=torch.float64).reshape(7, 3)  # inside and outside
+    assert host_reads(lambda: layer(x).square().sum().backward()) == []
 
 
 def test_capturable_adam_reads_nothing_on_the_host():
