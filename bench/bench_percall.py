@@ -6,7 +6,7 @@ On the CPU the default size is S = D = N = 1 and the time is this thread's CPU t
 machine's waits for a core do not count), one torch thread. On CUDA it is the wall time of
 batches of calls with one sync per batch, at 30/5/500. ``--profile`` prints torch.profiler's
 table of one forward+backward (where the host time goes), ``--out`` writes the JSON (named by
-the device and the date).
+the device, the date and the size).
 
     python bench/bench_percall.py --device cpu
     python bench/bench_percall.py --device cuda --config 30 5 500 --profile --out $OUT
@@ -96,7 +96,7 @@ def main(argv=None):
         meta = dict(S=S, D=D, N=N, dtype=args.dtype,
                     date=datetime.datetime.now().isoformat(timespec="seconds"),
                     timing="CPU: thread time, 1 torch thread; CUDA: wall time, sync per batch")
-        save_json("percall", args.device, meta, rows, args.out)
+        save_json("percall", args.device, meta, rows, args.out, suffix=f"-{S}x{D}x{N}-{args.dtype}")
     return rows
 
 
