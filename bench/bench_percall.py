@@ -1,6 +1,7 @@
 """Per-call cost of the ops: microseconds per call at a size where the arithmetic is negligible,
 beside bare torch calls of the same shape of work (issue 19: forward+backward <= 40 us at
-S, D, N = 30, 5, 500 on the GPU, without graphs).
+S, D, N = 30, 5, 500 on the GPU, without graphs), for the compositional ops and the paper's
+BatchedMLP (S seeds; the MLP's 12 parameter tensors make its floor autograd's cost for 12 leaves).
 
 On the CPU the default size is S = D = N = 1 and the time is this thread's CPU time (a shared
 machine's waits for a core do not count), one torch thread. On CUDA it is the wall time of
@@ -19,6 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import compnet_ext
+from compnet_ext.nn import BatchedMLP
 
 from _common import save_json  # noqa: E402 (bench/ is on sys.path when run as a script)
 
@@ -54,6 +56,23 @@ def calls(x, peaks, target):
         p.grad = None
         (p * 2).sum().backward()
 
+    mlp = BatchedMLP(peaks.shape[0], dtype=peaks.dtype, device=peaks.device)  # the paper's 4 x 5
+    leaves = list(mlp.parameters())
+
+    def mlp_fwd():
+        with torch.no_grad():
+            return mlp(x)
+
+    def mlp_fwd_bwd():
+        for t in leaves:
+            t.grad = None
+        mlp(x).sum().backward()
+
+    def bare_leaves_bwd():  # autograd's own cost of delivering gradients to the MLP's 12 leaves
+        for t in leaves:
+            t.grad = None
+        torch.autograd.backward([t.sum() for t in leaves])
+
     return {
         "bare torch op (peaks * 2)": lambda: peaks * 2,
         "bare torch (p * 2).sum().backward()": bare_fwd_bwd,
@@ -62,6 +81,10 @@ def calls(x, peaks, target):
         "forward+backward, validate=False": fwd_bwd,
         "loss_and_grad, validate=False":
             lambda: compnet_ext.loss_and_grad(x, target, peaks, validate=False),
+        "bare torch: 12 leaves' [t.sum() for t in leaves] backward": bare_leaves_bwd,
+        "BatchedMLP (1,4,4,4,4,4,1) forward, no_grad": mlp_fwd,
+        "BatchedMLP forward+backward": mlp_fwd_bwd,
+        "BatchedMLP.loss_and_grad": lambda: mlp.loss_and_grad(x, target),
     }, fwd_bwd
 
 

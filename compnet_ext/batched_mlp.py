@@ -94,6 +94,12 @@ class BatchedMLP(torch.nn.Module):
 
     def layers(self):
         """The list of ``(W [S, out, in], b [S, out])`` (the Parameters themselves, not copies)."""
+        # ParameterList keeps its Parameters in `_parameters` in index order; reading them there
+        # skips its per-item __getitem__ (about a microsecond each, on every call). Something
+        # else stored in a list (ParameterList takes any object) is not there: index then.
+        W, b = self.weights._parameters, self.biases._parameters
+        if len(W) == len(self.weights) and len(b) == len(self.biases):
+            return list(zip(W.values(), b.values()))
         return list(zip(self.weights, self.biases))
 
     def to_sequential(self, i):

@@ -348,8 +348,38 @@ def check_widths(widths):
     return widths
 
 
+def _valid_layers(layers):
+    """``(S, widths)`` when ``layers`` are certainly valid, else None: the per-call fast path of
+    :func:`check_layers`, as :func:`_valid_op_args` is :func:`check_op_args`'s."""
+    if type(layers) not in (list, tuple) or not 0 < len(layers) <= MAX_HIDDEN + 1:
+        return None
+    widths, dtype = [1], None
+    for pair in layers:
+        if type(pair) not in (tuple, list) or len(pair) != 2:
+            return None
+        W, b = pair
+        if not (isinstance(W, torch.Tensor) and isinstance(b, torch.Tensor)):
+            return None
+        ws = W.shape
+        if dtype is None:
+            dtype, device, S = W.dtype, W.device, ws[0] if len(ws) == 3 else -1
+            if dtype not in _FLOATS or device.type not in _DEVICE_TYPES:
+                return None
+        if (len(ws) != 3 or ws[0] != S or ws[2] != widths[-1] or b.shape != (S, ws[1])
+                or W.dtype != dtype or b.dtype != dtype or W.device != device
+                or b.device != device):
+            return None
+        widths.append(ws[1])
+    if widths[-1] != 1 or not all(1 <= w <= MAX_WIDTH for w in widths[1:-1]):
+        return None
+    return S, tuple(widths)
+
+
 def check_layers(layers):
     """A list of ``(W [S, out, in], b [S, out])``; returns ``(S, widths)``."""
+    valid = _valid_layers(layers)
+    if valid is not None:
+        return valid
     if not isinstance(layers, (list, tuple)) or not layers:
         raise TypeError("`layers` must be a non-empty list of (W [S, out, in], b [S, out]) pairs")
     ref = None

@@ -13,27 +13,33 @@ from ._extension import _C  # noqa: F401  (registers the ops)
 from .checks import (check_adam, check_layers, check_mlp_points, check_mlp_target, check_tensor,
                      check_warmup)
 from .chunks import run_in_chunks
-from .op_autograd import differentiable_vjp, differentiated, register_not_differentiable
+from .op_autograd import (below_autograd, differentiable_vjp, differentiated, plain_eager,
+                          register_not_differentiable)
 from .reference import matmul_forward
 
 _ops = torch.ops.compnet_ext
+_forward_op, _backward_op = _ops.mlp_forward.default, _ops.mlp_backward.default
+_loss_and_grad_op = _ops.mlp_loss_and_grad.default
 
 
 def pack(layers):
     """``[(W, b), ...]`` -> ``params [S, P]`` (differentiable)."""
-    return torch.cat([t.flatten(1) for W, b in layers for t in (W, b)], dim=1)
+    return pack_tensors(_tensors(layers))
+
+
+def pack_tensors(tensors):
+    """``[W0, b0, W1, b1, ...]`` -> ``params [S, P]`` (differentiable)."""
+    return torch.cat([t.flatten(1) for t in tensors], dim=1)
 
 
 def unpack(params, widths):
     """``params [S, P]`` -> ``[(W [S, out, in], b [S, out]), ...]`` (views)."""
-    S, out, o = params.shape[0], [], 0
+    S, sizes = params.shape[0], []
     for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-        W = params[:, o : o + fan_out * fan_in].reshape(S, fan_out, fan_in)
-        o += fan_out * fan_in
-        b = params[:, o : o + fan_out]
-        o += fan_out
-        out.append((W, b))
-    return out
+        sizes += [fan_out * fan_in, fan_out]
+    parts = params.split(sizes, dim=1)  # one call for all views: this runs on every backward
+    return [(parts[2 * l].reshape(S, fan_out, fan_in), parts[2 * l + 1])
+            for l, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:]))]
 
 
 @torch.library.register_fake("compnet_ext::mlp_forward")
@@ -79,6 +85,37 @@ def _backward(ctx, grad_y):
 
 torch.library.register_autograd("compnet_ext::mlp_forward", _backward,
                                 setup_context=_setup_context)
+
+
+class _Forward(torch.autograd.Function):
+    """Eager :func:`mlp_forward` with gradients, as :class:`compnet_ext.ops._Forward` is for the
+    compositional network (old-style for the same reason): the row ``params`` is packed inside,
+    so that a call records one autograd node rather than the op's, a ``cat`` and a ``flatten``
+    per tensor, and the fused backward's packed gradient reaches each W and b as a view. A
+    ``create_graph`` backward differentiates the batched-matmul reference in the caller's
+    tensors (as the registered :func:`_backward` does in the packed row)."""
+
+    @staticmethod
+    def forward(ctx, x, widths, *tensors):
+        params = pack_tensors(tensors)
+        with below_autograd():
+            y = _forward_op(x, params, widths)
+        ctx.save_for_backward(x, params, *tensors)
+        ctx.widths = widths
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, params, *tensors = ctx.saved_tensors
+        need_x, need = ctx.needs_input_grad[0], ctx.needs_input_grad[2:]
+        if torch.is_grad_enabled():
+            f = lambda x, *ts: matmul_forward(x, list(zip(ts[0::2], ts[1::2])))
+            gx, *grads = differentiable_vjp(f, (x, *tensors), (need_x, *need), grad_y)
+            return (gx, None, *grads)
+        with below_autograd():
+            gx, gp = _backward_op(grad_y.contiguous(), x, params, ctx.widths, need_x)
+        grads = [t for layer in unpack(gp, ctx.widths) for t in layer]
+        return (gx if need_x else None, None, *(g if n else None for g, n in zip(grads, need)))
 register_not_differentiable("mlp_backward", "gradients", "For higher-order gradients "
                              "differentiate BatchedMLP.forward (or mlp_forward) with "
                              "create_graph=True")
@@ -92,6 +129,11 @@ _refuse_train = register_not_differentiable(
 
 def _tensors(layers):
     return [t for layer in layers for t in layer]
+
+
+def _needs_grad(x, tensors):
+    """Whether autograd records a call on ``x`` and ``tensors``."""
+    return torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t in tensors))
 
 
 def _check(x, layers, target=None):
@@ -115,9 +157,15 @@ def mlp_forward(x, layers):
     (:func:`compnet_ext.forward` says which).
     """
     _, widths = _check(x, layers)
-    if differentiated(x, *_tensors(layers)):
+    tensors = _tensors(layers)
+    if differentiated(x, *tensors):
         return matmul_forward(x, layers)
-    return _ops.mlp_forward(x, pack(layers), widths)
+    if not plain_eager():
+        return _forward_op(x, pack_tensors(tensors), widths)  # the registered autograd
+    if _needs_grad(x, tensors):
+        return _Forward.apply(x, widths, *tensors)
+    with below_autograd():
+        return _forward_op(x, pack_tensors(tensors), widths)
 
 
 def mlp_loss_and_grad(x, target, layers):
@@ -134,8 +182,13 @@ def mlp_loss_and_grad(x, target, layers):
         ``layers``. Not differentiable itself: a backward through them raises.
     """
     _, widths = _check(x, layers, target)
-    _refuse_loss_and_grad(x, target, *_tensors(layers))
-    loss, gp = _ops.mlp_loss_and_grad(x, target, pack(layers), widths)
+    tensors = _tensors(layers)
+    _refuse_loss_and_grad(x, target, *tensors)
+    if not plain_eager() or _needs_grad(x, (target, *tensors)):
+        loss, gp = _loss_and_grad_op(x, target, pack_tensors(tensors), widths)  # raises on backward
+    else:
+        with below_autograd():
+            loss, gp = _loss_and_grad_op(x, target, pack_tensors(tensors), widths)
     return loss, unpack(gp, widths)
 
 

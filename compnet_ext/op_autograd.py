@@ -24,6 +24,18 @@ import torch.autograd.forward_ad as fwAD
 
 _functorch = torch._C._functorch
 
+# Dispatches below the Autograd key: the kernel without the registered autograd's Python layer
+# (what torch.library's autograd does itself when no gradient is needed). The wrappers use it
+# only where that layer has nothing to do, so results and errors are those of the registered op.
+below_autograd = torch._C._AutoDispatchBelowAutograd
+
+
+def plain_eager():
+    """Neither traced by torch.compile nor under a torch.func transform. Only then do the
+    wrappers take their fast paths (:data:`below_autograd`, their own ``autograd.Function``);
+    otherwise the registered autograd, which those know how to handle, serves the call."""
+    return not torch.compiler.is_compiling() and _functorch.peek_interpreter_stack() is None
+
 
 def _wrappers(t):
     """``t`` and the tensors under its torch.func wrappers, outermost first; the last is plain."""

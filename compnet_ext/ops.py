@@ -12,17 +12,13 @@ from .checks import (check_adam, check_finite, check_network, check_op_args, che
                      check_peak_values, check_unit_points, check_warmup,
                      min_peak)  # noqa: F401  (min_peak: documented as compnet_ext.ops.min_peak)
 from .chunks import run_in_chunks
-from .op_autograd import (differentiable_vjp, differentiated, register_not_differentiable,
-                          unwrapped)
+from .op_autograd import (below_autograd, differentiable_vjp, differentiated, plain_eager,
+                          register_not_differentiable, unwrapped)
 
 _ops = torch.ops.compnet_ext
 # The overloads themselves (one Python frame less per call than the packets).
 _forward_op, _backward_op = _ops.forward.default, _ops.backward.default
 _loss_and_grad_op = _ops.loss_and_grad.default
-# Dispatches below the Autograd key: the kernel without the registered autograd's Python layer
-# (what torch.library's autograd does itself when no gradient is needed). Used only where that
-# layer has nothing to do, so results and errors are those of the registered op.
-_below_autograd = torch._C._AutoDispatchBelowAutograd
 
 PEAK_BOUNDS = (1e-3, 1 - 1e-3)
 """Where stage 1 clamps the peaks after every Adam step: the default ``peak_bounds`` of
@@ -84,7 +80,7 @@ def _backward(ctx, grad_y):
         f = lambda x, peaks, scales: reference.forward(x, peaks, scales, ctx.sign)
         return (*differentiable_vjp(f, (x, peaks, scales), (need_x, need_peaks, need_scales),
                                     grad_y), None, None)
-    with _below_autograd():  # what the registered autograd does with grad mode off, minus its cost
+    with below_autograd():  # what the registered autograd does with grad mode off, minus its cost
         gx, gp, gs = _backward_op(grad_y, x, peaks, scales, ctx.sign, need_x, need_peaks,
                                   need_scales and scales is not None)
     return (gx if need_x else None, gp if need_peaks else None,
@@ -103,7 +99,7 @@ class _Forward(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, peaks, scales, sign, validate):
-        with _below_autograd():
+        with below_autograd():
             y = _forward_op(x, peaks, scales, sign, validate)
         _setup_context(ctx, (x, peaks, scales, sign, validate), y)
         return y
@@ -131,13 +127,6 @@ def _needs_grad(x, peaks, scales, target=None):
     return torch.is_grad_enabled() and (
         peaks.requires_grad or x.requires_grad or (scales is not None and scales.requires_grad)
         or (target is not None and target.requires_grad))
-
-
-def _plain_eager():
-    """Neither traced by torch.compile nor under a torch.func transform: there the registered
-    autograd, which they know how to handle, serves the call."""
-    return (not torch.compiler.is_compiling()
-            and torch._C._functorch.peek_interpreter_stack() is None)
 
 
 def forward(x, peaks, scales=None, sign=-1, *, validate=True):
@@ -168,11 +157,11 @@ def forward(x, peaks, scales=None, sign=-1, *, validate=True):
             check_unit_points("x", unwrapped(x))
         return reference.forward(x, peaks, scales, int(sign))
     sign, validate = int(sign), bool(validate)
-    if not _plain_eager():
+    if not plain_eager():
         return _forward_op(x, peaks, scales, sign, validate)  # the registered autograd
     if _needs_grad(x, peaks, scales):
         return _Forward.apply(x, peaks, scales, sign, validate)
-    with _below_autograd():
+    with below_autograd():
         return _forward_op(x, peaks, scales, sign, validate)
 
 
@@ -194,10 +183,10 @@ def loss_and_grad(x, target, peaks, scales=None, sign=-1, *, validate=True):
     check_op_args(x, peaks, scales, sign, target)
     _refuse_loss_and_grad(x, target, peaks, scales)
     args = (x, target, peaks, scales, int(sign), bool(validate))
-    if not _plain_eager() or _needs_grad(x, peaks, scales, target):
+    if not plain_eager() or _needs_grad(x, peaks, scales, target):
         loss, gp, gs = _loss_and_grad_op(*args)  # the registered autograd: raises on backward
     else:
-        with _below_autograd():
+        with below_autograd():
             loss, gp, gs = _loss_and_grad_op(*args)
     return loss, gp, (gs if scales is not None else None)
 

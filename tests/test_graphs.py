@@ -12,6 +12,7 @@ from torch.profiler import profile
 import compnet_ext
 from compnet_ext import reference
 from compnet_ext.activation import CompositionalActivation
+from compnet_ext.nn import BatchedMLP
 from compnet_ext.ops import PEAK_BOUNDS
 from compnet_ext.optim import BatchedAdam
 from conftest import cuda, make_problem
@@ -64,6 +65,35 @@ def test_the_activation_layer_reads_nothing_on_the_host(sign, stage):
         layer.to_relu()
     x = torch.linspace(-3, 3, 21, dtype=torch.float64).reshape(7, 3)  # inside and outside
     assert host_reads(lambda: layer(x).square().sum().backward()) == []
+
+
+def _mlp_calls(device="cpu", dtype=torch.float64):
+    """BatchedMLP's per-call paths (the paper's widths): forward+backward through its own autograd
+    node, loss_and_grad, and the no-grad forward; each returns its output tensors."""
+    g = torch.Generator().manual_seed(97)
+    mlp = BatchedMLP(30, generator=g, dtype=dtype).to(device)
+    x = torch.rand(30, 500, generator=g, dtype=dtype).to(device)
+    target = x.square()
+    params = list(mlp.parameters())
+
+    def fwd_bwd():
+        y = mlp(x)
+        return (y, *torch.autograd.grad((y * y).sum(), params))
+
+    def loss_and_grad():
+        loss, grads = mlp.loss_and_grad(x, target)
+        return (loss, *(t for pair in grads for t in pair))
+
+    def forward():
+        with torch.no_grad():
+            return (mlp(x),)
+
+    return mlp, {"forward+backward": fwd_bwd, "loss_and_grad": loss_and_grad, "forward": forward}
+
+
+def test_the_batched_mlp_reads_nothing_on_the_host():
+    for name, fn in _mlp_calls()[1].items():
+        assert host_reads(fn) == [], name
 
 
 def test_capturable_adam_reads_nothing_on_the_host():
@@ -140,6 +170,21 @@ def test_ops_capture_and_replay(dtype, free):
         for a, b in zip(out, fn()):
             assert torch.equal(a, b), name
         peaks.copy_(first)
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batched_mlp_capture_and_replay(dtype):
+    mlp, calls = _mlp_calls("cuda", dtype)
+    for name, fn in calls.items():
+        graph, out = _capture(fn)
+        with torch.no_grad():  # a replay reads the parameters' current values
+            for p in mlp.parameters():
+                p.mul_(0.75)
+        graph.replay()
+        torch.cuda.synchronize()
+        for a, b in zip(out, fn(), strict=True):
+            assert torch.equal(a, b), name
 
 
 @cuda

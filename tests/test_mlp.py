@@ -211,6 +211,27 @@ def test_fused_gradcheck_fp64():
     assert torch.autograd.gradcheck(f, (x, *params), eps=1e-7, atol=1e-8)
 
 
+def test_fused_gradients_reach_only_what_requires_them():
+    """The eager path packs the parameters inside its autograd node and hands each W and b its
+    view of the packed gradient: the right slice to the right tensor, nothing to the others."""
+    m = _mlp(S=3, widths=(1, 3, 5, 2, 1), seed=4)
+    x = torch.rand(3, 17, dtype=F64, requires_grad=True)
+    w = torch.rand(3, 17, dtype=F64)
+    frozen = {m.weights[1], m.biases[0]}
+    for p in frozen:
+        p.requires_grad_(False)
+    wanted = [x] + [p for p in m.parameters() if p not in frozen]
+    fused = torch.autograd.grad((w * m(x, fused=True)).sum(), wanted)
+    ref = torch.autograd.grad((w * m(x, fused=False)).sum(), wanted)
+    for g, r, t in zip(fused, ref, wanted):
+        assert g.shape == t.shape
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-13)
+    m.zero_grad()
+    (w * m(x, fused=True)).sum().backward()
+    assert all(p.grad is None for p in frozen)
+    assert all(p.grad is not None for p in m.parameters() if p not in frozen)
+
+
 def test_fused_is_deterministic_bitwise():
     m = _mlp(S=6, widths=(1, 8, 8, 8, 1), seed=2, dtype=torch.float32)
     x = torch.rand(6, 3000)
