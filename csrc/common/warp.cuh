@@ -36,15 +36,21 @@ __device__ __forceinline__ void transpose_sum_step(T (&v)[K], int lane) {
   if constexpr (O > 1) transpose_sum_step<O / 2, Off>(v, lane);
 }
 
-// Transposing butterfly (reduce-scatter): each lane holds 32 values v[Off .. Off + 32); lane k
-// gets the sum over the warp's lanes of v[Off + k], in a fixed order. 31 shuffles for 32 sums (32
-// warp_sums: 160). At offset o a lane keeps the half of its 2o values whose index has bit o equal
-// to its own and sends the other half to its partner. Those values of v are clobbered.
-template <int Off, typename T, int K>
+// Transposing butterfly (reduce-scatter): each lane holds G values v[Off .. Off + G), G a power
+// of two up to 32; lane k gets the sum over the warp's lanes of v[Off + k % G], in a fixed order.
+// G - 1 shuffles for G sums, then one per halving of 32 / G (32 warp_sums: 160). At offset o a
+// lane keeps the half of its 2o values whose index has bit o equal to its own and sends the
+// other half to its partner; below 32 values, lanes k and k ^ G (...) then hold partial sums of
+// the same index and add them. Those values of v are clobbered.
+template <int Off, int G, typename T, int K>
 __device__ __forceinline__ T warp_transpose_sum(T (&v)[K]) {
-  static_assert(Off + kWarp <= K, "32 values from Off");
-  transpose_sum_step<kWarp / 2, Off>(v, int(threadIdx.x));
-  return v[Off];
+  static_assert(G >= 2 && G <= kWarp && (G & (G - 1)) == 0, "a power of two up to 32 values");
+  static_assert(Off + G <= K, "G values from Off");
+  transpose_sum_step<G / 2, Off>(v, int(threadIdx.x));
+  T sum = v[Off];
+#pragma unroll
+  for (int o = G; o < kWarp; o *= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  return sum;
 }
 
 // This thread's index among its seed's W x 32 threads, and the seed's index in its block.

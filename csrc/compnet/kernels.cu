@@ -27,13 +27,12 @@ constexpr int kForwardThreads = 256;
 // the sweeping kernels keep in registers per chunk: a compile-time size, so that the unrolled
 // chunk loops and the lane sums stay in registers, and a shallow net does not carry (and guard)
 // the registers of the deepest chunk.
-template <typename T, typename F>
+template <typename T, int C = kMinChunk, typename F>
 const char* with_chunk(int D, F&& f) {
-  constexpr int big = chunk_layers(sizeof(T)), small = big / 2;
-  if constexpr (2 * small >= kWarp) {
-    if (sweep_chunk(D, sizeof(T)) == small) return f(std::integral_constant<int, small>());
+  if constexpr (C < chunk_layers(sizeof(T))) {
+    if (sweep_chunk(D, sizeof(T)) != C) return with_chunk<T, 2 * C>(D, f);
   }
-  return f(std::integral_constant<int, big>());
+  return f(std::integral_constant<int, C>());
 }
 
 // Seeds a forward block's points can span (N points per seed, kForwardThreads per block), and
@@ -141,9 +140,14 @@ __device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* he
     const T total = seed_sum(
         part, 2 * C, top ? warp_sum(lane_loss) : T(0),
         [&](T* row) {
-          static_assert(2 * C == kWarp || 2 * C == 2 * kWarp, "one or two groups of 32 sums");
-          row[lane] = warp_transpose_sum<0>(acc.v);
-          if constexpr (2 * C > kWarp) row[kWarp + lane] = warp_transpose_sum<kWarp>(acc.v);
+          if constexpr (2 * C <= kWarp) {
+            const T sum = warp_transpose_sum<0, 2 * C>(acc.v);
+            if (2 * C == kWarp || lane < 2 * C) row[lane] = sum;  // the other lanes repeat them
+          } else {
+            static_assert(2 * C == 2 * kWarp, "up to two groups of 32 sums");
+            row[lane] = warp_transpose_sum<0, kWarp>(acc.v);
+            row[kWarp + lane] = warp_transpose_sum<kWarp, kWarp>(acc.v);
+          }
         },
         [&](int t, T sum) {
           const int j = t < C ? t : t - C;

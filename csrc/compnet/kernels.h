@@ -25,14 +25,19 @@ struct Dims {
 // of the element type: 32 floats or 16 doubles (32 registers either way).
 CN_HD constexpr int chunk_layers(size_t elem) { return elem == 4 ? 32 : 16; }
 
-// The chunk the CUDA sweeps use for depth D: half of chunk_layers when D fits in it (16 floats:
-// half the registers of the lane sums and waves, and no guarded steps past layer D), else
-// chunk_layers. Either way D <= chunk_layers(elem) is one chunk, so the carry (below) and the
-// bits are the same: a transposing butterfly adds each value over the lanes in the same order
-// whatever its index.
+// The chunk the CUDA sweeps use for depth D: the smallest of kMinChunk, 2 kMinChunk, ... that
+// holds D, up to chunk_layers (then D > chunk_layers runs several chunks of chunk_layers). A
+// shallow net keeps only the registers it uses and runs no guarded steps past layer D, and its
+// reduction has 2C sums rather than 2 chunk_layers(elem): at the paper's D = 5, 8 layers, where
+// 16 (fp32) or 16 with spills (fp64) ran before. Every C <= chunk_layers(elem) makes D one
+// chunk, so the carry (below) does not depend on it; the bits do for depths whose chunk
+// changed (the transposing butterfly's order depends on the number of sums), the same for
+// loss_and_grad, the backward and the fused trainer, which all use this rule.
+constexpr int kMinChunk = 8;
 CN_HD constexpr int sweep_chunk(int D, size_t elem) {
-  return D <= chunk_layers(elem) / 2 && chunk_layers(elem) >= 32 ? chunk_layers(elem) / 2
-                                                                  : chunk_layers(elem);
+  int c = kMinChunk;
+  while (c < chunk_layers(elem) && c < D) c *= 2;
+  return c;
 }
 
 // Per-point values a seed carries between chunks (gy and lambda of N points), when there is

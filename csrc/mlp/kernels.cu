@@ -149,7 +149,7 @@ __device__ __forceinline__ T seed_pass(const mlp::Shape& shape, const MlpDims& d
             T v[kWarp];
 #pragma unroll
             for (int k = 0; k < kWarp; ++k) v[k] = g0 + k < P ? acc.v[g0 + k] : T(0);
-            const T sum = warp_transpose_sum<0>(v);
+            const T sum = warp_transpose_sum<0, kWarp>(v);
             if (g0 + lane < P) row[g0 + lane] = sum;
           }
         },

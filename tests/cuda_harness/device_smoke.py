@@ -43,7 +43,8 @@ def mlp_case(S, widths, N, dtype):
 if __name__ == "__main__":
     for dtype in (torch.float32, torch.float64):
         compnet_case(5, 5, 20, dtype)     # one warp per seed, four seeds per block, S % 4 != 0
-        compnet_case(3, 5, 500, dtype)    # 16 warps per seed
+        compnet_case(3, 5, 500, dtype)    # 16 warps per seed (the 8-layer chunk)
+        compnet_case(4, 16, 64, dtype)    # the 16-layer chunk
         compnet_case(2, 40, 100, dtype)   # several warps, several register chunks (carry)
         mlp_case(5, (1, 4, 4, 4, 4, 4, 1), 20, dtype)    # per-lane sums, one warp per seed
         mlp_case(3, (1, 4, 4, 4, 4, 4, 1), 500, dtype)   # the paper's shape, 8 warps per seed

@@ -45,9 +45,10 @@ def _problem(S, D, N, dtype, free, shared_x, seed=5):
 
 
 # (S, D, N): S = 1 and S not a multiple of the 4 warps per block; N = 1 and N across 32; D = 1 and
-# across the register chunk (32 in float, 16 in double) and across float's half chunk (16 up to
-# D = 16: csrc/compnet/kernels.h, sweep_chunk).
-SHAPES = [(1, 1, 1), (4, 16, 40), (2, 17, 45), (5, 31, 33), (3, 32, 32), (6, 33, 70), (2, 70, 40)]
+# across the register chunk (32 in float, 16 in double) and across the smaller chunks of shallow
+# nets (8 up to D = 8, then 16: csrc/compnet/kernels.h, sweep_chunk).
+SHAPES = [(1, 1, 1), (3, 8, 40), (2, 9, 45), (4, 16, 40), (2, 17, 45), (5, 31, 33), (3, 32, 32),
+          (6, 33, 70), (2, 70, 40)]
 
 
 def _per_point_abs(x, peaks, scales, sign, gy):
@@ -165,7 +166,7 @@ def test_warps_per_seed_rule():
 F32, F64 = torch.float32, torch.float64
 SPLIT_SHAPES = [(1, 5, 33, F32, False), (2, 17, 500, F64, True), (3, 33, 1000, F32, True),
                 (1, 70, 1000, F64, False), (2, 1, 100, F32, True), (3, 33, 500, F64, False),
-                (2, 32, 64, F32, False)]
+                (2, 32, 64, F32, False), (2, 5, 500, F64, True)]
 
 
 @pytest.mark.parametrize("S,D,N,dtype,free", SPLIT_SHAPES)
@@ -226,6 +227,8 @@ PLANS = {"default": ((5, 33, 17), torch.float64, (4, 1, False)),
          "split": ((3, 33, 70), torch.float64, (1, 3, False)),
          "split_f32": ((2, 40, 100), torch.float32, (1, 4, False)),
          "half_chunk_f32": ((5, 16, 45), torch.float32, (1, 2, False)),  # kernels.h: sweep_chunk
+         "paper_depth_f32": ((3, 5, 70), torch.float32, (1, 3, False)),  # the 8-layer chunk
+         "paper_depth": ((3, 5, 70), torch.float64, (1, 3, False)),
          "split_optin": ((1, 700, 40), torch.float64, (1, 2, False)),
          "split_spill": ((2, 700, 40), torch.float64, (1, 2, True))}
 
