@@ -25,11 +25,12 @@ constexpr int64_t kTargetWarps = 16 * 132;
 constexpr size_t kDefaultSharedBytes = 48 * 1024;
 
 // Warps that share one seed's N points (docs/gpu.md, change 1): enough to fill the chip with
-// kTargetWarps when S is small, at most one per tile of 32 points, at most kMaxWarpsPerSeed; 1
-// from S >= kTargetWarps on. A function of (S, N) only, used by loss_and_grad, backward and the
-// fused trainers alike, so that a trainer's step equals loss_and_grad + Adam bitwise.
-inline int warps_per_seed(int64_t S, int64_t N) {
-  const int64_t tiles = (N + kWarp - 1) / kWarp;
+// kTargetWarps when S is small, at most one per tile of 32 x lane_points points (the points a
+// lane sweeps at a time), at most kMaxWarpsPerSeed; 1 from S >= kTargetWarps on. A function of
+// the problem only, used by loss_and_grad, backward and the fused trainers alike, so that a
+// trainer's step equals loss_and_grad + Adam bitwise.
+inline int warps_per_seed(int64_t S, int64_t N, int lane_points = 1) {
+  const int64_t tile = int64_t(kWarp) * lane_points, tiles = (N + tile - 1) / tile;
   const int64_t fill = S > 0 ? (kTargetWarps + S - 1) / S : 1;
   int64_t w = tiles < fill ? tiles : fill;
   if (w > kMaxWarpsPerSeed) w = kMaxWarpsPerSeed;

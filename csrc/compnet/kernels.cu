@@ -1,7 +1,7 @@
 // CUDA kernels of the compositional network's ops, on the sweeps of compnet/math.h: only
 // indexing and the reductions live here. The forward runs one point per thread. The backward and
-// the fused stage 1 give each seed W = warps_per_seed(S, N) warps (common/launch_config.h); warp
-// w takes the seed's tiles of 32 points w, w + W, ...; each lane sums its points' gradient terms
+// the fused stage 1 give each seed W = sweep_warps_per_seed warps (kernels.h); warp w takes the
+// seed's tiles of 32 x sweep_lane_points points w, w + W, ...; each lane sums its points' gradient terms
 // in registers, and each chunk of layers is reduced once per seed, in a fixed order (a
 // transposing warp butterfly, then the warps' rows in warp order: seed_sum). No atomics: bitwise
 // deterministic, and the same bits on every GPU (W does not depend on the device). Includes
@@ -33,6 +33,16 @@ const char* with_chunk(int D, F&& f) {
     if (sweep_chunk(D, sizeof(T)) != C) return with_chunk<T, 2 * C>(D, f);
   }
   return f(std::integral_constant<int, C>());
+}
+
+// f(std::integral_constant<int, L>) with L = `lanes` (kernels.h: sweep_lane_points), the points
+// a lane sweeps at a time; only 1 is instantiated where the chunk C allows no more.
+template <typename T, int C, typename F>
+const char* with_lane_points(int lanes, F&& f) {
+  if constexpr (max_lane_points(C, sizeof(T)) == 2) {
+    if (lanes == 2) return f(std::integral_constant<int, 2>());
+  }
+  return f(std::integral_constant<int, 1>());
 }
 
 // Seeds a forward block's points can span (N points per seed, kForwardThreads per block), and
@@ -83,27 +93,38 @@ __global__ void forward_kernel(Dims d, const T* __restrict__ x, const T* __restr
 constexpr int kMaxThreads = kWarp * kMaxWarpsPerSeed;
 
 // A lane's sums of the chunk's layers over its points: registers, since backward_chunk's
-// unrolled loops index them with compile-time j.
-template <typename T, int C>
+// unrolled loops index them with compile-time j. A layer's terms of the lane's L points are
+// added in point order, then to the sums.
+template <typename T, int C, int L>
 struct LaneAcc {
   T v[2 * C];  // [ga of the chunk's layers | gs]
-  T* gx;       // this point's dy/dx slot (nullptr: not needed or inactive lane)
-  __device__ void layer(int, int j, const T (&va)[1], const T (&vs)[1]) {
-    v[j] += va[0];
-    v[C + j] += vs[0];
+  T* gx[L];    // the points' dy/dx slots (nullptr: not needed or inactive point)
+  __device__ void layer(int, int j, const T (&va)[L], const T (&vs)[L]) {
+    T a = va[0], b = vs[0];
+#pragma unroll
+    for (int l = 1; l < L; ++l) {
+      a += va[l];
+      b += vs[l];
+    }
+    v[j] += a;
+    v[C + j] += b;
   }
-  __device__ void input(const T (&g)[1]) {
-    if (gx) *gx = g[0];
+  __device__ void input(const T (&g)[L]) {
+#pragma unroll
+    for (int l = 0; l < L; ++l)
+      if (gx[l]) *gx[l] = g[l];
   }
 };
 
 // One seed on the block's W warps: forward + reverse sweep over its N points, chunk by chunk from
 // the top (backward_chunk; between chunks each point's gy and lambda wait in `carry` [2, N]), one
-// fixed-order reduction per chunk into ga/gs (written, not added; either may be nullptr). With
-// `loss_mode`, `head_row` is the target and the sum of squared errors is returned to the seed's
-// thread 0 (others get 0); otherwise `head_row` is grad_y. `tri` is the seed's Tri table, `part`
-// its reduction area. Every thread of the seed calls it; it ends with them met.
-template <typename T, int C>
+// fixed-order reduction per chunk into ga/gs (written, not added; either may be nullptr). A lane
+// sweeps L points at a time (kernels.h: sweep_lane_points), 32 apart: warp w takes the tiles of
+// 32 L points w, w + W, ... With `loss_mode`, `head_row` is the target and the sum of squared errors is
+// returned to the seed's thread 0 (others get 0); otherwise `head_row` is grad_y. `tri` is the
+// seed's Tri table, `part` its reduction area. Every thread of the seed calls it; it ends with
+// them met.
+template <typename T, int C, int L>
 __device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* head_row, bool loss_mode,
                        const Tri<T>* tri, const T* s, T* ga, T* gs, T* gx_row, T* carry,
                        T* part) {
@@ -113,27 +134,39 @@ __device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* he
   T sse = T(0);
   for (int c = chunks - 1; c >= 0; --c) {
     const bool top = c == chunks - 1;
-    LaneAcc<T, C> acc;
+    LaneAcc<T, C, L> acc;
 #pragma unroll
     for (int k = 0; k < 2 * C; ++k) acc.v[k] = T(0);
     T lane_loss = T(0);
-    for (int64_t n = int64_t(w) * kWarp + lane; n - lane < d.N; n += int64_t(W) * kWarp) {
-      const bool active = n < d.N;
-      const T xt[1] = {active ? xrow[n] : T(0)};
-      auto head = [&](int, T y) -> T {
-        if (!active) return T(0);
-        return loss_mode ? mse_grad(y, head_row[n], inv_n, lane_loss) : head_row[n];
-      };
-      T gy[1] = {T(0)}, lam[1] = {T(0)};
-      if (!top && active) {
-        gy[0] = carry[n];
-        lam[0] = carry[d.N + n];
+    for (int64_t n0 = int64_t(w) * L * kWarp + lane; n0 - lane < d.N;
+         n0 += int64_t(W) * L * kWarp) {
+      T xt[L], gy[L], lam[L];
+      int64_t n[L];
+      bool active[L];
+#pragma unroll
+      for (int l = 0; l < L; ++l) {
+        n[l] = n0 + l * kWarp;
+        active[l] = n[l] < d.N;
+        xt[l] = active[l] ? xrow[n[l]] : T(0);
+        gy[l] = T(0);
+        lam[l] = T(0);
+        if (!top && active[l]) {
+          gy[l] = carry[n[l]];
+          lam[l] = carry[d.N + n[l]];
+        }
+        acc.gx[l] = (gx_row && active[l]) ? gx_row + n[l] : nullptr;
       }
-      acc.gx = (gx_row && active) ? gx_row + n : nullptr;
-      backward_chunk<T, 1, C>(xt, TriTable<T>{tri}, s, D, d.sign, c, head, acc, gy, lam);
-      if (c > 0 && active) {
-        carry[n] = gy[0];
-        carry[d.N + n] = lam[0];
+      auto head = [&](int l, T y) -> T {
+        if (!active[l]) return T(0);
+        return loss_mode ? mse_grad(y, head_row[n[l]], inv_n, lane_loss) : head_row[n[l]];
+      };
+      backward_chunk<T, L, C>(xt, TriTable<T>{tri}, s, D, d.sign, c, head, acc, gy, lam);
+#pragma unroll
+      for (int l = 0; l < L; ++l) {
+        if (c > 0 && active[l]) {
+          carry[n[l]] = gy[l];
+          carry[d.N + n[l]] = lam[l];
+        }
       }
     }
     const int c0 = c * C, jn = D - c0 < C ? D - c0 : C;
@@ -169,7 +202,7 @@ __device__ void fill_tri_table(const T* a, int D, Tri<T>* tri) {
 // shared memory (backward_tables_shared), else in its `scratch` row; the carry is always there.
 // In shared memory the sweep reads a layer's pairs (a, 1 - a), (1/a, 1/(1 - a)) with one
 // 64-bit load each and selects, where global loads came one predicated load per value.
-template <typename T, int C, bool SHARED>
+template <typename T, int C, int L, bool SHARED>
 __global__ void __launch_bounds__(kMaxThreads)
     backward_kernel(Dims d, const T* __restrict__ x, const T* __restrict__ a_all,
                     const T* __restrict__ s_all, const T* __restrict__ head_in, T* loss, T* gx,
@@ -193,7 +226,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   if (lead && smooth) smooth_scales_row(a, D, d.sign, row);
   fill_tri_table(a, D, tri);
   seed_sync(W);
-  const T sse = seed_pass<T, C>(d, x + (d.x_shared ? 0 : seed * d.N),
+  const T sse = seed_pass<T, C, L>(d, x + (d.x_shared ? 0 : seed * d.N),
                           head_in + (d.head_shared ? 0 : seed * d.N), loss != nullptr, tri, s, gp,
                           gs, gx ? gx + seed * d.N : nullptr, carry,
                           seed_reduction_area<T>(!SHARED, tables, reduction_values(sizeof(T))));
@@ -210,7 +243,7 @@ __global__ void __launch_bounds__(kMaxThreads)
 // the Tri table in its workspace (train_workspace_values, placed by the TrainPlan). The Adam
 // moments stay in `state` [S, 2, P] (row [peaks (D + 1) | free scales (D)]); Adam is
 // element-wise, so the seed's threads share the row (thread t updates t, t + 32 W, ...).
-template <typename T, int C>
+template <typename T, int C, int L>
 __global__ void __launch_bounds__(kMaxThreads)
     train_kernel(Dims d, AdamConfig cfg, const T* __restrict__ x, const T* __restrict__ target,
                  T* peaks, T* scales, T* loss, T* curve, int64_t records, T* state, T* spill,
@@ -242,7 +275,7 @@ __global__ void __launch_bounds__(kMaxThreads)
     if (lead && smooth) smooth_scales_row(a, D, d.sign, s);
     fill_tri_table(a, D, tri);
     seed_sync(W);
-    const T sse = seed_pass<T, C>(d, xrow, trow, true, tri, s, ga, gs, static_cast<T*>(nullptr), carry,
+    const T sse = seed_pass<T, C, L>(d, xrow, trow, true, tri, s, ga, gs, static_cast<T*>(nullptr), carry,
                             part);
     if (lead) {
       ga[D] = T(0);
@@ -280,17 +313,21 @@ template <typename T>
 const char* backward(const Dims& d, const T* x, const T* peaks, const T* scales, const T* head,
                      T* loss, T* gx, T* g_peaks, T* g_scales, T* scratch, void* stream) {
   if (d.S == 0 || d.N == 0) return nullptr;
-  const int W = warps_per_seed(d.S, d.N), G = seeds_per_block(W);
+  const int W = sweep_warps_per_seed(d.S, d.N, d.D, sizeof(T)), G = seeds_per_block(W);
   const size_t reduce = size_t(G) * W * reduction_values(sizeof(T)) * sizeof(T);
   const size_t tables = size_t(G) * backward_table_values(d.D) * sizeof(T);
   return with_chunk<T>(d.D, [&](auto c) {
     constexpr int C = decltype(c)::value;
-    if (reduce + tables <= kDefaultSharedBytes)
-      return launch(backward_kernel<T, C, true>, ceil_div(d.S, G), dim3(kWarp, W, G),
-                    reduce + tables, stream, d, x, peaks, scales, head, loss, gx, g_peaks,
-                    g_scales, scratch);
-    return launch(backward_kernel<T, C, false>, ceil_div(d.S, G), dim3(kWarp, W, G), reduce,
-                  stream, d, x, peaks, scales, head, loss, gx, g_peaks, g_scales, scratch);
+    return with_lane_points<T, C>(sweep_lane_points(d.S, d.N, d.D, sizeof(T)), [&](auto l) {
+      constexpr int L = decltype(l)::value;
+      if (reduce + tables <= kDefaultSharedBytes)
+        return launch(backward_kernel<T, C, L, true>, ceil_div(d.S, G), dim3(kWarp, W, G),
+                      reduce + tables, stream, d, x, peaks, scales, head, loss, gx, g_peaks,
+                      g_scales, scratch);
+      return launch(backward_kernel<T, C, L, false>, ceil_div(d.S, G), dim3(kWarp, W, G),
+                    reduce, stream, d, x, peaks, scales, head, loss, gx, g_peaks, g_scales,
+                    scratch);
+    });
   });
 }
 
@@ -300,13 +337,17 @@ const char* train(const Dims& d, const AdamConfig& cfg, const TrainPlan& plan, c
                   T* state, T* spill, T* carry, void* stream) {
   if (d.S == 0) return nullptr;  // with N = 0 the steps still run (carried Adam moments)
   if (const char* err = check_spill(plan, spill)) return err;
-  if (plan.warps != warps_per_seed(d.S, d.N)) return "the plan's warps per seed do not match";
+  if (plan.warps != sweep_warps_per_seed(d.S, d.N, d.D, sizeof(T)))
+    return "the plan's warps per seed do not match";
   if ((carry != nullptr) != (carry_values(d.D, d.N, sizeof(T)) > 0))
     return "the carry buffer does not match the depth";
   return with_chunk<T>(d.D, [&](auto c) {
-    return launch(train_kernel<T, decltype(c)::value>, ceil_div(d.S, plan.seeds),
-                  dim3(kWarp, plan.warps, plan.seeds), plan.smem_bytes, stream, d, cfg, x, target,
-                  peaks, scales, loss, curve, records, state, spill, carry);
+    constexpr int C = decltype(c)::value;
+    return with_lane_points<T, C>(sweep_lane_points(d.S, d.N, d.D, sizeof(T)), [&](auto l) {
+      return launch(train_kernel<T, C, decltype(l)::value>, ceil_div(d.S, plan.seeds),
+                    dim3(kWarp, plan.warps, plan.seeds), plan.smem_bytes, stream, d, cfg, x,
+                    target, peaks, scales, loss, curve, records, state, spill, carry);
+    });
   });
 }
 

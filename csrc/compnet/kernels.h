@@ -40,6 +40,27 @@ CN_HD constexpr int sweep_chunk(int D, size_t elem) {
   return c;
 }
 
+// Points a lane of the sweeping kernels takes at a time, 1 or 2. Two only in float up to the
+// 16-layer chunk (ptxas: two points of a 32-layer float chunk or of any double chunk spill), and
+// only where a seed's warps would otherwise sweep several tiles of 32 points one after another
+// (large S, or N > 512): then two points at a time are two independent chains of arithmetic and
+// one table read serves both (SASS: ~30-40% fewer instructions per point). Where each warp has
+// at most one tile (small S, the chip not full), one point per lane on twice the warps finishes
+// an epoch sooner. A function of the problem only, as warps_per_seed.
+CN_HD constexpr int max_lane_points(int chunk, size_t elem) {
+  return elem == 4 && chunk <= 16 ? 2 : 1;
+}
+inline int sweep_lane_points(int64_t S, int64_t N, int D, size_t elem) {
+  if (max_lane_points(sweep_chunk(D, elem), elem) == 1) return 1;
+  return int64_t(warps_per_seed(S, N)) * kWarp < N ? 2 : 1;
+}
+
+// Warps per seed of the sweeping kernels (backward, loss_and_grad, the fused stage 1) for depth
+// D: common/launch_config.h's rule with tiles of 32 x sweep_lane_points points.
+inline int sweep_warps_per_seed(int64_t S, int64_t N, int D, size_t elem) {
+  return warps_per_seed(S, N, sweep_lane_points(S, N, D, elem));
+}
+
 // Per-point values a seed carries between chunks (gy and lambda of N points), when there is
 // more than one chunk.
 CN_HD int64_t carry_values(int D, int64_t N, size_t elem) {
@@ -67,7 +88,7 @@ CN_HD int64_t backward_scratch_values(int D, int64_t N, size_t elem) {
 }
 
 // One launch: forward + reverse sweep + per-seed reduction (+ smooth-scale chain rule), each
-// seed on warps_per_seed(S, N) warps.
+// seed on sweep_warps_per_seed(S, N, D, sizeof(T)) warps.
 // loss == nullptr: `head` is grad_y [S, N] and gradients of sum(grad_y * y) are produced.
 // loss != nullptr: `head` is the target; loss [S] gets the MSE, gradients are of loss.sum().
 // Any of gx ([S, N] per point), g_peaks ([S, D+1]) and g_scales ([S, D]) may be nullptr.
@@ -84,7 +105,8 @@ CN_HD int64_t train_workspace_values(int D) { return 4 * int64_t(D) + 2 + tri_ta
 // memory per block (common/launch_config.h: train_plan).
 inline TrainPlan train_peaks_plan(const Dims& d, size_t elem, size_t optin_bytes) {
   return train_plan(size_t(train_workspace_values(d.D)) * elem,
-                    size_t(reduction_values(elem)) * elem, warps_per_seed(d.S, d.N),
+                    size_t(reduction_values(elem)) * elem,
+                    sweep_warps_per_seed(d.S, d.N, d.D, elem),
                     optin_bytes);
 }
 

@@ -80,8 +80,17 @@ bool shape(const int64_t* widths, int n, mlp::Shape& sh) {
 
 extern "C" {
 
-// The number of warps per seed the kernels use for S seeds of N points (launch_config.h).
+// The number of warps per seed for S seeds of N points (launch_config.h: the rule with one
+// point per lane, as the MLP kernels use it), and what the compositional sweeps use at depth D
+// and the points per lane (compnet/kernels.h: sweep_warps_per_seed, sweep_lane_points; dtype 0
+// float, else double).
 int64_t harness_warps_per_seed(int64_t S, int64_t N) { return warps_per_seed(S, N); }
+int64_t harness_sweep_warps(int dtype, int64_t S, int64_t N, int D) {
+  return sweep_warps_per_seed(S, N, D, dtype == 0 ? sizeof(float) : sizeof(double));
+}
+int64_t harness_sweep_lane_points(int dtype, int64_t S, int64_t N, int D) {
+  return sweep_lane_points(S, N, D, dtype == 0 ? sizeof(float) : sizeof(double));
+}
 
 const char* cn_forward(int dtype, int64_t S, int64_t N, int D, int sign, int x_shared,
                        const void* x, const void* peaks, const void* scales, void* y) {

@@ -47,6 +47,7 @@ def _problem(S, D, N, dtype, free, shared_x, seed=5):
 # (S, D, N): S = 1 and S not a multiple of the 4 warps per block; N = 1 and N across 32; D = 1 and
 # across the register chunk (32 in float, 16 in double) and across the smaller chunks of shallow
 # nets (8 up to D = 8, then 16: csrc/compnet/kernels.h, sweep_chunk).
+F32, F64 = torch.float32, torch.float64
 SHAPES = [(1, 1, 1), (3, 8, 40), (2, 9, 45), (4, 16, 40), (2, 17, 45), (5, 31, 33), (3, 32, 32),
           (6, 33, 70), (2, 70, 40)]
 
@@ -132,7 +133,7 @@ def test_loss_and_grad(dtype, S, D, N, free):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("S,D,N", [(5, 33, 70), (1, 1, 1), (4, 16, 17)])
+@pytest.mark.parametrize("S,D,N", [(5, 33, 70), (1, 1, 1), (4, 16, 17), (1, 5, 600)])
 @pytest.mark.parametrize("free", [False, True])
 def test_backward(dtype, S, D, N, free):
     x, peaks, scales = _problem(S, D, N, dtype, free, shared_x=False)
@@ -157,21 +158,31 @@ def test_warps_per_seed_rule():
     assert [harness.warps_per_seed(s, 1000) for s in (1, 132, 133, 600, 2111, 2112, 10**5)] == \
         [16, 16, 16, 4, 2, 1, 1]
     assert harness.warps_per_seed(30, 500) == 16 and harness.warps_per_seed(120, 500) == 16
+    # the compositional sweeps (compnet/kernels.h: sweep_lane_points): a lane takes two points
+    # at a time (tiles of 64) in float up to the 16-layer chunk where warps would otherwise
+    # sweep several tiles of 32 one after another; else one
+    sweep = harness.sweep_warps
+    assert [sweep(30, 500, D, F32) for D in (1, 5, 16, 17, 40)] == [(16, 1)] * 5
+    assert [sweep(1, n, 5, F32) for n in (1, 64, 512, 513, 1000, 2048, 3000)] == \
+        [(1, 1), (2, 1), (16, 1), (9, 2), (16, 2), (16, 2), (16, 2)]
+    assert [sweep(s, 500, 16, F32) for s in (132, 141, 300, 2111, 2112, 4096)] == \
+        [(16, 1), (8, 2), (8, 2), (2, 2), (1, 2), (1, 2)]
+    assert [sweep(s, 500, D, dt) for s, D, dt in ((4096, 17, F32), (4096, 5, F64))] == [(1, 1)] * 2
 
 
 # (S, D, N, dtype, free): a seed on several warps (W = 2..16, uneven tiles per warp: N = 500
-# gives 16 warps, the last with 20 points; N = 1000 gives 2 tiles per warp); D across the
-# register chunk (32 float, 16 double: one chunk, several chunks with the carry of gy and lambda
-# between them).
-F32, F64 = torch.float32, torch.float64
-SPLIT_SHAPES = [(1, 5, 33, F32, False), (2, 17, 500, F64, True), (3, 33, 1000, F32, True),
+# gives 16 warps, the last with 20 points; N = 1000 gives 2 tiles per warp, or in float up to
+# D = 16 one tile of two points per lane, N = 600 10 such tiles, the last partly in its second
+# point); D across the register chunk (32 float, 16 double: one chunk, several chunks with the
+# carry of gy and lambda between them).
+SPLIT_SHAPES = [(1, 5, 33, F32, False), (1, 5, 600, F32, True), (2, 16, 1000, F32, False), (2, 17, 500, F64, True), (3, 33, 1000, F32, True),
                 (1, 70, 1000, F64, False), (2, 1, 100, F32, True), (3, 33, 500, F64, False),
                 (2, 32, 64, F32, False), (2, 5, 500, F64, True)]
 
 
 @pytest.mark.parametrize("S,D,N,dtype,free", SPLIT_SHAPES)
 def test_split_seeds(S, D, N, dtype, free):
-    assert harness.warps_per_seed(S, N) > 1
+    assert harness.sweep_warps(S, N, D, dtype)[0] > 1
     test_loss_and_grad(dtype, S, D, N, free)
     x, peaks, scales = _problem(S, D, N, dtype, free, shared_x=False)
     harness.set_seed(SEED + 1)  # another order of blocks and of the lanes between meetings
@@ -185,9 +196,9 @@ def test_one_warp_per_seed_from_the_boundary_on():
     # the first S with one warp per seed for N > 32 (four seeds per block); the last S with two
     # is 2111 (test_warps_per_seed_rule; running it here would cost 15 s of fibers, and the
     # two-warp path is the one test_split_seeds runs)
-    S, N = 2112, 33
-    assert harness.warps_per_seed(S, N) == 1 and harness.warps_per_seed(S - 1, N) == 2
-    x, peaks, scales = _problem(S, 1, N, torch.float32, True, shared_x=True)
+    S, N = 2112, 65  # in float: two points per lane, tiles of 64
+    assert harness.sweep_warps(S, N, 1, F32) == (1, 2) and harness.sweep_warps(S - 1, N, 1, F32) == (2, 2)
+    x, peaks, scales = _problem(S, 1, N, F32, True, shared_x=True)
     target = x**3
     got = harness.backward(x, peaks, scales, 1, target, loss_mode=True)
     loss, gp, gs = ops.loss_and_grad(x, target, peaks, scales, 1, True)
@@ -226,8 +237,10 @@ PLANS = {"default": ((5, 33, 17), torch.float64, (4, 1, False)),
          "spill": ((5, 400, 3), torch.float64, (4, 1, True)),
          "split": ((3, 33, 70), torch.float64, (1, 3, False)),
          "split_f32": ((2, 40, 100), torch.float32, (1, 4, False)),
-         "half_chunk_f32": ((5, 16, 45), torch.float32, (1, 2, False)),  # kernels.h: sweep_chunk
-         "paper_depth_f32": ((3, 5, 70), torch.float32, (1, 3, False)),  # the 8-layer chunk
+         # kernels.h: sweep_chunk's 16- and 8-layer chunks, float's two points per lane
+         "half_chunk_f32": ((5, 16, 45), torch.float32, (1, 2, False)),
+         "paper_depth_f32": ((3, 5, 70), torch.float32, (1, 3, False)),
+         "two_points_f32": ((1, 16, 600), torch.float32, (1, 10, False)),  # sweep_lane_points
          "paper_depth": ((3, 5, 70), torch.float64, (1, 3, False)),
          "split_optin": ((1, 700, 40), torch.float64, (1, 2, False)),
          "split_spill": ((2, 700, 40), torch.float64, (1, 2, True))}

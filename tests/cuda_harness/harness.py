@@ -24,6 +24,8 @@ def lib():
         _lib.harness_set_seed.argtypes = [ctypes.c_uint64]
         _lib.harness_set_optin_smem.argtypes = [ctypes.c_int]
         _lib.harness_warps_per_seed.restype = ctypes.c_int64
+        _lib.harness_sweep_warps.restype = ctypes.c_int64
+        _lib.harness_sweep_lane_points.restype = ctypes.c_int64
     return _lib
 
 
@@ -54,6 +56,13 @@ def set_seed(seed):
 def warps_per_seed(S, N):
     """The warps that share a seed's points in the kernels (csrc/common/launch_config.h)."""
     return lib().harness_warps_per_seed(_I64(S), _I64(N))
+
+
+def sweep_warps(S, N, D, dtype):
+    """``(warps per seed, points per lane)`` of the compositional sweeps at depth D
+    (compnet/kernels.h: sweep_warps_per_seed, sweep_lane_points)."""
+    args = ({torch.float32: 0, torch.float64: 1}[dtype], _I64(S), _I64(N), D)
+    return lib().harness_sweep_warps(*args), lib().harness_sweep_lane_points(*args)
 
 
 def set_optin_smem(nbytes):
