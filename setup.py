@@ -6,6 +6,8 @@ Environment switches (all optional):
   COMPNET_CUDA_ARCH="8.0;9.0"  CUDA architectures (default: TORCH_CUDA_ARCH_LIST, else 8.0;9.0).
   COMPNET_NATIVE=1|0        compile the CPU kernels for this machine's CPU (-march=native,
                             default 1); set 0 for a portable build (e.g. a wheel to ship).
+  COMPNET_FP64_WARPS=16|8   most warps per seed of the float64 CUDA sweeps (default 16); 8 is
+                            the variant a GPU session measures against it (docs/gpu.md).
 """
 import os
 import sys
@@ -61,10 +63,15 @@ def extension():
     print(f"compnet_ext: building CUDA kernels for {arch}")
     sources += ["csrc/compnet/cuda.cpp", "csrc/compnet/kernels.cu", "csrc/mlp/cuda.cpp",
                 "csrc/mlp/kernels.cu"]
+    fp64_warps = _flag("COMPNET_FP64_WARPS", "16")
+    if fp64_warps not in ("8", "16"):
+        raise RuntimeError(f"COMPNET_FP64_WARPS must be 8 or 16, got {fp64_warps!r}")
+    # the glue and the kernels must agree on it (compnet/kernels.h: sweep_max_warps)
+    defines = ["-DCOMPNET_WITH_CUDA", f"-DCN_FP64_MAX_WARPS={fp64_warps}"]
     return CUDAExtension(
         sources=sources,
-        extra_compile_args={"cxx": cxx + ["-DCOMPNET_WITH_CUDA"],
-                            "nvcc": ["-O3", "-std=c++17", "--fmad=false", "-DCOMPNET_WITH_CUDA"]},
+        extra_compile_args={"cxx": cxx + defines,
+                            "nvcc": ["-O3", "-std=c++17", "--fmad=false"] + defines},
         **args,
     )
 

@@ -113,20 +113,23 @@ trap 'echo "gpu_session: stopped" >&4; [ -n "$REFRESHER" ] && kill "$REFRESHER"
       table; archive; cat "$W/table.md" >&3; exit 130' INT TERM
 
 SHARES_LEFT=100  # the sum of the shares below
-step build        20 env CXX="$CXX_USED" COMPNET_CUDA=1 COMPNET_CUDA_ARCH="$ARCH" MAX_JOBS=16 "$PY" setup.py build_ext --inplace
+step build        17 env CXX="$CXX_USED" COMPNET_CUDA=1 COMPNET_CUDA_ARCH="$ARCH" MAX_JOBS=16 "$PY" setup.py build_ext --inplace
 step link          1 bash -c 'f=$(ls compnet_ext/_C*.so) && readelf -d "$f" | grep NEEDED && ldd "$f" | grep -E "stdc|gomp"'
-step suite        25 "$PY" -m pytest -n 16 -q -rfEs tests --ignore tests/test_cuda_emulated.py
+step suite        22 "$PY" -m pytest -n 16 -q -rfEs tests --ignore tests/test_cuda_emulated.py
 step memcheck      5 compute-sanitizer --tool memcheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
-step racecheck     8 compute-sanitizer --tool racecheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
+step racecheck     7 compute-sanitizer --tool racecheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
 step synccheck     5 compute-sanitizer --tool synccheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
 step ops           6 "$PY" bench/bench_ops.py --device cuda --no-compile --repeats 7 --tag=-nocompile --out "$W"
 step percall      2 "$PY" bench/bench_percall.py --device cuda --profile --out "$W"
 step percall-big  2 "$PY" bench/bench_percall.py --device cuda --config 4096 16 512 --profile --out "$W"
-step ops-compile   8 "$PY" bench/bench_ops.py --device cuda --compile --compile-cap 25 --dtype float32 --config 4096 16 512 --config 30 5 500 --repeats 7 --out "$W"
+step ops-compile   6 "$PY" bench/bench_ops.py --device cuda --compile --compile-cap 25 --dtype float32 --config 4096 16 512 --config 30 5 500 --repeats 7 --out "$W"
 step stage1        4 "$PY" bench/bench_stages.py --stage1 --device cuda --repeats 1 --out "$W"
 step stage2        4 "$PY" bench/bench_stages.py --device cuda --out "$W"
-step reproduce     6 "$PY" bench/bench_reproduce.py --device cuda --repeats 2 --out "$W"
+step reproduce     5 "$PY" bench/bench_reproduce.py --device cuda --repeats 2 --out "$W"
 step mlp           2 "$PY" bench/bench_mlp.py --device cuda --out "$W"
 step ptxas         2 bash -c ptxas
+# last: rebuilds in place with float64 sweeps capped at 8 warps per seed (256-thread bound, no
+# spills, half the warps per SM; docs/gpu.md) and times the fp64 rows against the ops step's
+step fp64-warps8  10 bash -c "env CXX='$CXX_USED' COMPNET_CUDA=1 COMPNET_CUDA_ARCH='$ARCH' COMPNET_FP64_WARPS=8 MAX_JOBS=16 '$PY' setup.py build_ext --inplace > '$W/fp64-warps8-build.log' 2>&1 && '$PY' bench/bench_ops.py --device cuda --no-compile --dtype float64 --config 4096 16 512 --config 30 5 500 --repeats 7 --tag=-nocompile-fp64warps8 --out '$W'"
 trap - INT TERM
 cat "$W/table.md"

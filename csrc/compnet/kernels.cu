@@ -88,9 +88,10 @@ __global__ void forward_kernel(Dims d, const T* __restrict__ x, const T* __restr
   y[k] = yt[0];
 }
 
-// Threads per block at most (one seed of kMaxWarpsPerSeed warps): the kernels that sum over a
+// Threads per block at most (one seed of sweep_max_warps warps): the kernels that sum over a
 // seed's points are compiled for it, so that such a block fits the register file.
-constexpr int kMaxThreads = kWarp * kMaxWarpsPerSeed;
+template <typename T>
+constexpr int kMaxThreads = kWarp * sweep_max_warps(sizeof(T));
 
 // A lane's sums of the chunk's layers over its points: registers, since backward_chunk's
 // unrolled loops index them with compile-time j. A layer's terms of the lane's L points are
@@ -203,7 +204,7 @@ __device__ void fill_tri_table(const T* a, int D, Tri<T>* tri) {
 // In shared memory the sweep reads a layer's pairs (a, 1 - a), (1/a, 1/(1 - a)) with one
 // 64-bit load each and selects, where global loads came one predicated load per value.
 template <typename T, int C, int L, bool SHARED>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kMaxThreads<T>)
     backward_kernel(Dims d, const T* __restrict__ x, const T* __restrict__ a_all,
                     const T* __restrict__ s_all, const T* __restrict__ head_in, T* loss, T* gx,
                     T* g_peaks, T* g_scales, T* scratch) {
@@ -244,7 +245,7 @@ __global__ void __launch_bounds__(kMaxThreads)
 // moments stay in `state` [S, 2, P] (row [peaks (D + 1) | free scales (D)]); Adam is
 // element-wise, so the seed's threads share the row (thread t updates t, t + 32 W, ...).
 template <typename T, int C, int L>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kMaxThreads<T>)
     train_kernel(Dims d, AdamConfig cfg, const T* __restrict__ x, const T* __restrict__ target,
                  T* peaks, T* scales, T* loss, T* curve, int64_t records, T* state, T* spill,
                  T* carry_all) {

@@ -55,10 +55,27 @@ inline int sweep_lane_points(int64_t S, int64_t N, int D, size_t elem) {
   return int64_t(warps_per_seed(S, N)) * kWarp < N ? 2 : 1;
 }
 
+// Most warps per seed of the sweeping kernels, which they are compiled for
+// (__launch_bounds__): kMaxWarpsPerSeed, or in double CN_FP64_MAX_WARPS, a build option
+// (setup.py: COMPNET_FP64_WARPS). At 16 (512 threads, 128 registers) the double 16-layer chunk
+// spills; at 8 ptxas gives it ~190 registers and no spill, at half the warps per SM. Which is
+// faster is for a GPU to measure (docs/gpu.md); a build option rather than a run-time one so
+// that one build gives one set of bits.
+#ifndef CN_FP64_MAX_WARPS
+#define CN_FP64_MAX_WARPS 16
+#endif
+static_assert(CN_FP64_MAX_WARPS >= 1 && CN_FP64_MAX_WARPS <= kMaxWarpsPerSeed,
+              "CN_FP64_MAX_WARPS: 1 to kMaxWarpsPerSeed");
+CN_HD constexpr int sweep_max_warps(size_t elem) {
+  return elem == 8 ? CN_FP64_MAX_WARPS : kMaxWarpsPerSeed;
+}
+
 // Warps per seed of the sweeping kernels (backward, loss_and_grad, the fused stage 1) for depth
-// D: common/launch_config.h's rule with tiles of 32 x sweep_lane_points points.
+// D: common/launch_config.h's rule with tiles of 32 x sweep_lane_points points, at most
+// sweep_max_warps.
 inline int sweep_warps_per_seed(int64_t S, int64_t N, int D, size_t elem) {
-  return warps_per_seed(S, N, sweep_lane_points(S, N, D, elem));
+  const int w = warps_per_seed(S, N, sweep_lane_points(S, N, D, elem));
+  return w < sweep_max_warps(elem) ? w : sweep_max_warps(elem);
 }
 
 // Per-point values a seed carries between chunks (gy and lambda of N points), when there is

@@ -91,6 +91,9 @@ int64_t harness_sweep_warps(int dtype, int64_t S, int64_t N, int D) {
 int64_t harness_sweep_lane_points(int dtype, int64_t S, int64_t N, int D) {
   return sweep_lane_points(S, N, D, dtype == 0 ? sizeof(float) : sizeof(double));
 }
+int64_t harness_sweep_max_warps(int dtype) {
+  return sweep_max_warps(dtype == 0 ? sizeof(float) : sizeof(double));
+}
 
 const char* cn_forward(int dtype, int64_t S, int64_t N, int D, int sign, int x_shared,
                        const void* x, const void* peaks, const void* scales, void* y) {

@@ -168,6 +168,11 @@ def test_warps_per_seed_rule():
     assert [sweep(s, 500, 16, F32) for s in (132, 141, 300, 2111, 2112, 4096)] == \
         [(16, 1), (8, 2), (8, 2), (2, 2), (1, 2), (1, 2)]
     assert [sweep(s, 500, D, dt) for s, D, dt in ((4096, 17, F32), (4096, 5, F64))] == [(1, 1)] * 2
+    # double: one point per lane, at most 16 warps, or 8 in a COMPNET_FP64_WARPS=8 build
+    cap = harness.sweep_max_warps(F64)
+    assert harness.sweep_max_warps(F32) == 16 and cap in (8, 16)
+    assert [sweep(30, 500, D, F64) for D in (1, 5, 16, 17)] == [(cap, 1)] * 4
+    assert [sweep(1, n, 5, F64) for n in (100, 1000)] == [(4, 1), (cap, 1)]
 
 
 # (S, D, N, dtype, free): a seed on several warps (W = 2..16, uneven tiles per warp: N = 500

@@ -26,6 +26,7 @@ def lib():
         _lib.harness_warps_per_seed.restype = ctypes.c_int64
         _lib.harness_sweep_warps.restype = ctypes.c_int64
         _lib.harness_sweep_lane_points.restype = ctypes.c_int64
+        _lib.harness_sweep_max_warps.restype = ctypes.c_int64
     return _lib
 
 
@@ -63,6 +64,12 @@ def sweep_warps(S, N, D, dtype):
     (compnet/kernels.h: sweep_warps_per_seed, sweep_lane_points)."""
     args = ({torch.float32: 0, torch.float64: 1}[dtype], _I64(S), _I64(N), D)
     return lib().harness_sweep_warps(*args), lib().harness_sweep_lane_points(*args)
+
+
+def sweep_max_warps(dtype):
+    """The most warps per seed of the compositional sweeps (compnet/kernels.h: in double a build
+    option, CN_FP64_MAX_WARPS)."""
+    return lib().harness_sweep_max_warps({torch.float32: 0, torch.float64: 1}[dtype])
 
 
 def set_optin_smem(nbytes):
