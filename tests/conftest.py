@@ -2,11 +2,18 @@ import pytest
 import torch
 
 import compnet_ext
+from compnet_ext.experiments.plots import matplotlib_missing
 
 cuda = pytest.mark.skipif(
     not (torch.cuda.is_available() and compnet_ext.WITH_CUDA),
     reason="needs a GPU and compnet_ext built with CUDA",
 )
+
+
+def plot_files(*names):
+    """The figures a run writes: ``names`` with matplotlib, none without it (the run then says
+    the plots were skipped: tests/test_cli_outputs.py)."""
+    return list(names) if matplotlib_missing() is None else []
 
 
 def make_problem(S, D, N, dtype=torch.float64, free=False, shared_x=True, seed=0, device="cpu"):

@@ -13,6 +13,7 @@ from compnet_ext.batched_mlp import BatchedMLP
 from compnet_ext.experiments import cli, sparse
 from compnet_ext.experiments.config import resolve_device
 from compnet_ext.targets import select
+from conftest import plot_files
 
 TINY = dict(seeds=2, epochs=(4, 5), kinds=("default", "no_pretraining", "enforced"))
 
@@ -128,7 +129,8 @@ def test_cli_writes_table_json_csv_and_plots(tmp_path, capsys):
     assert "| x^3 | Default Network |" in text and "2.41e-04" in text and "5.09e-06" in text
     doc = json.loads((out / "results.json").read_text())
     assert doc["command"] == "reproduce --sparse"
-    assert doc["files"] == ["results.csv", "best_fits.png", "loss_curves.png", "results.json"]
+    assert doc["files"] == ["results.csv", *plot_files("best_fits.png", "loss_curves.png"),
+                            "results.json"]
     cfg = doc["config"]
     assert cfg["seeds"] == cli.QUICK["seeds"] and cfg["epochs"] == list(cli.QUICK["epochs"])
     assert cfg["x_train"] == pytest.approx([i / 9 for i in range(10)])
