@@ -148,7 +148,7 @@ def test_cli_writes_table_json_csv_and_plots(tmp_path, capsys):
     # the CSV holds 7 significant digits
     assert float(rows[0]["test_min"]) == pytest.approx(
         doc["results"]["x3"]["default"]["test"]["min"], rel=1e-6)
-    for png in ("best_fits.png", "loss_curves.png"):
+    for png in plot_files("best_fits.png", "loss_curves.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
