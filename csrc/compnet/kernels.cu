@@ -1,11 +1,11 @@
 // CUDA kernels of the compositional network's ops, on the sweeps of compnet/math.h: only
 // indexing and the reductions live here. The forward runs one point per thread. The backward and
 // the fused stage 1 give each seed W = sweep_warps_per_seed warps (kernels.h); warp w takes the
-// seed's tiles of 32 x sweep_lane_points points w, w + W, ...; each lane sums its points' gradient terms
-// in registers, and each chunk of layers is reduced once per seed, in a fixed order (a
-// transposing warp butterfly, then the warps' rows in warp order: seed_sum). No atomics: bitwise
-// deterministic, and the same bits on every GPU (W does not depend on the device). Includes
-// nothing from torch, so that nvcc compiles it without a CUDA build of torch.
+// seed's tiles of 32 x sweep_lane_points points w, w + W, ...; each lane sums its points'
+// gradient terms in registers, and each chunk of layers is reduced once per seed, in a fixed
+// order (a transposing warp butterfly, then the warps' rows in warp order: seed_sum). No
+// atomics: bitwise deterministic, and the same bits on every GPU (W does not depend on the
+// device). Includes nothing from torch, so that nvcc compiles it without a CUDA build of torch.
 #include <cuda_runtime.h>
 
 #include <type_traits>
@@ -121,10 +121,10 @@ struct LaneAcc {
 // the top (backward_chunk; between chunks each point's gy and lambda wait in `carry` [2, N]), one
 // fixed-order reduction per chunk into ga/gs (written, not added; either may be nullptr). A lane
 // sweeps L points at a time (kernels.h: sweep_lane_points), 32 apart: warp w takes the tiles of
-// 32 L points w, w + W, ... With `loss_mode`, `head_row` is the target and the sum of squared errors is
-// returned to the seed's thread 0 (others get 0); otherwise `head_row` is grad_y. `tri` is the
-// seed's Tri table, `part` its reduction area. Every thread of the seed calls it; it ends with
-// them met.
+// 32 L points w, w + W, ... With `loss_mode`, `head_row` is the target and the sum of squared
+// errors is returned to the seed's thread 0 (others get 0); otherwise `head_row` is grad_y.
+// `tri` is the seed's Tri table, `part` its reduction area. Every thread of the seed calls it;
+// it ends with them met.
 template <typename T, int C, int L>
 __device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* head_row, bool loss_mode,
                        const Tri<T>* tri, const T* s, T* ga, T* gs, T* gx_row, T* carry,
@@ -228,9 +228,10 @@ __global__ void __launch_bounds__(kMaxThreads<T>)
   fill_tri_table(a, D, tri);
   seed_sync(W);
   const T sse = seed_pass<T, C, L>(d, x + (d.x_shared ? 0 : seed * d.N),
-                          head_in + (d.head_shared ? 0 : seed * d.N), loss != nullptr, tri, s, gp,
-                          gs, gx ? gx + seed * d.N : nullptr, carry,
-                          seed_reduction_area<T>(!SHARED, tables, reduction_values(sizeof(T))));
+                                   head_in + (d.head_shared ? 0 : seed * d.N), loss != nullptr,
+                                   tri, s, gp, gs, gx ? gx + seed * d.N : nullptr, carry,
+                                   seed_reduction_area<T>(!SHARED, tables,
+                                                          reduction_values(sizeof(T))));
   if (lead) {
     if (loss) loss[seed] = mse_mean_by_reciprocal(sse, d.N);
     if (gp) {
@@ -276,8 +277,8 @@ __global__ void __launch_bounds__(kMaxThreads<T>)
     if (lead && smooth) smooth_scales_row(a, D, d.sign, s);
     fill_tri_table(a, D, tri);
     seed_sync(W);
-    const T sse = seed_pass<T, C, L>(d, xrow, trow, true, tri, s, ga, gs, static_cast<T*>(nullptr), carry,
-                            part);
+    const T sse = seed_pass<T, C, L>(d, xrow, trow, true, tri, s, ga, gs,
+                                     static_cast<T*>(nullptr), carry, part);
     if (lead) {
       ga[D] = T(0);
       if (smooth) smooth_scales_backward_row(a, s, D, d.sign, gs, ga);

@@ -1,9 +1,9 @@
 """A small case of every CUDA kernel, for compute-sanitizer on a real GPU (docs/gpu.md, first GPU
 session): the compositional network's forward, backward, loss_and_grad and fused stage 1 with one
 warp per seed (four seeds per block) and with a seed on several warps, one and several register
-chunks, one and two points per lane, float and double; the MLP's forward, backward, loss_and_grad and fused stage 2 with
-per-lane sums (the paper's 4x5 net, one and several warps per seed) and a large net. Prints one
-line per case; exits non-zero on a launch error.
+chunks, one and two points per lane, float and double; the MLP's forward, backward,
+loss_and_grad and fused stage 2 with per-lane sums (the paper's 4x5 net, one and several warps
+per seed) and a large net. Prints one line per case; exits non-zero on a launch error.
 
     compute-sanitizer --tool racecheck python3 tests/cuda_harness/device_smoke.py
 """
@@ -45,8 +45,8 @@ if __name__ == "__main__":
         compnet_case(5, 5, 20, dtype)     # one warp per seed, four seeds per block, S % 4 != 0
         compnet_case(3, 5, 500, dtype)    # 16 warps per seed (the 8-layer chunk)
         compnet_case(4, 16, 64, dtype)    # the 16-layer chunk
-        compnet_case(1, 16, 1000, dtype)  # 16 warps looping over tiles: float's two points per lane
-        compnet_case(2113, 5, 100, dtype)  # one warp per seed, float's two points per lane
+        compnet_case(1, 16, 1000, dtype)  # 16 warps looping over tiles: float's 2 points per lane
+        compnet_case(2113, 5, 100, dtype)  # one warp per seed, float's 2 points per lane
         compnet_case(2, 40, 100, dtype)   # several warps, several register chunks (carry)
         mlp_case(5, (1, 4, 4, 4, 4, 4, 1), 20, dtype)    # per-lane sums, one warp per seed
         mlp_case(3, (1, 4, 4, 4, 4, 4, 1), 500, dtype)   # the paper's shape, 8 warps per seed

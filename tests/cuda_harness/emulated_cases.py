@@ -180,7 +180,8 @@ def test_warps_per_seed_rule():
 # D = 16 one tile of two points per lane, N = 600 10 such tiles, the last partly in its second
 # point); D across the register chunk (32 float, 16 double: one chunk, several chunks with the
 # carry of gy and lambda between them).
-SPLIT_SHAPES = [(1, 5, 33, F32, False), (1, 5, 600, F32, True), (2, 16, 1000, F32, False), (2, 17, 500, F64, True), (3, 33, 1000, F32, True),
+SPLIT_SHAPES = [(1, 5, 33, F32, False), (1, 5, 600, F32, True), (2, 16, 1000, F32, False),
+                (2, 17, 500, F64, True), (3, 33, 1000, F32, True),
                 (1, 70, 1000, F64, False), (2, 1, 100, F32, True), (3, 33, 500, F64, False),
                 (2, 32, 64, F32, False), (2, 5, 500, F64, True)]
 
@@ -202,7 +203,8 @@ def test_one_warp_per_seed_from_the_boundary_on():
     # is 2111 (test_warps_per_seed_rule; running it here would cost 15 s of fibers, and the
     # two-warp path is the one test_split_seeds runs)
     S, N = 2112, 65  # in float: two points per lane, tiles of 64
-    assert harness.sweep_warps(S, N, 1, F32) == (1, 2) and harness.sweep_warps(S - 1, N, 1, F32) == (2, 2)
+    assert harness.sweep_warps(S, N, 1, F32) == (1, 2)
+    assert harness.sweep_warps(S - 1, N, 1, F32) == (2, 2)
     x, peaks, scales = _problem(S, 1, N, F32, True, shared_x=True)
     target = x**3
     got = harness.backward(x, peaks, scales, 1, target, loss_mode=True)
