@@ -46,8 +46,11 @@ def _ptr(t):
     return _P(t.data_ptr())
 
 
+_DTYPES = {torch.float32: 0, torch.float64: 1}  # the C API's dtype codes
+
+
 def _dtype(t):
-    return {torch.float32: 0, torch.float64: 1}[t.dtype]
+    return _DTYPES[t.dtype]
 
 
 def set_seed(seed):
@@ -62,14 +65,14 @@ def warps_per_seed(S, N):
 def sweep_warps(S, N, D, dtype):
     """``(warps per seed, points per lane)`` of the compositional sweeps at depth D
     (compnet/kernels.h: sweep_warps_per_seed, sweep_lane_points)."""
-    args = ({torch.float32: 0, torch.float64: 1}[dtype], _I64(S), _I64(N), D)
+    args = (_DTYPES[dtype], _I64(S), _I64(N), D)
     return lib().harness_sweep_warps(*args), lib().harness_sweep_lane_points(*args)
 
 
 def sweep_max_warps(dtype):
     """The most warps per seed of the compositional sweeps (compnet/kernels.h: in double a build
     option, CN_FP64_MAX_WARPS)."""
-    return lib().harness_sweep_max_warps({torch.float32: 0, torch.float64: 1}[dtype])
+    return lib().harness_sweep_max_warps(_DTYPES[dtype])
 
 
 def set_optin_smem(nbytes):
