@@ -18,7 +18,7 @@
 #endif
 
 // Chunk loops are unrolled on the GPU so that the chunk's waves stay in registers. Lane loops
-// (CN_LANES) have one or two iterations on the GPU (compnet/kernels.h: lane_points), which nvcc
+// (CN_LANES) have one or two iterations on the GPU (compnet/kernels.h: sweep_lane_points), which nvcc
 // unrolls unasked (an explicit pragma there changed the register allocation of the one-point
 // kernels for the worse); on the host they are marked as SIMD loops, since
 // otherwise GCC fully unrolls these short loops first and then fails to vectorise them. (The host
