@@ -18,9 +18,9 @@
 #endif
 
 // Chunk loops are unrolled on the GPU so that the chunk's waves stay in registers. Lane loops
-// (CN_LANES) have one or two iterations on the GPU (compnet/kernels.h: sweep_lane_points), which nvcc
-// unrolls unasked (an explicit pragma there changed the register allocation of the one-point
-// kernels for the worse); on the host they are marked as SIMD loops, since
+// (CN_LANES) have one or two iterations on the GPU (compnet/kernels.h: sweep_lane_points),
+// which nvcc unrolls unasked (an explicit pragma there changed the register allocation of the
+// one-point kernels for the worse); on the host they are marked as SIMD loops, since
 // otherwise GCC fully unrolls these short loops first and then fails to vectorise them. (The host
 // build also needs -fno-trapping-math, or GCC will not turn the selects into blends.)
 // On the GPU the chunk loops run a fixed CHUNK iterations (guarded) so they can be unrolled; on
