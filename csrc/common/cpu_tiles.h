@@ -28,6 +28,12 @@ void add_lanes(T* __restrict acc, const T* __restrict v) {
   CN_LANES for (int l = 0; l < L; ++l) acc[l] += v[l];
 }
 
+// acc[l] = madd(u[l], v[l], acc[l]) over the lanes.
+template <typename T, int L>
+void madd_lanes(T* __restrict acc, const T* __restrict u, const T* __restrict v) {
+  CN_LANES for (int l = 0; l < L; ++l) acc[l] = madd(u[l], v[l], acc[l]);
+}
+
 // The sum over the lanes, in lane order.
 template <typename T, int L>
 T sum_lanes(const T* v) {

@@ -52,7 +52,7 @@ template <typename T>
     T xt[L], yt[L];
     load_tile<T, L>(x + seed * xs, n0, N, xt);
     const T* as = a + seed * (D + 1);
-    forward_lanes<T, L>(xt, PeakLayers<T>{as}, as, s, p.D, p.sign, yt);
+    forward_lanes<T, L>(xt, PeakLayers<T>{as, s, p.sign}, p.D, yt);
     for (int l = 0; l < L && n0 + l < N; ++l) out[seed * N + n0 + l] = yt[l];
   }
 }
@@ -65,16 +65,17 @@ void forward_kernel(const Problem& p, T* out) {
                    [&](int64_t begin, int64_t end) { forward_tiles<T>(p, begin, end, out); });
 }
 
-// Per-task accumulator: lane-wise sums per layer (no cross-lane reduction in the hot loop).
+// Per-task accumulator: lane-wise sums per layer (no cross-lane reduction in the hot loop) of
+// backward_chunk's terms (compnet/math.h: the sums before peak_grad and scale_grad).
 template <typename T, int L>
 struct TileAcc {
   T* ga;  // [D][L]
   T* gs;  // [D][L]
   T* gx;  // this tile's dy/dx outputs, or nullptr
   int valid;
-  void layer(int i, int, const T (&va)[L], const T (&vs)[L]) {
-    add_lanes<T, L>(ga + i * L, va);
-    add_lanes<T, L>(gs + i * L, vs);
+  void layer(int i, int, const T (&ldu)[L], const T (&w)[L], const T (&gy)[L]) {
+    madd_lanes<T, L>(ga + i * L, ldu, w);
+    madd_lanes<T, L>(gs + i * L, gy, w);
   }
   void input(const T (&g)[L]) {
     if (gx)
@@ -112,11 +113,11 @@ void block_sums(const SeedRows<T>& r, int64_t N, int D, int sign, int64_t b0, in
       return LOSS ? mse_grad(y, r.head[n0 + l], inv_n, lane_loss[l]) : r.head[n0 + l];
     };
     TileAcc<T, L> acc{lane_ga, lane_gs, r.gx ? r.gx + n0 : nullptr, valid};
-    backward_lanes<T, L, kChunk>(xt, PeakLayers<T>{r.a}, r.s, D, sign, head, acc);
+    backward_lanes<T, L, kChunk>(xt, PeakLayers<T>{r.a, r.s, sign}, D, head, acc);
   }
   for (int i = 0; i < D; ++i) {
-    out[i] = sum_lanes<T, L>(lane_ga + i * L);
-    out[D + i] = sum_lanes<T, L>(lane_gs + i * L);
+    out[i] = peak_grad(sum_lanes<T, L>(lane_ga + i * L));
+    out[D + i] = scale_grad(sum_lanes<T, L>(lane_gs + i * L), sign);
   }
   out[2 * D] = sum_lanes<T, L>(lane_loss);
 }

@@ -35,6 +35,14 @@ const char* with_chunk(int D, F&& f) {
   return f(std::integral_constant<int, C>());
 }
 
+// f(std::bool_constant<D == C>): whether the sweeps run one full chunk of C layers, D known to
+// the compiler (compnet/math.h: backward_chunk's FULL).
+template <int C, typename F>
+const char* with_full_chunk(int D, F&& f) {
+  if (D == C) return f(std::true_type());
+  return f(std::false_type());
+}
+
 // f(std::integral_constant<int, L>) with L = `lanes` (kernels.h: sweep_lane_points), the points
 // a lane sweeps at a time; only 1 is instantiated where the chunk C allows no more.
 template <typename T, int C, typename F>
@@ -46,17 +54,18 @@ const char* with_lane_points(int lanes, F&& f) {
 }
 
 // Seeds a forward block's points can span (N points per seed, kForwardThreads per block), and
-// the shared memory of their tables (Tri and scale per layer), when that fits the default.
+// the shared memory of their tables (Tri per layer, the signed scales row), when that fits the
+// default.
 CN_HD int64_t forward_block_seeds(int64_t N) { return (kForwardThreads - 1) / N + 2; }
 template <typename T>
 size_t forward_table_bytes(const Dims& d) {
-  return size_t(forward_block_seeds(d.N) * d.D) * (sizeof(Tri<T>) + sizeof(T));
+  return size_t(forward_block_seeds(d.N)) * (d.D * sizeof(Tri<T>) + (d.D + 1) * sizeof(T));
 }
 
-// One point per thread. TABLE: the block first fills, in shared memory, the Tri tables of the
-// seeds its points span (one reciprocal pair per layer and seed rather than per point and layer)
-// and, for smooth scales, their scales (the recurrence once per seed); the same IEEE values, so
-// the same bits. Else, where the tables would not fit, each thread constructs them.
+// One point per thread. TABLE: the block first fills, in shared memory, the tables of the seeds
+// its points span (one reciprocal pair per layer and seed rather than per point and layer; the
+// smooth scales' recurrence once per seed); the same IEEE values, so the same bits. Else, where
+// the tables would not fit, each thread constructs them.
 template <typename T, bool TABLE>
 __global__ void forward_kernel(Dims d, const T* __restrict__ x, const T* __restrict__ a,
                                const T* __restrict__ s, T* __restrict__ y) {
@@ -65,26 +74,32 @@ __global__ void forward_kernel(Dims d, const T* __restrict__ x, const T* __restr
   const int64_t seed = k / d.N, n = k % d.N, seed0 = first / d.N;
   const int D = d.D;
   Tri<T>* table = reinterpret_cast<Tri<T>*>(dynamic_shared_memory());
-  T* scales = reinterpret_cast<T*>(table + forward_block_seeds(d.N) * D);
+  T* scales = reinterpret_cast<T*>(table + forward_block_seeds(d.N) * D);  // rows of D + 1
   if constexpr (TABLE) {
     const int64_t end = first + blockDim.x < d.S * d.N ? first + blockDim.x : d.S * d.N;
     const int64_t seeds = (end - 1) / d.N - seed0 + 1;
     for (int64_t e = threadIdx.x; e < seeds * D; e += blockDim.x)
       table[e] = Tri<T>(a[(seed0 + e / D) * (D + 1) + e % D]);
-    if (!s)
-      for (int64_t j = threadIdx.x; j < seeds; j += blockDim.x)
-        smooth_scales_row(a + (seed0 + j) * (D + 1), D, d.sign, scales + j * D);
+    for (int64_t j = threadIdx.x; j < seeds; j += blockDim.x)
+      signed_scales_row(a + (seed0 + j) * (D + 1), s ? s + (seed0 + j) * D : nullptr, D, d.sign,
+                        scales + j * (D + 1));
     __syncthreads();
   }
   if (k >= d.S * d.N) return;
   const T xt[1] = {x[(d.x_shared ? 0 : seed * d.N) + n]};
-  const T* as = a + seed * (D + 1);
   T yt[1];
-  if constexpr (TABLE)  // the scales always from a row
-    forward_lanes_impl<T, 1, false>(xt, TriTable<T>{table + (seed - seed0) * D}, as,
-                                    s ? s + seed * D : scales + (seed - seed0) * D, D, d.sign, yt);
-  else
-    forward_lanes<T, 1>(xt, PeakLayers<T>{as}, as, s ? s + seed * D : nullptr, D, d.sign, yt);
+  if constexpr (TABLE) {
+    const Tri<T>* t = table + (seed - seed0) * D;
+    const T* sp = scales + (seed - seed0) * (D + 1);
+    const TriTable<T> layers{t, sp, t, sp};
+    forward_lanes<T, 1>(xt, layers, D, yt);
+  } else {
+    const PeakLayers<T> layers{a + seed * (D + 1), s ? s + seed * D : nullptr, d.sign};
+    if (s)
+      forward_lanes<T, 1>(xt, layers, D, yt);
+    else
+      forward_lanes<T, 1, true>(xt, layers, D, yt);
+  }
   y[k] = yt[0];
 }
 
@@ -93,22 +108,19 @@ __global__ void forward_kernel(Dims d, const T* __restrict__ x, const T* __restr
 template <typename T>
 constexpr int kMaxThreads = kWarp * sweep_max_warps(sizeof(T));
 
-// A lane's sums of the chunk's layers over its points: registers, since backward_chunk's
-// unrolled loops index them with compile-time j. A layer's terms of the lane's L points are
-// added in point order, then to the sums.
+// A lane's sums of the chunk's layers over its points (backward_chunk's terms, before
+// peak_grad and scale_grad): registers, since backward_chunk's unrolled loops index them with
+// compile-time j. A layer's terms of the lane's L points are added in point order.
 template <typename T, int C, int L>
 struct LaneAcc {
-  T v[2 * C];  // [ga of the chunk's layers | gs]
+  T v[2 * C];  // [peaks' sums of the chunk's layers | scales']
   T* gx[L];    // the points' dy/dx slots (nullptr: not needed or inactive point)
-  __device__ void layer(int, int j, const T (&va)[L], const T (&vs)[L]) {
-    T a = va[0], b = vs[0];
+  __device__ void layer(int, int j, const T (&ldu)[L], const T (&w)[L], const T (&gy)[L]) {
 #pragma unroll
-    for (int l = 1; l < L; ++l) {
-      a += va[l];
-      b += vs[l];
+    for (int l = 0; l < L; ++l) {
+      v[j] = madd(ldu[l], w[l], v[j]);
+      v[C + j] = madd(gy[l], w[l], v[C + j]);
     }
-    v[j] += a;
-    v[C + j] += b;
   }
   __device__ void input(const T (&g)[L]) {
 #pragma unroll
@@ -123,14 +135,15 @@ struct LaneAcc {
 // sweeps L points at a time (kernels.h: sweep_lane_points), 32 apart: warp w takes the tiles of
 // 32 L points w, w + W, ... With `loss_mode`, `head_row` is the target and the sum of squared
 // errors is returned to the seed's thread 0 (others get 0); otherwise `head_row` is grad_y.
-// `tri` is the seed's Tri table, `part` its reduction area. Every thread of the seed calls it;
+// `layers` are the seed's tables, `part` its reduction area. Every thread of the seed calls it;
 // it ends with them met.
-template <typename T, int C, int L>
-__device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* head_row, bool loss_mode,
-                       const Tri<T>* tri, const T* s, T* ga, T* gs, T* gx_row, T* carry,
-                       T* part) {
-  const int lane = threadIdx.x, w = threadIdx.y, W = blockDim.y, D = d.D;
-  const int chunks = backward_chunks(D, C);
+template <typename T, int C, int L, bool FULL>
+__device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* head_row,
+                                       bool loss_mode, const TriTable<T>& layers, T* ga, T* gs,
+                                       T* gx_row, T* carry, T* part) {
+  const int lane = threadIdx.x, w = threadIdx.y, W = blockDim.y, D = FULL ? C : d.D;
+  // sweep_chunk: D > C only in the largest chunk
+  const int chunks = FULL || C < chunk_layers(sizeof(T)) ? 1 : backward_chunks(D, C);
   const T inv_n = T(1) / T(d.N);
   T sse = T(0);
   for (int c = chunks - 1; c >= 0; --c) {
@@ -161,7 +174,10 @@ __device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* he
         if (!active[l]) return T(0);
         return loss_mode ? mse_grad(y, head_row[n[l]], inv_n, lane_loss) : head_row[n[l]];
       };
-      backward_chunk<T, L, C>(xt, TriTable<T>{tri}, s, D, d.sign, c, head, acc, gy, lam);
+      if (FULL || top)
+        backward_chunk<T, L, C, true, FULL>(xt, layers, D, c, head, acc, gy, lam);
+      else
+        backward_chunk<T, L, C, false, FULL>(xt, layers, D, c, head, acc, gy, lam);
 #pragma unroll
       for (int l = 0; l < L; ++l) {
         if (c > 0 && active[l]) {
@@ -186,25 +202,52 @@ __device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* he
         [&](int t, T sum) {
           const int j = t < C ? t : t - C;
           T* dst = t < C ? ga : gs;
-          if (j < jn && dst) dst[c0 + j] = sum;
+          if (j < jn && dst) dst[c0 + j] = t < C ? peak_grad(sum) : scale_grad(sum, d.sign);
         });
     if (top) sse = total;
   }
   return sse;
 }
 
-// The seed's Tri table from its peaks, the threads sharing the layers.
-template <typename T>
-__device__ void fill_tri_table(const T* a, int D, Tri<T>* tri) {
-  for (int i = seed_thread(); i < D; i += blockDim.y * kWarp) tri[i] = Tri<T>(a[i]);
+// Whether the reverse sweep of C layers, L points per lane, reads the forward's tables, so that
+// ptxas may keep their values and the selected slopes in registers from the forward step (a
+// chunk's C slopes beside its C L waves and 2C lane sums: ptxas, sm_90, 128 registers: kept
+// without spills up to (L + 1) C = 32 floats), or their copy (compnet/math.h: TriTable).
+template <typename T, int C, int L>
+CN_HD constexpr bool keep_forward_values() {
+  return (L + 1) * C * sizeof(T) <= 32 * sizeof(float);
 }
 
-// SHARED: the seed's smooth scales, their gradient and its Tri table in the block's dynamic
-// shared memory (backward_tables_shared), else in its `scratch` row; the carry is always there.
-// In shared memory the sweep reads a layer's pairs (a, 1 - a), (1/a, 1/(1 - a)) with one
-// 64-bit load each and selects, where global loads came one predicated load per value.
-template <typename T, int C, int L, bool SHARED>
-__global__ void __launch_bounds__(kMaxThreads<T>)
+// The seed's tables at `tables` (kernels.h: layer_table_values; a second copy after them when
+// `copy`) from its peaks `a` and scales row `s`, or, when `smooth_out` is given, the smooth
+// scales, which the lead thread writes there first. The threads share the Tri table; the lead
+// alone does the O(D) scales row.
+template <typename T>
+__device__ TriTable<T> fill_tables(const T* a, const T* s, T* smooth_out, int D, int sign,
+                                   T* tables, bool copy) {
+  static_assert(sizeof(Tri<T>) == tri_values(1) * sizeof(T), "a Tri is 4 values");
+  Tri<T>* tri = reinterpret_cast<Tri<T>*>(tables);
+  T* sp = tables + tri_values(D);
+  const int64_t second = copy ? layer_table_values(D) : 0;  // the copy's offset
+  if (seed_thread() == 0) {
+    if (smooth_out) smooth_scales_row(a, D, sign, smooth_out);
+    signed_scales_row(a, smooth_out ? smooth_out : s, D, sign, sp);
+    if (copy)
+      for (int i = 0; i <= D; ++i) sp[second + i] = sp[i];
+  }
+  for (int i = seed_thread(); i < D; i += blockDim.y * kWarp) {
+    tri[i] = Tri<T>(a[i]);
+    if (copy) reinterpret_cast<Tri<T>*>(tables + second)[i] = tri[i];
+  }
+  return {tri, sp, reinterpret_cast<Tri<T>*>(tables + second), sp + second};
+}
+
+// SHARED: the seed's tables, smooth scales and their gradient in the block's dynamic shared
+// memory (backward_table_values), else in its `scratch` row; the carry is always there. In
+// shared memory the sweep reads a layer's Tri with one 128-bit load (two in double), where
+// global loads came one predicated load per value.
+template <typename T, int C, int L, bool FULL, bool SHARED>
+__global__ void __launch_bounds__(kMaxThreads<T>, 1)
     backward_kernel(Dims d, const T* __restrict__ x, const T* __restrict__ a_all,
                     const T* __restrict__ s_all, const T* __restrict__ head_in, T* loss, T* gx,
                     T* g_peaks, T* g_scales, T* scratch) {
@@ -218,18 +261,18 @@ __global__ void __launch_bounds__(kMaxThreads<T>)
   const int64_t tables = backward_table_values(D);
   T* global_row = scratch + seed * backward_scratch_values(D, d.N, sizeof(T));
   T* row = SHARED ? seed_workspace(static_cast<T*>(nullptr), seed, tables) : global_row;
+  T* smooth_row = row + 2 * layer_table_values(D);  // [smooth scales | their gradient]
   T* gp = g_peaks ? g_peaks + seed * (D + 1) : nullptr;
   // Scale gradients are needed for g_scales, or for the peaks through the smooth recurrence.
-  T* gs = smooth ? (gp ? row + D : nullptr) : (g_scales ? g_scales + seed * D : nullptr);
-  const T* s = smooth ? row : s_all + seed * D;
-  Tri<T>* tri = reinterpret_cast<Tri<T>*>(row + 2 * D);
+  T* gs = smooth ? (gp ? smooth_row + D : nullptr) : (g_scales ? g_scales + seed * D : nullptr);
+  const T* s = smooth ? smooth_row : s_all + seed * D;
   T* carry = global_row + tables;
-  if (lead && smooth) smooth_scales_row(a, D, d.sign, row);
-  fill_tri_table(a, D, tri);
+  const TriTable<T> layers = fill_tables(a, s, smooth ? smooth_row : nullptr, D, d.sign, row,
+                                         !keep_forward_values<T, C, L>());
   seed_sync(W);
-  const T sse = seed_pass<T, C, L>(d, x + (d.x_shared ? 0 : seed * d.N),
+  const T sse = seed_pass<T, C, L, FULL>(d, x + (d.x_shared ? 0 : seed * d.N),
                                    head_in + (d.head_shared ? 0 : seed * d.N), loss != nullptr,
-                                   tri, s, gp, gs, gx ? gx + seed * d.N : nullptr, carry,
+                                   layers, gp, gs, gx ? gx + seed * d.N : nullptr, carry,
                                    seed_reduction_area<T>(!SHARED, tables,
                                                           reduction_values(sizeof(T))));
   if (lead) {
@@ -245,8 +288,8 @@ __global__ void __launch_bounds__(kMaxThreads<T>)
 // the Tri table in its workspace (train_workspace_values, placed by the TrainPlan). The Adam
 // moments stay in `state` [S, 2, P] (row [peaks (D + 1) | free scales (D)]); Adam is
 // element-wise, so the seed's threads share the row (thread t updates t, t + 32 W, ...).
-template <typename T, int C, int L>
-__global__ void __launch_bounds__(kMaxThreads<T>)
+template <typename T, int C, int L, bool FULL>
+__global__ void __launch_bounds__(kMaxThreads<T>, 1)
     train_kernel(Dims d, AdamConfig cfg, const T* __restrict__ x, const T* __restrict__ target,
                  T* peaks, T* scales, T* loss, T* curve, int64_t records, T* state, T* spill,
                  T* carry_all) {
@@ -255,11 +298,11 @@ __global__ void __launch_bounds__(kMaxThreads<T>)
   const int D = d.D, W = blockDim.y, t = seed_thread(), nt = W * kWarp;
   const bool lead = t == 0, smooth = scales == nullptr;
   const int64_t ws = train_workspace_values(D);
-  T* a = seed_workspace(spill, seed, ws);
+  T* tables = seed_workspace(spill, seed, ws);
+  T* a = tables + 2 * layer_table_values(D);
   T* ga = a + D + 1;
   T* s = ga + D + 1;
   T* gs = s + D;
-  Tri<T>* tri = reinterpret_cast<Tri<T>*>(gs + D);
   T* part = seed_reduction_area<T>(spill != nullptr, ws, reduction_values(sizeof(T)));
   T* carry = carry_all ? carry_all + seed * carry_values(D, d.N, sizeof(T)) : nullptr;
   const int64_t P = D + 1 + (smooth ? 0 : D);
@@ -274,10 +317,10 @@ __global__ void __launch_bounds__(kMaxThreads<T>)
   const T lo = T(cfg.peak_min), hi = T(cfg.peak_max), inf = T(INFINITY);
   auto pass = [&] {
     seed_sync(W);  // the parameters are complete
-    if (lead && smooth) smooth_scales_row(a, D, d.sign, s);
-    fill_tri_table(a, D, tri);
+    const TriTable<T> layers = fill_tables(a, s, smooth ? s : nullptr, D, d.sign, tables,
+                                           !keep_forward_values<T, C, L>());
     seed_sync(W);
-    const T sse = seed_pass<T, C, L>(d, xrow, trow, true, tri, s, ga, gs,
+    const T sse = seed_pass<T, C, L, FULL>(d, xrow, trow, true, layers, ga, gs,
                                      static_cast<T*>(nullptr), carry, part);
     if (lead) {
       ga[D] = T(0);
@@ -320,15 +363,18 @@ const char* backward(const Dims& d, const T* x, const T* peaks, const T* scales,
   const size_t tables = size_t(G) * backward_table_values(d.D) * sizeof(T);
   return with_chunk<T>(d.D, [&](auto c) {
     constexpr int C = decltype(c)::value;
-    return with_lane_points<T, C>(sweep_lane_points(d.S, d.N, d.D, sizeof(T)), [&](auto l) {
-      constexpr int L = decltype(l)::value;
-      if (reduce + tables <= kDefaultSharedBytes)
-        return launch(backward_kernel<T, C, L, true>, ceil_div(d.S, G), dim3(kWarp, W, G),
-                      reduce + tables, stream, d, x, peaks, scales, head, loss, gx, g_peaks,
-                      g_scales, scratch);
-      return launch(backward_kernel<T, C, L, false>, ceil_div(d.S, G), dim3(kWarp, W, G),
-                    reduce, stream, d, x, peaks, scales, head, loss, gx, g_peaks, g_scales,
-                    scratch);
+    return with_full_chunk<C>(d.D, [&](auto full) {
+      constexpr bool FULL = decltype(full)::value;
+      return with_lane_points<T, C>(sweep_lane_points(d.S, d.N, d.D, sizeof(T)), [&](auto l) {
+        constexpr int L = decltype(l)::value;
+        if (reduce + tables <= kDefaultSharedBytes)
+          return launch(backward_kernel<T, C, L, FULL, true>, ceil_div(d.S, G),
+                        dim3(kWarp, W, G), reduce + tables, stream, d, x, peaks, scales, head,
+                        loss, gx, g_peaks, g_scales, scratch);
+        return launch(backward_kernel<T, C, L, FULL, false>, ceil_div(d.S, G),
+                      dim3(kWarp, W, G), reduce, stream, d, x, peaks, scales, head, loss, gx,
+                      g_peaks, g_scales, scratch);
+      });
     });
   });
 }
@@ -345,10 +391,13 @@ const char* train(const Dims& d, const AdamConfig& cfg, const TrainPlan& plan, c
     return "the carry buffer does not match the depth";
   return with_chunk<T>(d.D, [&](auto c) {
     constexpr int C = decltype(c)::value;
-    return with_lane_points<T, C>(sweep_lane_points(d.S, d.N, d.D, sizeof(T)), [&](auto l) {
-      return launch(train_kernel<T, C, decltype(l)::value>, ceil_div(d.S, plan.seeds),
-                    dim3(kWarp, plan.warps, plan.seeds), plan.smem_bytes, stream, d, cfg, x,
-                    target, peaks, scales, loss, curve, records, state, spill, carry);
+    return with_full_chunk<C>(d.D, [&](auto full) {
+      return with_lane_points<T, C>(sweep_lane_points(d.S, d.N, d.D, sizeof(T)), [&](auto l) {
+        return launch(train_kernel<T, C, decltype(l)::value, decltype(full)::value>,
+                      ceil_div(d.S, plan.seeds), dim3(kWarp, plan.warps, plan.seeds),
+                      plan.smem_bytes, stream, d, cfg, x, target, peaks, scales, loss, curve,
+                      records, state, spill, carry);
+      });
     });
   });
 }

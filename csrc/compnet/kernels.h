@@ -87,21 +87,29 @@ CN_HD int64_t carry_values(int D, int64_t N, size_t elem) {
 // Values per warp in a seed's block reduction area: the chunk's two gradient rows and the loss.
 CN_HD int64_t reduction_values(size_t elem) { return 2 * int64_t(chunk_layers(elem)) + 1; }
 
-// Values of a seed's table of its layers' Tri (peak, 1 - peak, their reciprocals and squares).
-CN_HD int64_t tri_table_values(int D) { return 6 * int64_t(D); }
+// A seed's tables for the sweeps (compnet/math.h: TriTable): its layers' Tri (4 values each),
+// then the signed scales row (D + 1), padded to a multiple of 4 values (aligned_values); room
+// for two copies (the reverse sweep's, compnet/kernels.cu: keep_forward_values) opens each
+// seed's workspace, whose size is a multiple of 4 values too, so that every Tri is 16-byte
+// aligned: one 128-bit load.
+CN_HD constexpr int64_t tri_values(int D) { return 4 * int64_t(D); }
+CN_HD int64_t aligned_values(int64_t v) { return (v + 3) / 4 * 4; }
+CN_HD int64_t layer_table_values(int D) { return aligned_values(tri_values(D) + D + 1); }
 
 template <typename T>
 const char* forward(const Dims& d, const T* x, const T* peaks, const T* scales, T* y,
                     void* stream);
 
-// Values per seed of the backward's tables: smooth scales and their gradient (D each), the Tri
-// table. In the block's shared memory when they fit beside the reduction areas, else in
-// `scratch`.
-CN_HD int64_t backward_table_values(int D) { return 2 * int64_t(D) + tri_table_values(D); }
+// Values per seed of the backward's tables: the layers' tables (two), smooth scales and their
+// gradient (D each). In the block's shared memory when they fit beside the reduction areas, else
+// in `scratch`.
+CN_HD int64_t backward_table_values(int D) {
+  return aligned_values(2 * layer_table_values(D) + 2 * int64_t(D));
+}
 
 // Values per seed of the backward's `scratch`: room for the tables, then the chunks' carry.
 CN_HD int64_t backward_scratch_values(int D, int64_t N, size_t elem) {
-  return backward_table_values(D) + carry_values(D, N, elem);
+  return aligned_values(backward_table_values(D) + carry_values(D, N, elem));
 }
 
 // One launch: forward + reverse sweep + per-seed reduction (+ smooth-scale chain rule), each
@@ -114,9 +122,11 @@ template <typename T>
 const char* backward(const Dims& d, const T* x, const T* peaks, const T* scales, const T* head,
                      T* loss, T* gx, T* g_peaks, T* g_scales, T* scratch, void* stream);
 
-// Values per seed in the fused stage 1's workspace: the peaks and their gradient (D + 1 each),
-// the scales and their gradient (D each), the Tri table.
-CN_HD int64_t train_workspace_values(int D) { return 4 * int64_t(D) + 2 + tri_table_values(D); }
+// Values per seed in the fused stage 1's workspace: the layers' tables (two), the peaks and their
+// gradient (D + 1 each), the scales and their gradient (D each).
+CN_HD int64_t train_workspace_values(int D) {
+  return aligned_values(2 * layer_table_values(D) + 4 * int64_t(D) + 2);
+}
 
 // Where the fused stage 1 keeps its workspaces on a device with `optin_bytes` of opt-in shared
 // memory per block (common/launch_config.h: train_plan).
