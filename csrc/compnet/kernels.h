@@ -44,9 +44,8 @@ CN_HD constexpr int sweep_chunk(int D, size_t elem) {
 // 16-layer chunk (ptxas: two points of a 32-layer float chunk or of any double chunk spill), and
 // only where a seed's warps would otherwise sweep several tiles of 32 points one after another
 // (large S, or N > 512): then two points at a time are two independent chains of arithmetic and
-// one table read serves both (SASS: ~30-40% fewer instructions per point). Where each warp has
-// at most one tile (small S, the chip not full), one point per lane on twice the warps finishes
-// an epoch sooner. A function of the problem only, as warps_per_seed.
+// one table read serves both. Where each warp has at most one tile (small S, the chip not full),
+// one point per lane on twice the warps finishes an epoch sooner. A function of the problem only, as warps_per_seed.
 CN_HD constexpr int max_lane_points(int chunk, size_t elem) {
   return elem == 4 && chunk <= 16 ? 2 : 1;
 }
