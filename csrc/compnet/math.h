@@ -41,10 +41,11 @@ struct alignas(16) Tri {
 };
 
 // Where the sweeps get each layer's Tri, its signed scale (scale(i) = sign * s_i) and the factor
-// below it in the reverse sweep (below(i) = scale(i - 1), below(0) = 1: dL/dx's): computed at every use (PeakLayers: the CPU driver, whose
-// tiles of 64 points amortise it), or read from tables filled once per seed (TriTable: the CUDA
-// kernels, one point per lane, where the reciprocals were ~40% of a point-layer's arithmetic).
-// The same IEEE operations either way (the sign is exact): the same bits.
+// below it in the reverse sweep (below(i) = scale(i - 1), below(0) = 1: dL/dx's): computed at
+// every use (PeakLayers: the CPU driver, whose tiles of 64 points amortise it), or read from
+// tables filled once per seed (TriTable: the CUDA kernels, one point per lane, where the
+// reciprocals were ~40% of a point-layer's arithmetic). The same IEEE operations either way (the
+// sign is exact): the same bits.
 template <typename T>
 struct PeakLayers {
   const T* a;
