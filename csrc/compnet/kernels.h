@@ -45,7 +45,8 @@ CN_HD constexpr int sweep_chunk(int D, size_t elem) {
 // only where a seed's warps would otherwise sweep several tiles of 32 points one after another
 // (large S, or N > 512): then two points at a time are two independent chains of arithmetic and
 // one table read serves both. Where each warp has at most one tile (small S, the chip not full),
-// one point per lane on twice the warps finishes an epoch sooner. A function of the problem only, as warps_per_seed.
+// one point per lane on twice the warps finishes an epoch sooner. A function of the problem only,
+// as warps_per_seed.
 CN_HD constexpr int max_lane_points(int chunk, size_t elem) {
   return elem == 4 && chunk <= 16 ? 2 : 1;
 }
