@@ -26,3 +26,6 @@ MLP_MAX_WIDTH = int(_C.mlp_max_width)
 """Widest hidden layer the fused MLP kernels take (C++ ``kMaxWidth``)."""
 MLP_MAX_HIDDEN = int(_C.mlp_max_hidden)
 """Most hidden layers the fused MLP kernels take (C++ ``kMaxHidden``)."""
+forward_autograd = _C.forward_autograd
+"""``compnet_ext::forward`` with its autograd node in C++ (csrc/compnet/autograd.cpp): the eager
+path of :func:`compnet_ext.forward` when a graph is recorded."""

@@ -8,6 +8,7 @@ op when ``validate=True``.
 import torch
 
 from . import reference
+from ._extension import forward_autograd as _forward_autograd
 from .checks import (check_adam, check_finite, check_network, check_op_args, check_peak_bounds,
                      check_peak_values, check_unit_points, check_warmup,
                      min_peak)  # noqa: F401  (min_peak: documented as compnet_ext.ops.min_peak)
@@ -73,13 +74,20 @@ def _setup_context(ctx, inputs, output):
     ctx.sign = sign
 
 
+def _reference_vjp(grad_y, x, peaks, scales, sign, need_x, need_peaks, need_scales):
+    """The backward with create_graph=True (grad mode on): through the reference, so that it is
+    itself differentiable. Also called by the C++ node (compnet/autograd.cpp)."""
+    f = lambda x, peaks, scales: reference.forward(x, peaks, scales, sign)
+    return tuple(differentiable_vjp(f, (x, peaks, scales), (need_x, need_peaks, need_scales),
+                                    grad_y))
+
+
 def _backward(ctx, grad_y):
     x, peaks, scales = ctx.saved_tensors
     need_x, need_peaks, need_scales = ctx.needs_input_grad[:3]
     if torch.is_grad_enabled():
-        f = lambda x, peaks, scales: reference.forward(x, peaks, scales, ctx.sign)
-        return (*differentiable_vjp(f, (x, peaks, scales), (need_x, need_peaks, need_scales),
-                                    grad_y), None, None)
+        return (*_reference_vjp(grad_y, x, peaks, scales, ctx.sign, need_x, need_peaks,
+                                need_scales), None, None)
     with below_autograd():  # what the registered autograd does with grad mode off, minus its cost
         gx, gp, gs = _backward_op(grad_y, x, peaks, scales, ctx.sign, need_x, need_peaks,
                                   need_scales and scales is not None)
@@ -88,23 +96,6 @@ def _backward(ctx, grad_y):
 
 
 torch.library.register_autograd("compnet_ext::forward", _backward, setup_context=_setup_context)
-
-
-class _Forward(torch.autograd.Function):
-    """The registered autograd of ``compnet_ext::forward`` (the same :func:`_setup_context` and
-    :func:`_backward`) for eager calls of :func:`forward`, without torch.library's per-call Python
-    layer: it roughly halves the per-call cost of forward+backward (docs/gpu.md, "Per-call cost
-    and graphs"). Old-style (``forward(ctx, ...)``): a ``setup_context`` staticmethod would make
-    ``apply`` bind the arguments through ``inspect.signature`` on every call."""
-
-    @staticmethod
-    def forward(ctx, x, peaks, scales, sign, validate):
-        with below_autograd():
-            y = _forward_op(x, peaks, scales, sign, validate)
-        _setup_context(ctx, (x, peaks, scales, sign, validate), y)
-        return y
-
-    backward = staticmethod(_backward)
 
 
 register_not_differentiable("backward", "gradients", "For higher-order gradients "
@@ -160,7 +151,8 @@ def forward(x, peaks, scales=None, sign=-1, *, validate=True):
     if not plain_eager():
         return _forward_op(x, peaks, scales, sign, validate)  # the registered autograd
     if _needs_grad(x, peaks, scales):
-        return _Forward.apply(x, peaks, scales, sign, validate)
+        # the registered autograd's forward and backward, with the node in C++
+        return _forward_autograd(x, peaks, scales, sign, validate)
     with below_autograd():
         return _forward_op(x, peaks, scales, sign, validate)
 

@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "common/portability.h"  // CN_HAS_FMA
+#include "compnet/autograd.h"
 #include "mlp/math.h"            // the fused MLP kernels' limits
 
 TORCH_LIBRARY(compnet_ext, m) {
@@ -60,6 +61,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // The one source of the fused MLP kernels' limits (compnet_ext reads them from here).
   m.attr("mlp_max_width") = cn::mlp::kMaxWidth;
   m.attr("mlp_max_hidden") = cn::mlp::kMaxHidden;
+  // compnet_ext.forward's eager autograd path (compnet/autograd.cpp)
+  m.def("forward_autograd", &cn::forward_autograd, "forward with its autograd node in C++");
 #ifdef COMPNET_WITH_CUDA
   m.attr("with_cuda") = true;
 #else

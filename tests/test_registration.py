@@ -73,3 +73,47 @@ def test_gradients_are_bitwise_deterministic_across_runs_and_thread_counts():
                 assert torch.equal(g1, p.grad)
     finally:
         torch.set_num_threads(threads)
+
+
+DEVICES = ["cpu"] + (["cuda"] if compnet_ext.WITH_CUDA and torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("free", [False, True])
+@pytest.mark.parametrize("shared_x", [True, False])
+def test_eager_autograd_node_equals_the_registered_autograd(device, free, shared_x):
+    """Eager calls record compnet_ext.forward's C++ node (csrc/compnet/autograd.cpp): the same
+    kernels as the op's registered autograd, so the same bits, for any inputs needing grad."""
+    x, peaks, scales = make_problem(3, 5, 17, dtype=torch.float32, free=free, shared_x=shared_x,
+                                    seed=15, device=device)
+    grad_y = torch.randn(3, 17, generator=torch.Generator().manual_seed(16)).to(device)
+    names = ["x", "peaks"] + (["scales"] if free else [])
+    for wanted in [{n} for n in names] + [set(names)]:
+        results = []
+        for call in (compnet_ext.forward, lambda *a: ops.forward(*a, True)):
+            leaves = {n: t.clone().requires_grad_(n in wanted)
+                      for n, t in zip(names, (x, peaks, scales))}
+            y = call(leaves["x"], leaves["peaks"], leaves.get("scales"), -1)
+            y.backward(grad_y)
+            results.append((y, [leaves[n].grad for n in names]))
+        (y, grads), (y_reg, grads_reg) = results
+        assert "CompnetForward" in y.grad_fn.name()
+        assert torch.equal(y, y_reg)
+        for n, a, b in zip(names, grads, grads_reg):
+            assert (a is None) == (n not in wanted) == (b is None)
+            assert a is None or torch.equal(a, b)
+
+
+def test_eager_autograd_node_keeps_autograd_rules():
+    """The C++ node checks in-place changes of what it saved and frees it after a backward."""
+    x, peaks, _ = make_problem(2, 3, 5, seed=17)
+    p = peaks.clone().requires_grad_()
+    q = p * 1  # a non-leaf that may be changed in place
+    y = compnet_ext.forward(x, q)
+    q.mul_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+    y = compnet_ext.forward(x, p)
+    y.sum().backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        y.sum().backward()
