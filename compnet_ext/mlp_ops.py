@@ -88,8 +88,10 @@ torch.library.register_autograd("compnet_ext::mlp_forward", _backward,
 
 
 class _Forward(torch.autograd.Function):
-    """Eager :func:`mlp_forward` with gradients, as :class:`compnet_ext.ops._Forward` is for the
-    compositional network (old-style for the same reason): the row ``params`` is packed inside,
+    """Eager :func:`mlp_forward` with gradients, as ``_C.forward_autograd`` is for the
+    compositional network (a Python node here: docs/gpu.md, "Per-call cost and graphs").
+    Old-style (``forward(ctx, ...)``): a ``setup_context`` staticmethod would make ``apply`` bind
+    the arguments through ``inspect.signature`` on every call. The row ``params`` is packed inside,
     so that a call records one autograd node rather than the op's, a ``cat`` and a ``flatten``
     per tensor, and the fused backward's packed gradient reaches each W and b as a view. A
     ``create_graph`` backward differentiates the batched-matmul reference in the caller's
