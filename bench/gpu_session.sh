@@ -125,7 +125,7 @@ step percall-big  2 "$PY" bench/bench_percall.py --device cuda --config 4096 16 
 step ops-compile   6 "$PY" bench/bench_ops.py --device cuda --compile --compile-cap 25 --dtype float32 --config 4096 16 512 --config 30 5 500 --repeats 7 --out "$W"
 step stage1        4 "$PY" bench/bench_stages.py --stage1 --device cuda --repeats 1 --out "$W"
 step stage2        4 "$PY" bench/bench_stages.py --device cuda --out "$W"
-step reproduce     5 "$PY" bench/bench_reproduce.py --device cuda --repeats 2 --out "$W"
+step reproduce     5 "$PY" bench/bench_reproduce.py --device cuda --repeats 1 --profile --out "$W"
 step mlp           2 "$PY" bench/bench_mlp.py --device cuda --out "$W"
 step ptxas         2 bash -c ptxas
 # last: rebuilds in place with float64 sweeps capped at 8 warps per seed (256-thread bound, no

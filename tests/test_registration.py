@@ -117,3 +117,39 @@ def test_eager_autograd_node_keeps_autograd_rules():
     y.sum().backward()
     with pytest.raises(RuntimeError, match="backward through the graph a second time"):
         y.sum().backward()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rows_sharing_memory_are_read_as_one_row(device, dtype):
+    """A grad_y or target whose seeds' rows are one row in memory (an expand: the grad_y of
+    y.sum()) is read as that row, not copied (common/tensors.h: points_arg): the same bits as
+    the materialised tensor, for both families' ops."""
+    from compnet_ext.mlp_ops import pack
+    from compnet_ext.nn import BatchedMLP
+
+    S, N = 4, 37
+    x, peaks, scales = make_problem(S, 6, N, dtype=dtype, free=True, seed=21, device=device)
+    row = torch.rand(N, generator=torch.Generator().manual_seed(22), dtype=dtype).to(device)
+    mlp = BatchedMLP(S, (1, 4, 4, 4, 4, 4, 1), generator=torch.Generator().manual_seed(23),
+                                 dtype=dtype).to(device)
+    params, widths = pack(mlp.layers()).detach(), list(mlp.widths)
+    calls = {
+        "backward": lambda h: ops.backward(h, x, peaks, scales, -1, True, True, True),
+        "loss_and_grad": lambda h: ops.loss_and_grad(x, h, peaks, scales, 1, False),
+        "mlp_backward": lambda h: ops.mlp_backward(h, x, params, widths, True),
+        "mlp_loss_and_grad": lambda h: ops.mlp_loss_and_grad(x, h, params, widths),
+    }
+    for shared in (row.expand(S, N), row[:1].expand(S, N)):  # strides (0, 1) and (0, 0)
+        assert shared.stride(0) == 0
+        for name, call in calls.items():
+            got, want = call(shared), call(shared.contiguous())
+            for a, b in zip(got, want):
+                assert torch.equal(a, b), name
+    # what autograd hands the backward of y.sum(): the gradients of y * 1
+    leaf = peaks.clone().requires_grad_()
+    compnet_ext.forward(x, leaf).sum().backward()
+    g_sum = leaf.grad
+    leaf.grad = None
+    compnet_ext.forward(x, leaf).backward(torch.ones(S, N, dtype=dtype, device=device))
+    assert torch.equal(g_sum, leaf.grad)

@@ -28,10 +28,14 @@ inline void check_like(const char* op, const char* name, const at::Tensor& t,
 }
 
 // `t` (named `name`), a per-point argument: the dtype and device of `ref`, [N] (shared by all
-// seeds) or [S, N]; N < 0 accepts any N. Returns it contiguous, and sets `shared`.
+// seeds) or [S, N]; N < 0 accepts any N. Returns it contiguous, and sets `shared`. With
+// `share_rows`, an [S, N] whose rows are one row in memory (stride 0 over seeds: an expand, as
+// the grad_y that y.sum().backward() passes) is read as that row, shared, rather than copied
+// into S rows (on CUDA one launch and S x N writes fewer); the caller must then not take
+// `shared` to mean that t was [N].
 inline at::Tensor points_arg(const char* op, const char* name, const at::Tensor& t,
                              const char* ref_name, const at::Tensor& ref, int64_t S, int64_t N,
-                             bool& shared) {
+                             bool& shared, bool share_rows = false) {
   check_like(op, name, t, ref_name, ref);
   TORCH_CHECK(t.dim() == 1 || t.dim() == 2, op, ": `", name, "` must be [N] or [S, N], got ",
               t.sizes());
@@ -41,6 +45,10 @@ inline at::Tensor points_arg(const char* op, const char* name, const at::Tensor&
   } else {
     TORCH_CHECK(N < 0 || t.size(0) == N, op, ": `", name, "` has ", t.size(0),
                 " points, expected ", N);
+  }
+  if (share_rows && t.dim() == 2 && S > 1 && t.stride(0) == 0) {
+    shared = true;
+    return t[0].contiguous();
   }
   shared = t.dim() == 1;
   return t.contiguous();

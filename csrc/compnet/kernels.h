@@ -18,7 +18,7 @@ struct Dims {
   int D;
   int sign;
   bool x_shared;     // x is [N]
-  bool head_shared;  // the target or grad_y is [N]
+  bool head_shared;  // the target or grad_y is one row [N] for all seeds
 };
 
 // Layers per register chunk of the reverse sweep (compnet/math.h: backward_chunk), by the size

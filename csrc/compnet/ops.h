@@ -42,7 +42,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_op(
   const char* op = "compnet_ext.backward";
   const typename Device::Guard guard(peaks.device());
   const Problem p = make_problem(op, x, peaks, scales, sign, {"grad_y", grad_y}, false);
-  TORCH_CHECK(!p.head_shared, op, ": `grad_y` must be [S, N]");
+  TORCH_CHECK(grad_y.dim() == 2, op, ": `grad_y` must be [S, N]");
   need_scales = need_scales && !p.smooth();
   const bool run = p.S > 0 && p.N > 0 && (need_x || need_peaks || need_scales);
   const auto opts = p.peaks.options();

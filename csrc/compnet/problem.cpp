@@ -42,7 +42,8 @@ Problem make_problem(const char* op, const at::Tensor& x, const at::Tensor& peak
     p.scales = scales->contiguous();
   }
   if (head.tensor.has_value())
-    p.head = points_arg(op, head.name, *head.tensor, "peaks", peaks, p.S, p.N, p.head_shared);
+    p.head = points_arg(op, head.name, *head.tensor, "peaks", peaks, p.S, p.N, p.head_shared,
+                        true);
   if (validate) {
     // Below sqrt(smallest normal) 1/a^2 (the peak gradient) overflows, and below 1/max 1/a does.
     const double min_peak = min_peak_of(p.peaks.scalar_type());

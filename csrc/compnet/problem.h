@@ -20,7 +20,7 @@ struct Problem {
   int D = 0;
   int sign = -1;
   bool x_shared = true;     // x is [N] (stride 0 over seeds)
-  bool head_shared = true;  // the head (target or grad_y) is [N]
+  bool head_shared = true;  // the head (target or grad_y) is one row (points_arg)
   bool smooth() const { return !scales.defined(); }
 };
 

@@ -113,15 +113,15 @@ struct MseHead {
   }
 };
 
-// The head of mlp_backward: dy = grad_y [S, N].
+// The head of mlp_backward: dy = grad_y [S, N] (one row when its rows share memory).
 template <typename T>
 struct GradYHead {
   static constexpr int L = kLanes<T>;
   const T* g;
-  int64_t N;
-  explicit GradYHead(const MlpProblem& p) : g(p.head.data_ptr<T>()), N(p.N) {}
+  int64_t gs;  // grad_y seed stride: 0 when shared
+  explicit GradYHead(const MlpProblem& p) : g(p.head.data_ptr<T>()), gs(p.head_shared ? 0 : p.N) {}
   void operator()(int64_t seed, int64_t n0, int valid, const T (&)[L], T (&dy)[L], T*) const {
-    for (int l = 0; l < L; ++l) dy[l] = l < valid ? g[seed * N + n0 + l] : T(0);
+    for (int l = 0; l < L; ++l) dy[l] = l < valid ? g[seed * gs + n0 + l] : T(0);
   }
 };
 

@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(kMaxThreads<Sh>)
   // and those meet only at __syncwarp.
   if (seed >= d.S) return;
   const int64_t P = sh.params;
-  const T* head_row = head + (loss && d.head_shared ? 0 : seed * d.N);
+  const T* head_row = head + (d.head_shared ? 0 : seed * d.N);
   const T sse = seed_pass<T, Sh, Units, Sums>(
       sh, d, x + (d.x_shared ? 0 : seed * d.N), head_row, loss != nullptr, params + seed * P,
       gparams + seed * P, gx ? gx + seed * d.N : nullptr,

@@ -15,7 +15,7 @@ namespace cuda {
 struct MlpDims {
   int64_t S, N;
   bool x_shared;     // x is [N]
-  bool head_shared;  // the target is [N]
+  bool head_shared;  // the target or grad_y is one row [N] for all seeds
 };
 
 // Nets with at most kLaneSumUnits hidden units and kLaneSumParams parameters (the paper's 4x5

@@ -40,7 +40,7 @@ std::tuple<at::Tensor, at::Tensor> mlp_backward_op(const at::Tensor& grad_y, con
   const char* op = "compnet_ext.mlp_backward";
   const typename Device::Guard guard(params.device());
   const MlpProblem p = make_mlp_problem(op, x, params, widths, {"grad_y", grad_y});
-  TORCH_CHECK(!p.head_shared, op, ": `grad_y` must be [S, N]");
+  TORCH_CHECK(grad_y.dim() == 2, op, ": `grad_y` must be [S, N]");
   const bool run = p.S > 0 && p.N > 0;
   const auto opts = p.params.options();
   at::Tensor gp = grad_output(true, run, {p.S, p.shape.params}, opts);

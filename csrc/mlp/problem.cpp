@@ -25,7 +25,8 @@ MlpProblem make_mlp_problem(const char* op, const at::Tensor& x, const at::Tenso
   p.N = x.size(-1);
   p.params = params.contiguous();
   if (head.tensor.has_value())
-    p.head = points_arg(op, head.name, *head.tensor, "params", params, p.S, p.N, p.head_shared);
+    p.head = points_arg(op, head.name, *head.tensor, "params", params, p.S, p.N,
+                        p.head_shared, true);
   return p;
 }
 
