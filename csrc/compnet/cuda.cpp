@@ -41,11 +41,12 @@ struct Cuda {
   static void train(const char* op, const Problem& p, const AdamConfig& cfg,
                     const at::Tensor& peaks, const at::Tensor& scales, const at::Tensor& loss,
                     const at::Tensor& curve, const at::Tensor& state) {
-    const cuda::TrainPlan plan =
-        cuda::train_peaks_plan(dims(p), p.peaks.element_size(), optin_shared_bytes());
-    const at::Tensor spill = spill_workspace(plan, p.S, cuda::train_workspace_values(p.D), p.peaks);
-    const at::Tensor carry = at::empty(
-        {p.S, cuda::carry_values(p.D, p.N, p.peaks.element_size())}, p.peaks.options());
+    const size_t elem = p.peaks.element_size();
+    const cuda::TrainPlan plan = cuda::train_peaks_plan(dims(p), elem, optin_shared_bytes());
+    const at::Tensor spill =
+        spill_workspace(plan, p.S, cuda::train_workspace_values(p.D, elem), p.peaks);
+    const at::Tensor carry =
+        at::empty({p.S, cuda::carry_values(p.D, p.N, elem)}, p.peaks.options());
     AT_DISPATCH_FLOATING_TYPES(p.peaks.scalar_type(), "compnet_train_peaks_cuda", [&] {
       using T = scalar_t;
       check_launch(op, cuda::train<T>(dims(p), cfg, plan, p.x.data_ptr<T>(),

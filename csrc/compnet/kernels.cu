@@ -35,12 +35,17 @@ const char* with_chunk(int D, F&& f) {
   return f(std::integral_constant<int, C>());
 }
 
-// f(std::bool_constant<D == C>): whether the sweeps run one full chunk of C layers, D known to
-// the compiler (compnet/math.h: backward_chunk's FULL).
-template <int C, typename F>
+// f(std::bool_constant<FULL>): whether the sweeps run one full chunk of C layers, its size known
+// to the compiler (compnet/math.h: backward_chunk's FULL): every net of one chunk, padded to C
+// layers (kernels.h: table_depth); only nets of several chunks run guarded ones.
+template <typename T, int C, typename F>
 const char* with_full_chunk(int D, F&& f) {
-  if (D == C) return f(std::true_type());
-  return f(std::false_type());
+  if constexpr (C < chunk_layers(sizeof(T))) {
+    return f(std::true_type());
+  } else {
+    if (D <= C) return f(std::true_type());
+    return f(std::false_type());
+  }
 }
 
 // f(std::integral_constant<int, L>) with L = `lanes` (kernels.h: sweep_lane_points), the points
@@ -141,9 +146,9 @@ template <typename T, int C, int L, bool FULL>
 __device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* head_row,
                                        bool loss_mode, const TriTable<T>& layers, T* ga, T* gs,
                                        T* gx_row, T* carry, T* part) {
-  const int lane = threadIdx.x, w = threadIdx.y, W = blockDim.y, D = FULL ? C : d.D;
-  // sweep_chunk: D > C only in the largest chunk
-  const int chunks = FULL || C < chunk_layers(sizeof(T)) ? 1 : backward_chunks(D, C);
+  const int lane = threadIdx.x, w = threadIdx.y, W = blockDim.y, D = d.D;
+  // sweep_chunk: D > C only in the largest chunk, and never FULL (with_full_chunk)
+  const int chunks = FULL ? 1 : backward_chunks(D, C);
   const T inv_n = T(1) / T(d.N);
   T sse = T(0);
   for (int c = chunks - 1; c >= 0; --c) {
@@ -186,7 +191,7 @@ __device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* he
         }
       }
     }
-    const int c0 = c * C, jn = D - c0 < C ? D - c0 : C;
+    const int c0 = c * C, jn = D - c0 < C ? D - c0 : C;  // the real layers, not the padding
     const T total = seed_sum(
         part, 2 * C, top ? warp_sum(lane_loss) : T(0),
         [&](T* row) {
@@ -218,25 +223,32 @@ CN_HD constexpr bool keep_forward_values() {
   return (L + 1) * C * sizeof(T) <= 32 * sizeof(float);
 }
 
-// The seed's tables at `tables` (kernels.h: layer_table_values; a second copy after them when
-// `copy`) from its peaks `a` and scales row `s`, or, when `smooth_out` is given, the smooth
-// scales, which the lead thread writes there first. The threads share the Tri table; the lead
-// alone does the O(D) scales row.
+// The seed's tables of depth Dt = table_depth(D) at `tables` (kernels.h: layer_table_values; a
+// second copy after them when `copy`) from its peaks `a` and scales row `s`, or, when
+// `smooth_out` is given, the smooth scales, which the lead thread writes there first. The
+// threads share the Tri table; the lead alone does the O(D) scales row.
+// Layers D .. Dt - 1 pad a net to its chunk: Tri(1) with scale 0. They pass every wave on as it
+// is (W_i <= 1 for peaks in (0, 1), and T_1(u) = u * 1 + 0 exactly for u <= 1, slope 1) and add
+// 0 to y; in the reverse sweep lambda stays 0 down to layer D, where it becomes
+// fma(gy, scale(D - 1), 0): the unpadded lambda, bit for bit. The padding's lane sums are never
+// written out (seed_pass). Only non-finite waves or grad_y (inputs the checks refuse) can tell
+// the difference: inf * 0 is NaN where the unpadded sweep kept an inf.
 template <typename T>
-__device__ TriTable<T> fill_tables(const T* a, const T* s, T* smooth_out, int D, int sign,
+__device__ TriTable<T> fill_tables(const T* a, const T* s, T* smooth_out, int D, int Dt, int sign,
                                    T* tables, bool copy) {
   static_assert(sizeof(Tri<T>) == tri_values(1) * sizeof(T), "a Tri is 4 values");
   Tri<T>* tri = reinterpret_cast<Tri<T>*>(tables);
-  T* sp = tables + tri_values(D);
-  const int64_t second = copy ? layer_table_values(D) : 0;  // the copy's offset
+  T* sp = tables + tri_values(Dt);
+  const int64_t second = copy ? layer_table_values(Dt) : 0;  // the copy's offset
   if (seed_thread() == 0) {
     if (smooth_out) smooth_scales_row(a, D, sign, smooth_out);
     signed_scales_row(a, smooth_out ? smooth_out : s, D, sign, sp);
+    for (int i = D + 1; i <= Dt; ++i) sp[i] = T(0);
     if (copy)
-      for (int i = 0; i <= D; ++i) sp[second + i] = sp[i];
+      for (int i = 0; i <= Dt; ++i) sp[second + i] = sp[i];
   }
-  for (int i = seed_thread(); i < D; i += blockDim.y * kWarp) {
-    tri[i] = Tri<T>(a[i]);
+  for (int i = seed_thread(); i < Dt; i += blockDim.y * kWarp) {
+    tri[i] = Tri<T>(i < D ? a[i] : T(1));
     if (copy) reinterpret_cast<Tri<T>*>(tables + second)[i] = tri[i];
   }
   return {tri, sp, reinterpret_cast<Tri<T>*>(tables + second), sp + second};
@@ -255,19 +267,19 @@ __global__ void __launch_bounds__(kMaxThreads<T>, 1)
   // The seed's threads exit together; a block holds seeds past S only when seeds have one warp,
   // and those meet only at __syncwarp.
   if (seed >= d.S) return;
-  const int D = d.D, W = blockDim.y;
+  const int D = d.D, Dt = FULL ? C : D, W = blockDim.y;  // kernels.h: table_depth
   const bool lead = seed_thread() == 0, smooth = s_all == nullptr;
   const T* a = a_all + seed * (D + 1);
-  const int64_t tables = backward_table_values(D);
+  const int64_t tables = backward_table_values(D, sizeof(T));
   T* global_row = scratch + seed * backward_scratch_values(D, d.N, sizeof(T));
   T* row = SHARED ? seed_workspace(static_cast<T*>(nullptr), seed, tables) : global_row;
-  T* smooth_row = row + 2 * layer_table_values(D);  // [smooth scales | their gradient]
+  T* smooth_row = row + 2 * layer_table_values(Dt);  // [smooth scales | their gradient]
   T* gp = g_peaks ? g_peaks + seed * (D + 1) : nullptr;
   // Scale gradients are needed for g_scales, or for the peaks through the smooth recurrence.
   T* gs = smooth ? (gp ? smooth_row + D : nullptr) : (g_scales ? g_scales + seed * D : nullptr);
   const T* s = smooth ? smooth_row : s_all + seed * D;
   T* carry = global_row + tables;
-  const TriTable<T> layers = fill_tables(a, s, smooth ? smooth_row : nullptr, D, d.sign, row,
+  const TriTable<T> layers = fill_tables(a, s, smooth ? smooth_row : nullptr, D, Dt, d.sign, row,
                                          !keep_forward_values<T, C, L>());
   seed_sync(W);
   const T sse = seed_pass<T, C, L, FULL>(d, x + (d.x_shared ? 0 : seed * d.N),
@@ -295,11 +307,11 @@ __global__ void __launch_bounds__(kMaxThreads<T>, 1)
                  T* carry_all) {
   const int64_t seed = static_cast<int64_t>(blockIdx.x) * blockDim.z + threadIdx.z;
   if (seed >= d.S) return;  // as in backward_kernel
-  const int D = d.D, W = blockDim.y, t = seed_thread(), nt = W * kWarp;
+  const int D = d.D, Dt = FULL ? C : D, W = blockDim.y, t = seed_thread(), nt = W * kWarp;
   const bool lead = t == 0, smooth = scales == nullptr;
-  const int64_t ws = train_workspace_values(D);
+  const int64_t ws = train_workspace_values(D, sizeof(T));
   T* tables = seed_workspace(spill, seed, ws);
-  T* a = tables + 2 * layer_table_values(D);
+  T* a = tables + 2 * layer_table_values(Dt);
   T* ga = a + D + 1;
   T* s = ga + D + 1;
   T* gs = s + D;
@@ -317,7 +329,7 @@ __global__ void __launch_bounds__(kMaxThreads<T>, 1)
   const T lo = T(cfg.peak_min), hi = T(cfg.peak_max), inf = T(INFINITY);
   auto pass = [&] {
     seed_sync(W);  // the parameters are complete
-    const TriTable<T> layers = fill_tables(a, s, smooth ? s : nullptr, D, d.sign, tables,
+    const TriTable<T> layers = fill_tables(a, s, smooth ? s : nullptr, D, Dt, d.sign, tables,
                                            !keep_forward_values<T, C, L>());
     seed_sync(W);
     const T sse = seed_pass<T, C, L, FULL>(d, xrow, trow, true, layers, ga, gs,
@@ -360,10 +372,10 @@ const char* backward(const Dims& d, const T* x, const T* peaks, const T* scales,
   if (d.S == 0 || d.N == 0) return nullptr;
   const int W = sweep_warps_per_seed(d.S, d.N, d.D, sizeof(T)), G = seeds_per_block(W);
   const size_t reduce = size_t(G) * W * reduction_values(sizeof(T)) * sizeof(T);
-  const size_t tables = size_t(G) * backward_table_values(d.D) * sizeof(T);
+  const size_t tables = size_t(G) * backward_table_values(d.D, sizeof(T)) * sizeof(T);
   return with_chunk<T>(d.D, [&](auto c) {
     constexpr int C = decltype(c)::value;
-    return with_full_chunk<C>(d.D, [&](auto full) {
+    return with_full_chunk<T, C>(d.D, [&](auto full) {
       constexpr bool FULL = decltype(full)::value;
       return with_lane_points<T, C>(sweep_lane_points(d.S, d.N, d.D, sizeof(T)), [&](auto l) {
         constexpr int L = decltype(l)::value;
@@ -391,7 +403,7 @@ const char* train(const Dims& d, const AdamConfig& cfg, const TrainPlan& plan, c
     return "the carry buffer does not match the depth";
   return with_chunk<T>(d.D, [&](auto c) {
     constexpr int C = decltype(c)::value;
-    return with_full_chunk<C>(d.D, [&](auto full) {
+    return with_full_chunk<T, C>(d.D, [&](auto full) {
       return with_lane_points<T, C>(sweep_lane_points(d.S, d.N, d.D, sizeof(T)), [&](auto l) {
         return launch(train_kernel<T, C, decltype(l)::value, decltype(full)::value>,
                       ceil_div(d.S, plan.seeds), dim3(kWarp, plan.warps, plan.seeds),

@@ -27,8 +27,9 @@ CN_HD constexpr int chunk_layers(size_t elem) { return elem == 4 ? 32 : 16; }
 
 // The chunk the CUDA sweeps use for depth D: the smallest of kMinChunk, 2 kMinChunk, ... that
 // holds D, up to chunk_layers (then D > chunk_layers runs several chunks of chunk_layers). A
-// shallow net keeps only the registers it uses and runs no guarded steps past layer D, and its
-// reduction has 2C sums rather than 2 chunk_layers(elem): at the paper's D = 5, 8 layers, where
+// shallow net keeps only the registers it uses and runs C - D padded steps (table_depth; fewer
+// than D above the smallest chunk), and its reduction has 2C sums rather than
+// 2 chunk_layers(elem): at the paper's D = 5, 8 layers, where
 // 16 (fp32) or 16 with spills (fp64) ran before. Every C <= chunk_layers(elem) makes D one
 // chunk, so the carry (below) does not depend on it; the bits do for depths whose chunk
 // changed (the transposing butterfly's order depends on the number of sums), the same for
@@ -38,6 +39,16 @@ CN_HD constexpr int sweep_chunk(int D, size_t elem) {
   int c = kMinChunk;
   while (c < chunk_layers(elem) && c < D) c *= 2;
   return c;
+}
+
+// The depth of the sweeping kernels' tables: a net of one chunk runs as C = sweep_chunk(D)
+// layers, its layers D .. C - 1 the identity with scale 0 (compnet/kernels.cu: fill_tables), so
+// that its chunk runs unguarded (compnet/math.h: FULL). A guarded chunk issued every one of its C
+// steps all the same (ptxas predicates the skipped ones rather than branching around them) and
+// spilled (float C = 32: 184 B of stack at D = 17..31); the padded layers leave the real
+// layers' values and gradients bit for bit as they were. Deeper nets (several chunks) keep D.
+CN_HD constexpr int table_depth(int D, size_t elem) {
+  return D > chunk_layers(elem) ? D : sweep_chunk(D, elem);
 }
 
 // Points a lane of the sweeping kernels takes at a time, 1 or 2. Two only in float up to the
@@ -87,8 +98,9 @@ CN_HD int64_t carry_values(int D, int64_t N, size_t elem) {
 // Values per warp in a seed's block reduction area: the chunk's two gradient rows and the loss.
 CN_HD int64_t reduction_values(size_t elem) { return 2 * int64_t(chunk_layers(elem)) + 1; }
 
-// A seed's tables for the sweeps (compnet/math.h: TriTable): its layers' Tri (4 values each),
-// then the signed scales row (D + 1), padded to a multiple of 4 values (aligned_values); room
+// A seed's tables for the sweeps (compnet/math.h: TriTable) of depth Dt = table_depth: its
+// layers' Tri (4 values each), then the signed scales row (Dt + 1), padded to a multiple of 4
+// values (aligned_values); room
 // for two copies (the reverse sweep's, compnet/kernels.cu: keep_forward_values) opens each
 // seed's workspace, whose size is a multiple of 4 values too, so that every Tri is 16-byte
 // aligned: one 128-bit load.
@@ -100,16 +112,16 @@ template <typename T>
 const char* forward(const Dims& d, const T* x, const T* peaks, const T* scales, T* y,
                     void* stream);
 
-// Values per seed of the backward's tables: the layers' tables (two), smooth scales and their
-// gradient (D each). In the block's shared memory when they fit beside the reduction areas, else
-// in `scratch`.
-CN_HD int64_t backward_table_values(int D) {
-  return aligned_values(2 * layer_table_values(D) + 2 * int64_t(D));
+// Values per seed of the backward's tables: the layers' tables (two, of table_depth), smooth
+// scales and their gradient (D each). In the block's shared memory when they fit beside the
+// reduction areas, else in `scratch`.
+CN_HD int64_t backward_table_values(int D, size_t elem) {
+  return aligned_values(2 * layer_table_values(table_depth(D, elem)) + 2 * int64_t(D));
 }
 
 // Values per seed of the backward's `scratch`: room for the tables, then the chunks' carry.
 CN_HD int64_t backward_scratch_values(int D, int64_t N, size_t elem) {
-  return aligned_values(backward_table_values(D) + carry_values(D, N, elem));
+  return aligned_values(backward_table_values(D, elem) + carry_values(D, N, elem));
 }
 
 // One launch: forward + reverse sweep + per-seed reduction (+ smooth-scale chain rule), each
@@ -122,16 +134,16 @@ template <typename T>
 const char* backward(const Dims& d, const T* x, const T* peaks, const T* scales, const T* head,
                      T* loss, T* gx, T* g_peaks, T* g_scales, T* scratch, void* stream);
 
-// Values per seed in the fused stage 1's workspace: the layers' tables (two), the peaks and their
-// gradient (D + 1 each), the scales and their gradient (D each).
-CN_HD int64_t train_workspace_values(int D) {
-  return aligned_values(2 * layer_table_values(D) + 4 * int64_t(D) + 2);
+// Values per seed in the fused stage 1's workspace: the layers' tables (two, of table_depth),
+// the peaks and their gradient (D + 1 each), the scales and their gradient (D each).
+CN_HD int64_t train_workspace_values(int D, size_t elem) {
+  return aligned_values(2 * layer_table_values(table_depth(D, elem)) + 4 * int64_t(D) + 2);
 }
 
 // Where the fused stage 1 keeps its workspaces on a device with `optin_bytes` of opt-in shared
 // memory per block (common/launch_config.h: train_plan).
 inline TrainPlan train_peaks_plan(const Dims& d, size_t elem, size_t optin_bytes) {
-  return train_plan(size_t(train_workspace_values(d.D)) * elem,
+  return train_plan(size_t(train_workspace_values(d.D, elem)) * elem,
                     size_t(reduction_values(elem)) * elem,
                     sweep_warps_per_seed(d.S, d.N, d.D, elem),
                     optin_bytes);
@@ -140,8 +152,8 @@ inline TrainPlan train_peaks_plan(const Dims& d, size_t elem, size_t optin_bytes
 // Stage 1 fused (one launch, all epochs, each seed on plan.warps warps): peaks [S, D+1], scales
 // [S, D] (nullptr: smooth) and the Adam moments `state` [S, 2, D+1 (+ D free)] are trained in
 // place; loss [S] gets the final loss, curve [S, records] the recorded losses. The workspaces go
-// where `plan` (train_peaks_plan) says: `spill` [S, train_workspace_values(D)] when it spills,
-// else nullptr. `carry` is [S, carry_values(D, N, sizeof(T))] (nullptr when that is 0).
+// where `plan` (train_peaks_plan) says: `spill` [S, train_workspace_values(D, sizeof(T))] when
+// it spills, else nullptr. `carry` is [S, carry_values(D, N, sizeof(T))] (nullptr when that is 0).
 template <typename T>
 const char* train(const Dims& d, const AdamConfig& cfg, const TrainPlan& plan, const T* x,
                   const T* target, T* peaks, T* scales, T* loss, T* curve, int64_t records,

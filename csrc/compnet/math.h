@@ -174,9 +174,10 @@ CN_HD void forward_lanes(const T (&x)[L], const Layers& layers, int D, T (&y)[L]
 // no per-layer test of it). Between chunks a point carries only gy and lam (lambda_i * gy of the
 // chunk's lowest layer, MATH.md section 4): the CUDA kernels run chunk by chunk over all of a
 // seed's points and keep those two per point in memory, so that a lane's gradient sums of the
-// chunk's layers stay in registers over all its points. FULL: D == CHUNK (one chunk), so that
-// its steps run unguarded (the CUDA kernels; a guard cost ~5 instructions per layer and step,
-// more than the reverse step's arithmetic) and the compiler may keep each layer's slope
+// chunk's layers stay in registers over all its points. FULL: D == CHUNK (one chunk; the CUDA
+// kernels pad a shallower net to it with identity layers, compnet/kernels.h: table_depth), so
+// that its steps run unguarded (a guard cost ~5 instructions per layer and step, more than the
+// reverse step's arithmetic) and the compiler may keep each layer's slope
 // T'(W_{i-1}) from the forward step (it is the step's reciprocal) rather than compare and select
 // again; `layers.reverse` decides whether it can (TriTable).
 CN_HD int backward_chunks(int D, int chunk) { return (D + chunk - 1) / chunk; }

@@ -45,7 +45,7 @@ const char* compnet_train_t(const Dims& d, const AdamConfig& cfg, const void* x,
                             int64_t records, void* state, int64_t* plan_out) {
   const TrainPlan plan = train_peaks_plan(d, sizeof(T), optin_bytes());
   report(plan, plan_out);
-  std::vector<T> spill(plan.spill ? size_t(d.S * train_workspace_values(d.D)) : 0);
+  std::vector<T> spill(plan.spill ? size_t(d.S * train_workspace_values(d.D, sizeof(T))) : 0);
   std::vector<T> carry(size_t(d.S * carry_values(d.D, d.N, sizeof(T))));
   return train<T>(d, cfg, plan, static_cast<const T*>(x), static_cast<const T*>(target),
                   static_cast<T*>(peaks), static_cast<T*>(scales), static_cast<T*>(loss),
