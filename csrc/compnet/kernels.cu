@@ -35,9 +35,9 @@ const char* with_chunk(int D, F&& f) {
   return f(std::integral_constant<int, C>());
 }
 
-// f(std::bool_constant<FULL>): whether the sweeps run one full chunk of C layers, its size known
-// to the compiler (compnet/math.h: backward_chunk's FULL): every net of one chunk, padded to C
-// layers (kernels.h: table_depth); only nets of several chunks run guarded ones.
+// f(std::bool_constant<FULL>): whether the sweeps run one chunk of C layers, which the compiler
+// then knows (compnet/math.h: backward_chunk's FULL), or several (EVEN). Either way the net is
+// padded to whole chunks (kernels.h: table_depth) and no step is guarded.
 template <typename T, int C, typename F>
 const char* with_full_chunk(int D, F&& f) {
   if constexpr (C < chunk_layers(sizeof(T))) {
@@ -147,8 +147,9 @@ __device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* he
                                        bool loss_mode, const TriTable<T>& layers, T* ga, T* gs,
                                        T* gx_row, T* carry, T* part) {
   const int lane = threadIdx.x, w = threadIdx.y, W = blockDim.y, D = d.D;
-  // sweep_chunk: D > C only in the largest chunk, and never FULL (with_full_chunk)
-  const int chunks = FULL ? 1 : backward_chunks(D, C);
+  // sweep_chunk: D > C only in the largest chunk, and never FULL (with_full_chunk); the sweeps
+  // run the padded depth Dt
+  const int chunks = FULL ? 1 : backward_chunks(D, C), Dt = FULL ? C : chunks * C;
   const T inv_n = T(1) / T(d.N);
   T sse = T(0);
   for (int c = chunks - 1; c >= 0; --c) {
@@ -180,9 +181,9 @@ __device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* he
         return loss_mode ? mse_grad(y, head_row[n[l]], inv_n, lane_loss) : head_row[n[l]];
       };
       if (FULL || top)
-        backward_chunk<T, L, C, true, FULL>(xt, layers, D, c, head, acc, gy, lam);
+        backward_chunk<T, L, C, true, FULL, !FULL>(xt, layers, Dt, c, head, acc, gy, lam);
       else
-        backward_chunk<T, L, C, false, FULL>(xt, layers, D, c, head, acc, gy, lam);
+        backward_chunk<T, L, C, false, FULL, !FULL>(xt, layers, Dt, c, head, acc, gy, lam);
 #pragma unroll
       for (int l = 0; l < L; ++l) {
         if (c > 0 && active[l]) {
@@ -267,7 +268,7 @@ __global__ void __launch_bounds__(kMaxThreads<T>, 1)
   // The seed's threads exit together; a block holds seeds past S only when seeds have one warp,
   // and those meet only at __syncwarp.
   if (seed >= d.S) return;
-  const int D = d.D, Dt = FULL ? C : D, W = blockDim.y;  // kernels.h: table_depth
+  const int D = d.D, Dt = FULL ? C : table_depth(D, sizeof(T)), W = blockDim.y;
   const bool lead = seed_thread() == 0, smooth = s_all == nullptr;
   const T* a = a_all + seed * (D + 1);
   const int64_t tables = backward_table_values(D, sizeof(T));
@@ -307,7 +308,8 @@ __global__ void __launch_bounds__(kMaxThreads<T>, 1)
                  T* carry_all) {
   const int64_t seed = static_cast<int64_t>(blockIdx.x) * blockDim.z + threadIdx.z;
   if (seed >= d.S) return;  // as in backward_kernel
-  const int D = d.D, Dt = FULL ? C : D, W = blockDim.y, t = seed_thread(), nt = W * kWarp;
+  const int D = d.D, Dt = FULL ? C : table_depth(D, sizeof(T)), W = blockDim.y,
+            t = seed_thread(), nt = W * kWarp;
   const bool lead = t == 0, smooth = scales == nullptr;
   const int64_t ws = train_workspace_values(D, sizeof(T));
   T* tables = seed_workspace(spill, seed, ws);

@@ -41,14 +41,15 @@ CN_HD constexpr int sweep_chunk(int D, size_t elem) {
   return c;
 }
 
-// The depth of the sweeping kernels' tables: a net of one chunk runs as C = sweep_chunk(D)
-// layers, its layers D .. C - 1 the identity with scale 0 (compnet/kernels.cu: fill_tables), so
-// that its chunk runs unguarded (compnet/math.h: FULL). A guarded chunk issued every one of its C
+// The depth of the sweeping kernels' tables: D rounded up to a multiple of C = sweep_chunk(D),
+// its layers D .. up the identity with scale 0 (compnet/kernels.cu: fill_tables), so that every
+// chunk runs unguarded (compnet/math.h: FULL, EVEN). A guarded chunk issued every one of its C
 // steps all the same (ptxas predicates the skipped ones rather than branching around them) and
 // spilled (float C = 32: 184 B of stack at D = 17..31); the padded layers leave the real
-// layers' values and gradients bit for bit as they were. Deeper nets (several chunks) keep D.
+// layers' values and gradients bit for bit as they were.
 CN_HD constexpr int table_depth(int D, size_t elem) {
-  return D > chunk_layers(elem) ? D : sweep_chunk(D, elem);
+  const int c = sweep_chunk(D, elem);
+  return (D + c - 1) / c * c;
 }
 
 // Points a lane of the sweeping kernels takes at a time, 1 or 2. Two only in float up to the

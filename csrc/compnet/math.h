@@ -179,7 +179,8 @@ CN_HD void forward_lanes(const T (&x)[L], const Layers& layers, int D, T (&y)[L]
 // that its steps run unguarded (a guard cost ~5 instructions per layer and step, more than the
 // reverse step's arithmetic) and the compiler may keep each layer's slope
 // T'(W_{i-1}) from the forward step (it is the step's reciprocal) rather than compare and select
-// again; `layers.reverse` decides whether it can (TriTable).
+// again; `layers.reverse` decides whether it can (TriTable). EVEN: D is a multiple of CHUNK
+// (several full chunks: the CUDA kernels pad the top one likewise), so that no step is guarded.
 CN_HD int backward_chunks(int D, int chunk) { return (D + chunk - 1) / chunk; }
 
 template <typename T>
@@ -187,8 +188,8 @@ CN_HD T peak_grad(T sum) { return -sum; }
 template <typename T>
 CN_HD T scale_grad(T sum, int sign) { return T(sign) * sum; }
 
-template <typename T, int L, int CHUNK, bool TOP, bool FULL = false, typename Layers,
-          typename Head, typename Acc>
+template <typename T, int L, int CHUNK, bool TOP, bool FULL = false, bool EVEN = false,
+          typename Layers, typename Head, typename Acc>
 CN_HD void backward_chunk(const T (&x)[L], const Layers& layers, int D, int c, Head& head,
                           Acc& acc, T (&gy)[L], T (&lam)[L]) {
   T win[CHUNK][L];  // inputs W_{i-1} of the chunk's layers
@@ -205,7 +206,7 @@ CN_HD void backward_chunk(const T (&x)[L], const Layers& layers, int D, int c, H
       if (TOP) y[l] = madd(ss, u[l], y[l]);
     }
   }
-  const int jn = D - c0 < CHUNK ? D - c0 : CHUNK;  // layers in this chunk
+  const int jn = FULL || EVEN ? CHUNK : (D - c0 < CHUNK ? D - c0 : CHUNK);  // layers in this chunk
   const int jend = CN_FIXED_CHUNK ? CHUNK : jn;
   CN_UNROLL for (int j = 0; j < jend; ++j) {
     if (j < jn) {

@@ -147,6 +147,15 @@ def test_backward(dtype, S, D, N, free):
     _assert_close(gp, wp, tp, "g_peaks")
     if free:
         _assert_close(gs, ws, ts, "g_scales")
+    _assert_shared_row_reads_as_rows(
+        lambda head: harness.backward(x, peaks, scales, sign, head, loss_mode=False), gy[0], S)
+
+
+def _assert_shared_row_reads_as_rows(backward, row, S):
+    """One grad_y row [N] for every seed (how the ops read an expand: common/tensors.h,
+    points_arg) gives the bits of that row repeated S times."""
+    for a, b in zip(backward(row), backward(row.expand(S, -1).contiguous())):
+        assert (a is None and b is None) or torch.equal(a, b)
 
 
 # ---- a seed's points over several warps (csrc/common/launch_config.h: warps_per_seed) -------
@@ -349,6 +358,8 @@ def test_mlp_backward(widths):
     P = params.shape[1]
     _assert_close(gx, wx, 4 * P * u(dtype) * wx.abs().max() + 1e-300, "mlp gx")
     _assert_close(gp, wp, _mlp_tol(x, params, widths, gy), "mlp gparams")
+    _assert_shared_row_reads_as_rows(
+        lambda head: harness.mlp_backward(x, params, widths, head, loss_mode=False), gy[0], S)
 
 
 def _mlp_step_by_step(x, target, params, widths, epochs, lr, record_every):
