@@ -243,10 +243,11 @@ def _step_by_step(x, target, peaks, scales, sign, epochs, lr, bounds, record_eve
 
 
 # The plans (common/launch_config.h: train_plan) as (seeds per block, warps per seed, spilled):
-# four one-warp seeds in the default 48 KiB; one seed per block when four do not fit (double:
-# D >= 151), with the opt-in attribute when even one needs more than 48 KiB (D >= 611); spilled,
-# on a device whose opt-in limit is lowered below the workspace (the H100's 227 KiB would need
-# D >= 2902); and a seed on several warps (N > 32) in each placement, in float and double.
+# four one-warp seeds in the default 48 KiB; one seed per block when four do not fit (double,
+# N = 3: D >= 97), with the opt-in attribute when even one needs more than 48 KiB (D >= 433);
+# spilled, on a device whose opt-in limit is lowered below the workspace (the H100's 227 KiB
+# would need D >= 2065); and a seed on several warps (N > 32) in each placement, in float and
+# double.
 PLANS = {"default": ((5, 33, 17), torch.float64, (4, 1, False)),
          "one_seed": ((2, 400, 5), torch.float64, (1, 1, False)),
          "optin": ((1, 1600, 2), torch.float64, (1, 1, False)),
