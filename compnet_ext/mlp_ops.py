@@ -79,7 +79,7 @@ def _backward(ctx, grad_y):
     if torch.is_grad_enabled():  # create_graph=True: through the batched-matmul reference
         f = lambda x, params: matmul_forward(x, unpack(params, ctx.widths))
         return (*differentiable_vjp(f, (x, params), (need_x, need_params), grad_y), None)
-    gx, gp = _ops.mlp_backward(grad_y.contiguous(), x, params, ctx.widths, need_x)
+    gx, gp = _ops.mlp_backward(grad_y, x, params, ctx.widths, need_x)
     return (gx if need_x else None), (gp if need_params else None), None
 
 
@@ -115,7 +115,7 @@ class _Forward(torch.autograd.Function):
             gx, *grads = differentiable_vjp(f, (x, *tensors), (need_x, *need), grad_y)
             return (gx, None, *grads)
         with below_autograd():
-            gx, gp = _backward_op(grad_y.contiguous(), x, params, ctx.widths, need_x)
+            gx, gp = _backward_op(grad_y, x, params, ctx.widths, need_x)
         grads = [t for layer in unpack(gp, ctx.widths) for t in layer]
         return (gx if need_x else None, None, *(g if n else None for g, n in zip(grads, need)))
 register_not_differentiable("mlp_backward", "gradients", "For higher-order gradients "

@@ -146,10 +146,17 @@ def test_rows_sharing_memory_are_read_as_one_row(device, dtype):
             got, want = call(shared), call(shared.contiguous())
             for a, b in zip(got, want):
                 assert torch.equal(a, b), name
-    # what autograd hands the backward of y.sum(): the gradients of y * 1
+    # what autograd hands the backward of y.sum(): the gradients of y * 1, for both families
     leaf = peaks.clone().requires_grad_()
-    compnet_ext.forward(x, leaf).sum().backward()
-    g_sum = leaf.grad
-    leaf.grad = None
-    compnet_ext.forward(x, leaf).backward(torch.ones(S, N, dtype=dtype, device=device))
-    assert torch.equal(g_sum, leaf.grad)
+    for f, leaves in ((lambda: compnet_ext.forward(x, leaf), [leaf]),
+                      (lambda: mlp(x), list(mlp.parameters()))):
+        y = f()
+        with torch.profiler.profile(record_shapes=True) as prof:
+            y.sum().backward()
+        copies = [e.input_shapes for e in prof.events() if e.name in ("aten::copy_", "aten::clone")]
+        assert not any([S, N] in shapes for shapes in copies)  # one row, not S
+        g_sum = [t.grad for t in leaves]
+        for t in leaves:
+            t.grad = None
+        f().backward(torch.ones(S, N, dtype=dtype, device=device))
+        assert all(torch.equal(a, t.grad) for a, t in zip(g_sum, leaves))
