@@ -148,7 +148,7 @@ __device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* he
                                        T* gx_row, T* carry, T* part) {
   const int lane = threadIdx.x, w = threadIdx.y, W = blockDim.y, D = d.D;
   // sweep_chunk: D > C only in the largest chunk, and never FULL (with_full_chunk); the sweeps
-  // run the padded depth Dt
+  // run the padded depth Dt (kernels.h: table_depth)
   const int chunks = FULL ? 1 : backward_chunks(D, C), Dt = FULL ? C : chunks * C;
   const T inv_n = T(1) / T(d.N);
   T sse = T(0);
@@ -225,15 +225,14 @@ CN_HD constexpr bool keep_forward_values() {
 }
 
 // The seed's tables of depth Dt = table_depth(D) at `tables` (kernels.h: layer_table_values; a
-// second copy after them when `copy`) from its peaks `a` and scales row `s`, or, when
-// `smooth_out` is given, the smooth scales, which the lead thread writes there first. The
-// threads share the Tri table; the lead alone does the O(D) scales row.
-// Layers D .. Dt - 1 pad a net to its chunk: Tri(1) with scale 0. They pass every wave on as it
-// is (W_i <= 1 for peaks in (0, 1), and T_1(u) = u * 1 + 0 exactly for u <= 1, slope 1) and add
-// 0 to y; in the reverse sweep lambda stays 0 down to layer D, where it becomes
-// fma(gy, scale(D - 1), 0): the unpadded lambda, bit for bit. The padding's lane sums are never
-// written out (seed_pass). Only non-finite waves or grad_y (inputs the checks refuse) can tell
-// the difference: inf * 0 is NaN where the unpadded sweep kept an inf.
+// second copy after them when `copy`) from its peaks `a` and scales row `s`, or, when `smooth_out`
+// is given, the smooth scales, which the lead thread writes there first. The threads share the Tri
+// table; the lead alone does the O(D) scales row. Layers D .. Dt - 1 pad the net to whole chunks:
+// Tri(1) with scale 0. They pass every wave on as it is (W_i <= 1 for peaks in (0, 1), and T_1(u) =
+// u * 1 + 0 exactly for u <= 1, slope 1) and add 0 to y; in the reverse sweep lambda stays 0 down
+// to layer D, where it becomes fma(gy, scale(D - 1), 0): the unpadded lambda, bit for bit. The
+// padding's lane sums are never written out (seed_pass). Only non-finite waves or grad_y (inputs
+// the checks refuse) can tell the difference: inf * 0 is NaN where the unpadded sweep kept an inf.
 template <typename T>
 __device__ TriTable<T> fill_tables(const T* a, const T* s, T* smooth_out, int D, int Dt, int sign,
                                    T* tables, bool copy) {

@@ -25,13 +25,12 @@ struct Dims {
 // of the element type: 32 floats or 16 doubles (32 registers either way).
 CN_HD constexpr int chunk_layers(size_t elem) { return elem == 4 ? 32 : 16; }
 
-// The chunk the CUDA sweeps use for depth D: the smallest of kMinChunk, 2 kMinChunk, ... that
-// holds D, up to chunk_layers (then D > chunk_layers runs several chunks of chunk_layers). A
-// shallow net keeps only the registers it uses and runs C - D padded steps (table_depth; fewer
-// than D above the smallest chunk), and its reduction has 2C sums rather than
-// 2 chunk_layers(elem): at the paper's D = 5, 8 layers, where
-// 16 (fp32) or 16 with spills (fp64) ran before. Every C <= chunk_layers(elem) makes D one
-// chunk, so the carry (below) does not depend on it; the bits do for depths whose chunk
+// The chunk the CUDA sweeps use for depth D: the smallest of kMinChunk, 2 kMinChunk, ... that holds
+// D, up to chunk_layers (then D > chunk_layers runs several chunks of chunk_layers). A shallow net
+// keeps only the registers it uses and runs C - D padded steps (table_depth; fewer than D above the
+// smallest chunk), and its reduction has 2C sums rather than 2 chunk_layers: at the paper's D = 5,
+// 8 layers, where 16 (fp32) or 16 with spills (fp64) ran before. Every C <= chunk_layers(elem)
+// makes D one chunk, so the carry (below) does not depend on it; the bits do for depths whose chunk
 // changed (the transposing butterfly's order depends on the number of sums), the same for
 // loss_and_grad, the backward and the fused trainer, which all use this rule.
 constexpr int kMinChunk = 8;
@@ -41,12 +40,12 @@ CN_HD constexpr int sweep_chunk(int D, size_t elem) {
   return c;
 }
 
-// The depth of the sweeping kernels' tables: D rounded up to a multiple of C = sweep_chunk(D),
-// its layers D .. up the identity with scale 0 (compnet/kernels.cu: fill_tables), so that every
+// The depth of the sweeping kernels' tables: D rounded up to a multiple of C = sweep_chunk(D), the
+// layers from D up being the identity with scale 0 (compnet/kernels.cu: fill_tables), so that every
 // chunk runs unguarded (compnet/math.h: FULL, EVEN). A guarded chunk issued every one of its C
 // steps all the same (ptxas predicates the skipped ones rather than branching around them) and
-// spilled (float C = 32: 184 B of stack at D = 17..31); the padded layers leave the real
-// layers' values and gradients bit for bit as they were.
+// spilled (float C = 32: 184 B of stack at D = 17..31); the padded layers leave the real layers'
+// values and gradients bit for bit as they were.
 CN_HD constexpr int table_depth(int D, size_t elem) {
   const int c = sweep_chunk(D, elem);
   return (D + c - 1) / c * c;
