@@ -43,7 +43,8 @@ def want_cuda():
 def extension():
     cuda = want_cuda()
     sources = ["csrc/registration.cpp", "csrc/compnet/problem.cpp", "csrc/compnet/cpu.cpp",
-               "csrc/compnet/autograd.cpp", "csrc/mlp/problem.cpp", "csrc/mlp/cpu.cpp"]
+               "csrc/compnet/autograd.cpp", "csrc/mlp/problem.cpp", "csrc/mlp/cpu.cpp",
+               "csrc/mlp/autograd.cpp"]
     # -fno-trapping-math lets GCC turn the sweeps' selects into SIMD blends (see
     # common/portability.h).
     # -ffp-contract=off: the compiler must not fuse a*b+c on its own. Whether it does depends on

@@ -29,3 +29,7 @@ MLP_MAX_HIDDEN = int(_C.mlp_max_hidden)
 forward_autograd = _C.forward_autograd
 """``compnet_ext::forward`` with its autograd node in C++ (csrc/compnet/autograd.cpp): the eager
 path of :func:`compnet_ext.forward` when a graph is recorded."""
+mlp_forward_autograd = _C.mlp_forward_autograd
+"""``compnet_ext::mlp_forward`` of ``[W0, b0, ...]`` with its autograd node in C++
+(csrc/mlp/autograd.cpp): the eager path of :func:`compnet_ext.mlp_forward` when a graph is
+recorded."""

@@ -9,7 +9,7 @@ gradients, so that autograd reaches the caller's tensors.
 """
 import torch
 
-from ._extension import _C  # noqa: F401  (registers the ops)
+from ._extension import mlp_forward_autograd as _mlp_forward_autograd
 from .checks import (check_adam, check_layers, check_mlp_points, check_mlp_target, check_tensor,
                      check_warmup)
 from .chunks import run_in_chunks
@@ -87,37 +87,14 @@ torch.library.register_autograd("compnet_ext::mlp_forward", _backward,
                                 setup_context=_setup_context)
 
 
-class _Forward(torch.autograd.Function):
-    """Eager :func:`mlp_forward` with gradients, as ``_C.forward_autograd`` is for the
-    compositional network (a Python node here: docs/gpu.md, "Per-call cost and graphs").
-    Old-style (``forward(ctx, ...)``): a ``setup_context`` staticmethod would make ``apply`` bind
-    the arguments through ``inspect.signature`` on every call. The row ``params`` is packed inside,
-    so that a call records one autograd node rather than the op's, a ``cat`` and a ``flatten``
-    per tensor, and the fused backward's packed gradient reaches each W and b as a view. A
-    ``create_graph`` backward differentiates the batched-matmul reference in the caller's
-    tensors (as the registered :func:`_backward` does in the packed row)."""
+def _reference_vjp(grad_y, x, tensors, need_x, need):
+    """The backward of :func:`mlp_forward` with create_graph=True (grad mode on), for the C++ node
+    (csrc/mlp/autograd.cpp): through the batched-matmul reference in the caller's tensors, so
+    that it is itself differentiable. ``[gx, dW0, db0, ...]``, None where not needed."""
+    f = lambda x, *ts: matmul_forward(x, list(zip(ts[0::2], ts[1::2])))
+    return list(differentiable_vjp(f, (x, *tensors), (need_x, *need), grad_y))
 
-    @staticmethod
-    def forward(ctx, x, widths, *tensors):
-        params = pack_tensors(tensors)
-        with below_autograd():
-            y = _forward_op(x, params, widths)
-        ctx.save_for_backward(x, params, *tensors)
-        ctx.widths = widths
-        return y
 
-    @staticmethod
-    def backward(ctx, grad_y):
-        x, params, *tensors = ctx.saved_tensors
-        need_x, need = ctx.needs_input_grad[0], ctx.needs_input_grad[2:]
-        if torch.is_grad_enabled():
-            f = lambda x, *ts: matmul_forward(x, list(zip(ts[0::2], ts[1::2])))
-            gx, *grads = differentiable_vjp(f, (x, *tensors), (need_x, *need), grad_y)
-            return (gx, None, *grads)
-        with below_autograd():
-            gx, gp = _backward_op(grad_y, x, params, ctx.widths, need_x)
-        grads = [t for layer in unpack(gp, ctx.widths) for t in layer]
-        return (gx if need_x else None, None, *(g if n else None for g, n in zip(grads, need)))
 register_not_differentiable("mlp_backward", "gradients", "For higher-order gradients "
                              "differentiate BatchedMLP.forward (or mlp_forward) with "
                              "create_graph=True")
@@ -165,7 +142,7 @@ def mlp_forward(x, layers):
     if not plain_eager():
         return _forward_op(x, pack_tensors(tensors), widths)  # the registered autograd
     if _needs_grad(x, tensors):
-        return _Forward.apply(x, widths, *tensors)
+        return _mlp_forward_autograd(x, widths, tensors)
     with below_autograd():
         return _forward_op(x, pack_tensors(tensors), widths)
 

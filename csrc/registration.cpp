@@ -6,6 +6,7 @@
 
 #include "common/portability.h"  // CN_HAS_FMA
 #include "compnet/autograd.h"
+#include "mlp/autograd.h"
 #include "mlp/math.h"            // the fused MLP kernels' limits
 
 TORCH_LIBRARY(compnet_ext, m) {
@@ -63,6 +64,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("mlp_max_hidden") = cn::mlp::kMaxHidden;
   // compnet_ext.forward's eager autograd path (compnet/autograd.cpp)
   m.def("forward_autograd", &cn::forward_autograd, "forward with its autograd node in C++");
+  // BatchedMLP's (mlp/autograd.cpp)
+  m.def("mlp_forward_autograd", &cn::mlp_forward_autograd,
+        "mlp_forward of [W0, b0, ...] with its autograd node in C++");
 #ifdef COMPNET_WITH_CUDA
   m.attr("with_cuda") = true;
 #else

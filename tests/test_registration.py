@@ -104,6 +104,36 @@ def test_eager_autograd_node_equals_the_registered_autograd(device, free, shared
             assert a is None or torch.equal(a, b)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shared_x", [True, False])
+def test_mlp_eager_autograd_node_equals_the_registered_autograd(device, shared_x):
+    """Eager BatchedMLP calls record one C++ node (csrc/mlp/autograd.cpp) that packs the
+    parameters itself: the same kernels as mlp_forward's registered autograd on the packed row,
+    so the same bits, for any inputs needing grad; each W and b gets its slice of the row."""
+    from compnet_ext.mlp_ops import mlp_forward, pack_tensors
+    from compnet_ext.nn import BatchedMLP
+
+    S, N = 3, 17
+    mlp = BatchedMLP(S, (1, 4, 3, 1), generator=torch.Generator().manual_seed(18)).to(device)
+    tensors = [t.detach() for layer in mlp.layers() for t in layer]
+    g = torch.Generator().manual_seed(19)
+    x = torch.rand(N if shared_x else (S, N), generator=g).to(device)
+    grad_y = torch.randn(S, N, generator=g).to(device)
+    widths = list(mlp.widths)
+    for wanted in [{0}, {1}, {4}, {0, 2, 5}, set(range(1, 7))]:  # 0: x, k: tensors[k - 1]
+        leaves = [t.clone().requires_grad_(k in wanted) for k, t in enumerate([x] + tensors)]
+        y = mlp_forward(leaves[0], list(zip(leaves[1::2], leaves[2::2])))
+        assert "MlpForward" in y.grad_fn.name()
+        y.backward(grad_y)
+        ref = [t.clone().requires_grad_(k in wanted) for k, t in enumerate([x] + tensors)]
+        y_reg = ops.mlp_forward(ref[0], pack_tensors(ref[1:]), widths)
+        assert torch.equal(y, y_reg)
+        y_reg.backward(grad_y)
+        for k, (a, b) in enumerate(zip(leaves, ref)):
+            assert (a.grad is None) == (k not in wanted) == (b.grad is None)
+            assert a.grad is None or (torch.equal(a.grad, b.grad) and a.grad.shape == a.shape)
+
+
 def test_eager_autograd_node_keeps_autograd_rules():
     """The C++ node checks in-place changes of what it saved and frees it after a backward."""
     x, peaks, _ = make_problem(2, 3, 5, seed=17)
@@ -114,6 +144,20 @@ def test_eager_autograd_node_keeps_autograd_rules():
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
     y = compnet_ext.forward(x, p)
+    y.sum().backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        y.sum().backward()
+    # and so does BatchedMLP's (csrc/mlp/autograd.cpp)
+    from compnet_ext.mlp_ops import mlp_forward
+    from compnet_ext.nn import BatchedMLP
+
+    mlp = BatchedMLP(2, (1, 3, 1), generator=torch.Generator().manual_seed(20), dtype=x.dtype)
+    W = mlp.layers()[0][0] * 1
+    y = mlp_forward(x, [(W, mlp.layers()[0][1]), mlp.layers()[1]])
+    W.mul_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+    y = mlp(x)
     y.sum().backward()
     with pytest.raises(RuntimeError, match="backward through the graph a second time"):
         y.sum().backward()
