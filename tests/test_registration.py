@@ -135,7 +135,7 @@ def test_mlp_eager_autograd_node_equals_the_registered_autograd(device, shared_x
 
 
 def test_eager_autograd_node_keeps_autograd_rules():
-    """The C++ node checks in-place changes of what it saved and frees it after a backward."""
+    """The C++ nodes check in-place changes of what they saved and free it after a backward."""
     x, peaks, _ = make_problem(2, 3, 5, seed=17)
     p = peaks.clone().requires_grad_()
     q = p * 1  # a non-leaf that may be changed in place
@@ -176,7 +176,7 @@ def test_rows_sharing_memory_are_read_as_one_row(device, dtype):
     x, peaks, scales = make_problem(S, 6, N, dtype=dtype, free=True, seed=21, device=device)
     row = torch.rand(N, generator=torch.Generator().manual_seed(22), dtype=dtype).to(device)
     mlp = BatchedMLP(S, (1, 4, 4, 4, 4, 4, 1), generator=torch.Generator().manual_seed(23),
-                                 dtype=dtype).to(device)
+                     dtype=dtype).to(device)
     params, widths = pack(mlp.layers()).detach(), list(mlp.widths)
     calls = {
         "backward": lambda h: ops.backward(h, x, peaks, scales, -1, True, True, True),
