@@ -18,7 +18,7 @@ from .op_autograd import (below_autograd, differentiable_vjp, differentiated, pl
 from .reference import matmul_forward
 
 _ops = torch.ops.compnet_ext
-_forward_op, _backward_op = _ops.mlp_forward.default, _ops.mlp_backward.default
+_forward_op = _ops.mlp_forward.default
 _loss_and_grad_op = _ops.mlp_loss_and_grad.default
 
 
@@ -37,7 +37,7 @@ def unpack(params, widths):
     S, sizes = params.shape[0], []
     for fan_in, fan_out in zip(widths[:-1], widths[1:]):
         sizes += [fan_out * fan_in, fan_out]
-    parts = params.split(sizes, dim=1)  # one call for all views: this runs on every backward
+    parts = params.split(sizes, dim=1)  # one call for all views: this runs on every loss_and_grad
     return [(parts[2 * l].reshape(S, fan_out, fan_in), parts[2 * l + 1])
             for l, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:]))]
 

@@ -6,47 +6,23 @@
 // torch.func and forward mode keep the registered autograd (ops.py).
 #include "autograd.h"
 
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/extension.h>
 
+#include "../common/below_autograd.h"
+
 namespace cn {
-namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-// The ops below their autograd: what the registered autograd itself calls.
-at::Tensor forward_below(const at::Tensor& x, const at::Tensor& peaks,
-                         const std::optional<at::Tensor>& scales, int64_t sign, bool validate) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("compnet_ext::forward", "")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                               const std::optional<at::Tensor>&, int64_t, bool)>();
-  const at::AutoDispatchBelowADInplaceOrView below;
-  return op.call(x, peaks, scales, sign, validate);
-}
-
-using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-
-Grads backward_below(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& peaks,
-                     const std::optional<at::Tensor>& scales, int64_t sign, bool need_x,
-                     bool need_peaks, bool need_scales) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("compnet_ext::backward", "")
-          .typed<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                       const std::optional<at::Tensor>&, int64_t, bool, bool, bool)>();
-  const at::AutoDispatchBelowADInplaceOrView below;
-  return op.call(grad_y, x, peaks, scales, sign, need_x, need_peaks, need_scales);
-}
-
-}  // namespace
 
 struct CompnetForward : torch::autograd::Function<CompnetForward> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& peaks,
                             const std::optional<at::Tensor>& scales, int64_t sign,
                             bool validate) {
+    static const BelowAutograd<at::Tensor(const at::Tensor&, const at::Tensor&,
+                                          const std::optional<at::Tensor>&, int64_t, bool)>
+        forward_below("compnet_ext::forward");
     at::Tensor y = forward_below(x, peaks, scales, sign, validate);
     ctx->save_for_backward({x, peaks, scales.value_or(at::Tensor())});
     ctx->saved_data["sign"] = sign;
@@ -72,6 +48,11 @@ struct CompnetForward : torch::autograd::Function<CompnetForward> {
                                     need_scales).cast<std::tuple<Maybe, Maybe, Maybe>>();
       gx = mx.value_or(at::Tensor()), gp = mp.value_or(at::Tensor()), gs = ms.value_or(at::Tensor());
     } else {
+      using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+      static const BelowAutograd<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                       const std::optional<at::Tensor>&, int64_t, bool, bool,
+                                       bool)>
+          backward_below("compnet_ext::backward");
       std::tie(gx, gp, gs) =
           backward_below(grads[0], x, peaks, scales, sign, need_x, need_peaks, need_scales);
     }

@@ -48,6 +48,13 @@ const char* with_full_chunk(int D, F&& f) {
   }
 }
 
+// The depth the sweeps of C-layer chunks run for a net of D layers (kernels.h: table_depth), a
+// compile-time C where the net is one chunk.
+template <typename T, int C, bool FULL>
+__device__ __forceinline__ int sweep_depth(int D) {
+  return FULL ? C : table_depth(D, sizeof(T));
+}
+
 // f(std::integral_constant<int, L>) with L = `lanes` (kernels.h: sweep_lane_points), the points
 // a lane sweeps at a time; only 1 is instantiated where the chunk C allows no more.
 template <typename T, int C, typename F>
@@ -147,8 +154,9 @@ __device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* he
                                        bool loss_mode, const TriTable<T>& layers, T* ga, T* gs,
                                        T* gx_row, T* carry, T* part) {
   const int lane = threadIdx.x, w = threadIdx.y, W = blockDim.y, D = d.D;
-  // sweep_chunk: D > C only in the largest chunk, and never FULL (with_full_chunk); the sweeps
-  // run the padded depth Dt (kernels.h: table_depth)
+  // sweep_chunk: D > C only in the largest chunk, and never FULL (with_full_chunk). Dt is
+  // sweep_depth: written from `chunks`, which ptxas allocates better for in the several-chunk
+  // trainer (26 local operations in its point loop against 32)
   const int chunks = FULL ? 1 : backward_chunks(D, C), Dt = FULL ? C : chunks * C;
   const T inv_n = T(1) / T(d.N);
   T sse = T(0);
@@ -267,7 +275,7 @@ __global__ void __launch_bounds__(kMaxThreads<T>, 1)
   // The seed's threads exit together; a block holds seeds past S only when seeds have one warp,
   // and those meet only at __syncwarp.
   if (seed >= d.S) return;
-  const int D = d.D, Dt = FULL ? C : table_depth(D, sizeof(T)), W = blockDim.y;
+  const int D = d.D, Dt = sweep_depth<T, C, FULL>(D), W = blockDim.y;
   const bool lead = seed_thread() == 0, smooth = s_all == nullptr;
   const T* a = a_all + seed * (D + 1);
   const int64_t tables = backward_table_values(D, sizeof(T));
@@ -307,7 +315,7 @@ __global__ void __launch_bounds__(kMaxThreads<T>, 1)
                  T* carry_all) {
   const int64_t seed = static_cast<int64_t>(blockIdx.x) * blockDim.z + threadIdx.z;
   if (seed >= d.S) return;  // as in backward_kernel
-  const int D = d.D, Dt = FULL ? C : table_depth(D, sizeof(T)), W = blockDim.y,
+  const int D = d.D, Dt = sweep_depth<T, C, FULL>(D), W = blockDim.y,
             t = seed_thread(), nt = W * kWarp;
   const bool lead = t == 0, smooth = scales == nullptr;
   const int64_t ws = train_workspace_values(D, sizeof(T));

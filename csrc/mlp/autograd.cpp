@@ -5,42 +5,16 @@
 // (a create_graph backward calls mlp_ops._reference_vjp, the batched-matmul reference).
 #include "autograd.h"
 
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/accumulate.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/extension.h>
 
+#include "../common/below_autograd.h"
+
 namespace cn {
-namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-// The ops below their autograd, as the registered autograd calls them.
-at::Tensor mlp_forward_below(const at::Tensor& x, const at::Tensor& params,
-                             at::IntArrayRef widths) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("compnet_ext::mlp_forward", "")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                               at::IntArrayRef)>();
-  const at::AutoDispatchBelowADInplaceOrView below;
-  return op.call(x, params, widths);
-}
-
-std::tuple<at::Tensor, at::Tensor> mlp_backward_below(const at::Tensor& grad_y,
-                                                      const at::Tensor& x,
-                                                      const at::Tensor& params,
-                                                      at::IntArrayRef widths, bool need_x) {
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("compnet_ext::mlp_backward", "")
-                             .typed<std::tuple<at::Tensor, at::Tensor>(
-                                 const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                 at::IntArrayRef, bool)>();
-  const at::AutoDispatchBelowADInplaceOrView below;
-  return op.call(grad_y, x, params, widths, need_x);
-}
-
-}  // namespace
 
 struct MlpForward : torch::autograd::Function<MlpForward> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x,
@@ -49,6 +23,8 @@ struct MlpForward : torch::autograd::Function<MlpForward> {
     rows.reserve(tensors.size());
     for (const at::Tensor& t : tensors) rows.push_back(t.flatten(1));
     const at::Tensor params = at::cat(rows, 1);
+    static const BelowAutograd<at::Tensor(const at::Tensor&, const at::Tensor&, at::IntArrayRef)>
+        mlp_forward_below("compnet_ext::mlp_forward");
     at::Tensor y = mlp_forward_below(x, params, widths);
     variable_list saved{x, params};
     saved.insert(saved.end(), tensors.begin(), tensors.end());
@@ -80,6 +56,9 @@ struct MlpForward : torch::autograd::Function<MlpForward> {
       for (size_t k = 0; k < n; ++k) out[k + 2] = g[k + 1].value_or(at::Tensor());
       return out;
     }
+    static const BelowAutograd<std::tuple<at::Tensor, at::Tensor>(
+        const at::Tensor&, const at::Tensor&, const at::Tensor&, at::IntArrayRef, bool)>
+        mlp_backward_below("compnet_ext::mlp_backward");
     auto [gx, gp] = mlp_backward_below(grads[0], x, params, widths, need_x);
     if (need_x) out[0] = gx;
     int64_t col = 0;
