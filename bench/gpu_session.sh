@@ -115,7 +115,7 @@ trap 'echo "gpu_session: stopped" >&4; [ -n "$REFRESHER" ] && kill "$REFRESHER"
 SHARES_LEFT=100  # the sum of the shares below
 step build        17 env CXX="$CXX_USED" COMPNET_CUDA=1 COMPNET_CUDA_ARCH="$ARCH" MAX_JOBS=16 "$PY" setup.py build_ext --inplace
 step link          1 bash -c 'f=$(ls compnet_ext/_C*.so) && readelf -d "$f" | grep NEEDED && ldd "$f" | grep -E "stdc|gomp"'
-step suite        20 "$PY" -m pytest -n 16 -q -rfEs tests --ignore tests/test_cuda_emulated.py
+step suite        18 "$PY" -m pytest -n 16 -q -rfEs tests --ignore tests/test_cuda_emulated.py
 step memcheck      5 compute-sanitizer --tool memcheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
 step racecheck     7 compute-sanitizer --tool racecheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
 step synccheck     5 compute-sanitizer --tool synccheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
@@ -124,8 +124,8 @@ step depths       2 "$PY" bench/bench_ops.py --device cuda --no-compile --dtype 
 step percall      2 "$PY" bench/bench_percall.py --device cuda --profile --out "$W"
 step percall-big  2 "$PY" bench/bench_percall.py --device cuda --config 4096 16 512 --profile --out "$W"
 step ops-compile   6 "$PY" bench/bench_ops.py --device cuda --compile --compile-cap 25 --dtype float32 --config 4096 16 512 --config 30 5 500 --repeats 7 --out "$W"
-step stage1        4 "$PY" bench/bench_stages.py --stage1 --device cuda --repeats 1 --out "$W"
-step stage2        4 "$PY" bench/bench_stages.py --device cuda --out "$W"
+step stage1        5 bash -c "'$PY' bench/bench_stages.py --stage1 --device cuda --repeats 1 --out '$W' && '$PY' bench/bench_stages.py --stage1 --device cuda --repeats 1 --epochs 200 --dtype float64 --out '$W'"
+step stage2        5 bash -c "'$PY' bench/bench_stages.py --device cuda --out '$W' && '$PY' bench/bench_stages.py --device cuda --dtype float64 --out '$W'"
 step reproduce     5 "$PY" bench/bench_reproduce.py --device cuda --repeats 1 --profile --out "$W"
 step mlp           2 "$PY" bench/bench_mlp.py --device cuda --out "$W"
 step ptxas         2 bash -c ptxas

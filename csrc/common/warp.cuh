@@ -88,17 +88,17 @@ __device__ __forceinline__ T* seed_reduction_area(bool spilled, int64_t ws_value
 }
 
 // The seed's fixed-order sum of V values of which every lane holds a share: its warp's sums come
-// from warp_transpose_sum (call `store(part_row)` to write them; each warp w owns row
-// part[w * (V + 1) ...]) plus one extra value per warp (`extra`, e.g. the squared errors, already
-// warp-summed) at column V. Then thread t < V of the seed adds column t over the warps in warp
+// from warp_transpose_sum (`store(part_row)` writes them, each warp w owning row
+// part[w * (V + 1) ...], and returns one extra value per warp, e.g. the squared errors, already
+// warp-summed, for column V). Then thread t < V of the seed adds column t over the warps in warp
 // order and calls out(t, total); thread 0 gets the extra's total as the return value (others: 0).
 // `part` is the seed's reduction area, W x (V + 1) values. Ends with the seed's threads met, so
 // that `part` may be reused and what out() wrote is visible to the seed.
 template <typename T, typename Store, typename Out>
-__device__ __forceinline__ T seed_sum(T* part, int V, T extra, Store&& store, Out&& out) {
+__device__ __forceinline__ T seed_sum(T* part, int V, Store&& store, Out&& out) {
   const int W = blockDim.y, w = threadIdx.y;
   T* row = part + int64_t(w) * (V + 1);
-  store(row);
+  const T extra = store(row);
   if (threadIdx.x == 0) row[V] = extra;
   seed_sync(W);  // every warp's row is complete
   const int t0 = seed_thread();

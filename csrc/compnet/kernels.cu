@@ -201,8 +201,9 @@ __device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* he
       }
     }
     const int c0 = c * C, jn = D - c0 < C ? D - c0 : C;  // the real layers, not the padding
+    const T sse_warp = top ? warp_sum(lane_loss) : T(0);
     const T total = seed_sum(
-        part, 2 * C, top ? warp_sum(lane_loss) : T(0),
+        part, 2 * C,
         [&](T* row) {
           if constexpr (2 * C <= kWarp) {
             const T sum = warp_transpose_sum<0, 2 * C>(acc.v);
@@ -212,6 +213,7 @@ __device__ __forceinline__ T seed_pass(const Dims& d, const T* xrow, const T* he
             row[lane] = warp_transpose_sum<0, kWarp>(acc.v);
             row[kWarp + lane] = warp_transpose_sum<kWarp, kWarp>(acc.v);
           }
+          return sse_warp;
         },
         [&](int t, T sum) {
           const int j = t < C ? t : t - C;

@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <type_traits>
+#include <utility>
 
 #include "../common/adam.h"
 #include "../common/launch.cuh"
@@ -58,17 +59,26 @@ const char* with_units(const mlp::Shape& sh, F&& f) {
 
 // f(Sh, Units, Sums) for the backward kernels: the shape (as in with_units), the activation
 // buffer and the per-lane gradient sums (0: none, reduce every 32 points), as mlp_lane_sums
-// decides. The constant shape in float only: its 93 lane sums in double need ~190 registers, and
-// ptxas spilled 1.2 KB at the 255 cap, no better than the runtime shape's local-memory sums.
+// decides.
 template <typename T, typename F>
 const char* with_buffers(const mlp::Shape& sh, F&& f) {
-  if constexpr (sizeof(T) == sizeof(float)) {
-    if (mlp_paper_shape(sh))
-      return f(PaperShape(), Int<PaperShape::units>(), Int<PaperShape::params>());
-  }
+  if (mlp_paper_shape(sh))
+    return f(PaperShape(), Int<PaperShape::units>(), Int<PaperShape::params>());
   if (mlp_lane_sums(sh)) return f(mlp::Shape(), Int<kSmallUnits>(), Int<kLaneSumParams>());
   return f(mlp::Shape(), Int<kLargeUnits>(), Int<0>());
 }
+
+// Lane sums one sweep of a seed's points holds in registers, of a constant shape's Sums: all of
+// them in float (the paper's 93 beside its 20 activations: 238-246 registers, no frame). In
+// double, 32 per sweep, the sweep repeated for the next 32 (three for the paper's net). ptxas
+// hoists the parameters' loads out of the point loop, so that the 93 sums in double spilled
+// 1.2 KB at the 255-register cap, 64 per sweep ~0.6 KB; with 32 the frame is 256 B, written
+// before each point loop and only read in it (76 loads per point over the three sweeps), where
+// the runtime shape reads and writes every sum and activation in a 2.8 KB frame. Each sweep
+// redoes the forward and backward arithmetic; every sum's order is unchanged.
+template <typename T, typename Sh, int Sums>
+constexpr int kSumsPerSweep =
+    std::is_same_v<Sh, mlp::Shape> || sizeof(T) == sizeof(float) ? Sums : kWarp;
 
 template <typename T, typename Sh, int Units>
 __global__ void forward_kernel(const mlp::Shape sh, MlpDims d, const T* __restrict__ x,
@@ -83,12 +93,20 @@ __global__ void forward_kernel(const mlp::Shape sh, MlpDims d, const T* __restri
   y[k] = yt[0];
 }
 
-// A lane's gradient sums over its points (local memory: indexed at run time).
-template <typename T, int Sums>
+// A lane's gradient sums over its points of the parameters Lo .. Lo + Span (local memory when
+// indexed at run time); `add` ignores the others (a constant test with a constant shape).
+template <typename T, int Span, int Lo, bool All>
 struct LaneSums {
-  T v[Sums];
-  __device__ void add(int idx, const T* x) { v[idx] += x[0]; }
+  T v[Span];
+  __device__ void add(int idx, const T* x) {
+    if (All || (idx >= Lo && idx < Lo + Span)) v[idx - Lo] += x[0];
+  }
 };
+
+template <typename F, int... K>
+__device__ __forceinline__ void each_index(F&& f, std::integer_sequence<int, K...>) {
+  (f(Int<K>()), ...);
+}
 
 // Large nets: each point's terms warp-reduced at once, lane 0 adding into the seed's row.
 template <typename T>
@@ -119,7 +137,13 @@ __device__ __forceinline__ T seed_pass(const mlp::Shape& shape, const MlpDims& d
   T h[Units], g[mlp::kMaxWidth], gn[mlp::kMaxWidth];
   T lane_loss = 0;
   const T inv_n = T(1) / T(d.N);
-  auto tiles = [&](auto& acc) {
+  // One sweep of the warp's points into `acc`. Only the first sweep (`first`) counts the loss
+  // and writes dx; a later one (double, the paper's shape: kSumsPerSweep) redoes the same
+  // arithmetic for other parameters' sums.
+  auto tiles = [&](auto& acc, auto first) {
+    constexpr bool is_first = decltype(first)::value;
+    T other_loss = 0;
+    T& sse = is_first ? lane_loss : other_loss;
     // every lane of a warp runs the same number of tiles (WarpAcc's sums need all 32 lanes)
     for (int64_t n = int64_t(w) * kWarp + lane; n - lane < d.N; n += int64_t(W) * kWarp) {
       const bool valid = n < d.N;
@@ -129,36 +153,45 @@ __device__ __forceinline__ T seed_pass(const mlp::Shape& shape, const MlpDims& d
       if (!valid)
         dy[0] = T(0);
       else
-        dy[0] = loss_mode ? mse_grad(yt[0], head_row[n], inv_n, lane_loss) : head_row[n];
+        dy[0] = loss_mode ? mse_grad(yt[0], head_row[n], inv_n, sse) : head_row[n];
       // dx always (one more dot product of the first layer): selecting nullptr would take dx's
       // address and put it in the stack frame
       mlp::backward_lanes<T, 1>(sh, p, xt, h, dy, g, gn, acc, dx);
-      if (gx_row && valid) gx_row[n] = dx[0];
+      if (is_first && gx_row && valid) gx_row[n] = dx[0];
     }
   };
   if constexpr (Sums > 0) {
-    LaneSums<T, Sums> acc;
-#pragma unroll unroll
-    for (int j = 0; j < P; ++j) acc.v[j] = T(0);
-    tiles(acc);
+    constexpr int span = kSumsPerSweep<T, Sh, Sums>;
+    static_assert(span == Sums || span % kWarp == 0, "a sweep's sums are whole groups of 32");
     return seed_sum(
-        part, P, warp_sum(lane_loss),
+        part, P,
         [&](T* row) {
+          each_index(
+              [&](auto sweep) {
+                constexpr int lo = decltype(sweep)::value * span;
+                LaneSums<T, span, lo, span == Sums> acc;
 #pragma unroll unroll
-          for (int g0 = 0; g0 < P; g0 += kWarp) {
-            T v[kWarp];
+                for (int j = 0; j < span && lo + j < P; ++j) acc.v[j] = T(0);
+                tiles(acc, std::bool_constant<lo == 0>());
+#pragma unroll unroll
+                for (int g0 = lo; g0 < P && g0 < lo + span; g0 += kWarp) {
+                  T v[kWarp];
 #pragma unroll
-            for (int k = 0; k < kWarp; ++k) v[k] = g0 + k < P ? acc.v[g0 + k] : T(0);
-            const T sum = warp_transpose_sum<0, kWarp>(v);
-            if (g0 + lane < P) row[g0 + lane] = sum;
-          }
+                  for (int k = 0; k < kWarp; ++k)
+                    v[k] = g0 + k < P ? acc.v[g0 - lo + k] : T(0);
+                  const T sum = warp_transpose_sum<0, kWarp>(v);
+                  if (g0 + lane < P) row[g0 + lane] = sum;
+                }
+              },
+              std::make_integer_sequence<int, (Sums + span - 1) / span>());
+          return warp_sum(lane_loss);
         },
         [&](int t, T total) { grad[t] = total; });
   } else {
     for (int j = lane; j < P; j += kWarp) grad[j] = T(0);
     __syncwarp();
     WarpAcc<T> acc{grad, lane == 0};
-    tiles(acc);
+    tiles(acc, std::true_type());
     const T sse = warp_sum(lane_loss);
     __syncwarp();
     return sse;

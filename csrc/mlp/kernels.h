@@ -29,9 +29,9 @@ CN_HD bool mlp_lane_sums(const mlp::Shape& sh) {
   return sh.units <= kLaneSumUnits && sh.params <= kLaneSumParams;
 }
 // The paper's 4 x 5 net runs kernels compiled for its shape (mlp/kernels.cu: PaperShape), whose
-// 93 lane sums, 20 activations and scratch stay in registers: that needs more than the 128 a
-// 512-thread block allows, so its seeds get at most kFixedShapeMaxWarps warps (256 threads,
-// up to 255 registers).
+// 93 lane sums (in double, 32 at a time: kSumsPerSweep), 20 activations and scratch stay in
+// registers: that needs more than the 128 a 512-thread block allows, so its seeds get at most
+// kFixedShapeMaxWarps warps (256 threads, up to 255 registers).
 constexpr int kFixedShapeMaxWarps = 8;
 CN_HD bool mlp_paper_shape(const mlp::Shape& sh) { return mlp::FixedShape<4, 5>::matches(sh); }
 inline int mlp_warps_per_seed(const mlp::Shape& sh, int64_t S, int64_t N) {

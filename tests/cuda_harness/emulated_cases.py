@@ -349,7 +349,8 @@ def test_mlp_forward_and_loss_and_grad(dtype, widths, S, N):
     assert torch.equal(gp, again[2]) and torch.equal(loss, again[0]), "not deterministic"
 
 
-@pytest.mark.parametrize("widths", [(1, 16, 1), (1, 3, 5, 1)])
+# the paper's net: in float64 dx comes from the first of its three sweeps (csrc/mlp/kernels.cu)
+@pytest.mark.parametrize("widths", [(1, 16, 1), (1, 3, 5, 1), PAPER])
 def test_mlp_backward(widths):
     dtype, S, N = torch.float64, 6, 40
     x, params = _mlp(widths, S, N, dtype, shared_x=False)
@@ -388,9 +389,11 @@ MLP_PLANS = {"default": ((1, 16, 16, 1), (5, 33, 2), (4, 1, False)),
              "lane_sums": (PAPER, (5, 20, 2), (4, 1, False)),
              "lane_sums_split": (PAPER, (3, 70, 2), (1, 3, False)),
              # the paper's net gets at most 8 warps (csrc/mlp/kernels.h: kFixedShapeMaxWarps)
-             "lane_sums_capped": (PAPER, (2, 300, 2), (1, 8, False))}
-# The paper's net trains in float32 on kernels compiled for its shape (csrc/mlp/kernels.cu:
-# PaperShape), in float64 on the runtime-shape ones: both.
+             "lane_sums_capped": (PAPER, (2, 300, 2), (1, 8, False)),
+             # per-lane sums on the runtime-shape kernels (any other small net)
+             "lane_sums_runtime": ((1, 8, 8, 1), (3, 70, 2), (1, 3, False))}
+# The paper's net trains on kernels compiled for its shape (csrc/mlp/kernels.cu: PaperShape; in
+# float64 sweeping its points three times, 32 of its 93 lane sums each): both dtypes.
 MLP_TRAIN = [(plan, torch.float64) for plan in MLP_PLANS] + \
     [(plan, torch.float32) for plan, (widths, _, _) in MLP_PLANS.items() if widths == PAPER]
 
