@@ -103,6 +103,16 @@ ptxas() {  # register use and spills of every kernel file (plain nvcc, as CI com
 }
 export -f ptxas; export ARCH
 
+ncu_profile() {  # Nsight Compute on the headline kernels (bench/ncu_kernels.py), text to the log
+    local ncu
+    ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | tail -1)
+    [ -n "$ncu" ] || { echo "ncu not found"; return 3; }
+    "$ncu" --clock-control none --profile-from-start off --section SpeedOfLight \
+        --section ComputeWorkloadAnalysis --section SchedulerStats --section WarpStateStats \
+        --section Occupancy --section LaunchStats "$PY" bench/ncu_kernels.py
+}
+export -f ncu_profile; export PY
+
 { date -u; echo "compiler: $CXX_USED ($("$CXX_USED" --version 2>&1 | head -1))"
   [ $DRY = 1 ] || nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" 2>&1
@@ -115,20 +125,21 @@ trap 'echo "gpu_session: stopped" >&4; [ -n "$REFRESHER" ] && kill "$REFRESHER"
 SHARES_LEFT=100  # the sum of the shares below
 step build        17 env CXX="$CXX_USED" COMPNET_CUDA=1 COMPNET_CUDA_ARCH="$ARCH" MAX_JOBS=16 "$PY" setup.py build_ext --inplace
 step link          1 bash -c 'f=$(ls compnet_ext/_C*.so) && readelf -d "$f" | grep NEEDED && ldd "$f" | grep -E "stdc|gomp"'
-step suite        18 "$PY" -m pytest -n 16 -q -rfEs tests --ignore tests/test_cuda_emulated.py
+step suite        16 "$PY" -m pytest -n 16 -q -rfEs tests --ignore tests/test_cuda_emulated.py
 step memcheck      5 compute-sanitizer --tool memcheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
-step racecheck     7 compute-sanitizer --tool racecheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
+step racecheck     6 compute-sanitizer --tool racecheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
 step synccheck     5 compute-sanitizer --tool synccheck --error-exitcode 9 "$PY" tests/cuda_harness/device_smoke.py
 step ops           6 "$PY" bench/bench_ops.py --device cuda --no-compile --repeats 7 --tag=-nocompile --out "$W"
 step depths       2 "$PY" bench/bench_ops.py --device cuda --no-compile --dtype float32 float64 --S 4096 --D 12 16 24 32 --N 512 --repeats 5 --tag=-depths --out "$W"
 step percall      2 "$PY" bench/bench_percall.py --device cuda --profile --out "$W"
 step percall-big  2 "$PY" bench/bench_percall.py --device cuda --config 4096 16 512 --profile --out "$W"
-step ops-compile   6 "$PY" bench/bench_ops.py --device cuda --compile --compile-cap 25 --dtype float32 --config 4096 16 512 --config 30 5 500 --repeats 7 --out "$W"
+step ops-compile   5 "$PY" bench/bench_ops.py --device cuda --compile --compile-cap 25 --dtype float32 --config 4096 16 512 --config 30 5 500 --repeats 7 --out "$W"
 step stage1        5 bash -c "'$PY' bench/bench_stages.py --stage1 --device cuda --repeats 1 --out '$W' && '$PY' bench/bench_stages.py --stage1 --device cuda --repeats 1 --epochs 200 --dtype float64 --out '$W'"
 step stage2        5 bash -c "'$PY' bench/bench_stages.py --device cuda --out '$W' && '$PY' bench/bench_stages.py --device cuda --dtype float64 --out '$W'"
 step reproduce     5 "$PY" bench/bench_reproduce.py --device cuda --repeats 1 --profile --out "$W"
 step mlp           2 "$PY" bench/bench_mlp.py --device cuda --out "$W"
 step ptxas         2 bash -c ptxas
+step ncu           4 bash -c ncu_profile
 # last: rebuilds in place with float64 sweeps capped at 8 warps per seed (256-thread bound, no
 # spills, half the warps per SM; docs/gpu.md) and times the fp64 rows against the ops step's
 step fp64-warps8  10 bash -c "env CXX='$CXX_USED' COMPNET_CUDA=1 COMPNET_CUDA_ARCH='$ARCH' COMPNET_FP64_WARPS=8 MAX_JOBS=16 '$PY' setup.py build_ext --inplace > '$W/fp64-warps8-build.log' 2>&1 && '$PY' bench/bench_ops.py --device cuda --no-compile --dtype float64 --config 4096 16 512 --config 30 5 500 --repeats 7 --tag=-nocompile-fp64warps8 --out '$W'"
