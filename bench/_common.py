@@ -38,6 +38,13 @@ def save_json(prefix, device, meta, rows, out=None, suffix=""):
     return path
 
 
+def random_peaks(S, D, generator, device, dtype):
+    """[S, D + 1] peaks drawn in float64 from (0.2, 0.8), then cast: the same nets in both
+    dtypes."""
+    return (torch.rand(S, D + 1, generator=generator, dtype=torch.float64) * 0.6 + 0.2).to(
+        device, dtype)
+
+
 def report_target(what, measured, target, better="lower"):
     """Prints an issue's target beside the measured figure; returns the record for the JSON."""
     met = measured <= target if better == "lower" else measured >= target

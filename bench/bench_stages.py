@@ -22,7 +22,7 @@ import torch
 
 from compnet_ext.nn import BatchedMLP, train_mlp
 
-from _common import add_device_args, devices, report_target, save_json  # noqa: E402 (bench/ is on sys.path when run as a script)
+from _common import add_device_args, devices, random_peaks, report_target, save_json  # noqa: E402 (bench/ is on sys.path when run as a script)
 
 
 def _dtype_suffix(dtype):
@@ -77,7 +77,7 @@ def run_stage1(device, S, D, N, epochs, repeats, dtype):
     """Seconds of one fused stage-1 run (median over repeats), after a 2-epoch warm-up."""
     import compnet_ext
     g = torch.Generator().manual_seed(0)
-    peaks = (torch.rand(S, D + 1, generator=g, dtype=torch.float64) * 0.6 + 0.2).to(device, dtype)
+    peaks = random_peaks(S, D, g, device, dtype)
     x = torch.linspace(0, 1, N, dtype=dtype, device=device)
     target = x**3
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)

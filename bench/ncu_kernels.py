@@ -21,13 +21,15 @@ import torch
 import compnet_ext
 from compnet_ext.nn import BatchedMLP, train_mlp
 
+from _common import random_peaks  # noqa: E402 (bench/ is on sys.path when run as a script)
+
 
 def cases(dtype):
     dev = "cuda"
     g = torch.Generator().manual_seed(0)
 
     def peaks(S, D):
-        return (torch.rand(S, D + 1, generator=g, dtype=torch.float64) * 0.6 + 0.2).to(dev, dtype)
+        return random_peaks(S, D, g, dev, dtype)
 
     def line(N):
         return torch.linspace(0, 1, N, dtype=dtype, device=dev)
